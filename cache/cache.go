@@ -9,17 +9,51 @@
 //
 // The cache trusts its caller to write only verified bytes: callers verify
 // every chunk against its chunk digest before WriteAt.
+//
+// On disk, a store directory holds files/<algorithm>/<hex> (the sparse data)
+// and files/<algorithm>/<hex>.ranges (its presence journal, see journal.go).
 package cache
 
 import (
+	"container/list"
+	"errors"
+	"fmt"
+	"log/slog"
 	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
 
+	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
+
+	// Register the hashes so digest.Validate accepts their algorithms.
+	_ "crypto/sha256"
+	_ "crypto/sha512"
 )
+
+// ErrNotPresent is returned (wrapped) when reading bytes that are not in the
+// cache yet. The caller fetches them and retries.
+var ErrNotPresent = errors.New("range not present in cache")
 
 // Store is a size-bounded cache of file contents, safe for concurrent use.
 type Store struct {
-	// implementation detail
+	dir  string
+	opts options
+	lock *os.File // flock held on dir while open
+
+	hits, misses, evictions atomic.Int64
+
+	// mu guards the fields below and, of every entryState, the fields
+	// documented as guarded by Store.mu. It is never held while waiting for
+	// an entry's mutex except to open or close the entry's files.
+	mu      sync.Mutex
+	closed  bool
+	entries map[digest.Digest]*entryState
+	lru     *list.List // of *entryState; front is most recently used
+	owners  map[string]map[digest.Digest]struct{}
+	holders map[digest.Digest]int // how many owners hold each digest
+	bytes   int64                 // present bytes of all entries
 }
 
 // Option configures a Store.
@@ -27,12 +61,14 @@ type Option func(*options)
 
 type options struct {
 	maxBytes int64
+	logger   *slog.Logger
 }
 
 // defaultOptions holds every default in one place.
 func defaultOptions() options {
 	return options{
 		maxBytes: 10 << 30, // The default is 10 GiB.
+		logger:   slog.Default(),
 	}
 }
 
@@ -41,27 +77,178 @@ func defaultOptions() options {
 // evicted. The default is 10 GiB.
 func WithMaxBytes(n int64) Option { return func(o *options) { o.maxBytes = n } }
 
+// WithLogger sets the logger for events worth an operator's attention
+// (discarded journals, evictions). The default is slog.Default().
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
 // Open opens (or creates) a store in dir, loading what earlier runs left.
-func Open(dir string, opts ...Option) (*Store, error) { panic("unimplemented") }
+// Only one Store may have dir open at a time, across processes.
+func Open(dir string, opts ...Option) (*Store, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("cache: create %s: %w", dir, err)
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
+	s := &Store{
+		dir:     dir,
+		opts:    o,
+		lock:    lock,
+		entries: make(map[digest.Digest]*entryState),
+		lru:     list.New(),
+		owners:  make(map[string]map[digest.Digest]struct{}),
+		holders: make(map[digest.Digest]int),
+	}
+	if err := s.load(); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("cache: open %s: %w", dir, err)
+	}
+	return s, nil
+}
 
 // Entry returns the entry for the file with content digest d and size size,
 // creating it if needed. The caller must Close it. Entries with the same
 // digest share state.
-func (s *Store) Entry(d digest.Digest, size int64) (*Entry, error) { panic("unimplemented") }
+//
+// Asking for a digest the store knows with another size fails with
+// errdefs.ErrInvalidArgument: one content digest cannot have two sizes, so
+// the TOC that asks is wrong or hostile.
+func (s *Store) Entry(d digest.Digest, size int64) (*Entry, error) {
+	if err := validateDigest(d); err != nil {
+		return nil, err
+	}
+	if size < 0 {
+		return nil, fmt.Errorf("cache: entry %s: negative size %d: %w", d, size, errdefs.ErrInvalidArgument)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("cache: entry %s: store is closed: %w", d, errdefs.ErrFailedPrecondition)
+	}
+	st, ok := s.entries[d]
+	if ok && st.size != size {
+		return nil, fmt.Errorf("cache: entry %s has size %d, asked for %d: %w",
+			d, st.size, size, errdefs.ErrInvalidArgument)
+	}
+	if !ok {
+		var err error
+		if st, err = s.createLocked(d, size); err != nil {
+			return nil, err
+		}
+	} else if st.refs == 0 {
+		if err := st.openFiles(); err != nil {
+			return nil, fmt.Errorf("cache: entry %s: %w", d, err)
+		}
+	}
+	st.refs++
+	s.lru.MoveToFront(st.elem)
+	return &Entry{store: s, state: st}, nil
+}
+
+// createLocked creates the files of a new entry, opened.
+func (s *Store) createLocked(d digest.Digest, size int64) (*entryState, error) {
+	st := newEntryState(s.dir, d, size)
+	if err := os.MkdirAll(filepath.Dir(st.dataPath), 0o700); err != nil {
+		return nil, fmt.Errorf("cache: create entry %s: %w", d, err)
+	}
+	if err := st.create(); err != nil {
+		st.remove()
+		return nil, fmt.Errorf("cache: create entry %s: %w", d, err)
+	}
+	st.elem = s.lru.PushFront(st)
+	s.entries[d] = st
+	return st, nil
+}
 
 // Hold records that owner (for example a mounted layer) uses the entries ds.
 // Held entries are kept until Drop, unless the size bound forces eviction.
-func (s *Store) Hold(owner string, ds []digest.Digest) error { panic("unimplemented") }
+// Digests need not have entries yet. Holds live in memory only: owners hold
+// again after a restart.
+func (s *Store) Hold(owner string, ds []digest.Digest) error {
+	for _, d := range ds {
+		if err := validateDigest(d); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	held, ok := s.owners[owner]
+	if !ok {
+		held = make(map[digest.Digest]struct{}, len(ds))
+		s.owners[owner] = held
+	}
+	for _, d := range ds {
+		if _, dup := held[d]; !dup {
+			held[d] = struct{}{}
+			s.holders[d]++
+		}
+	}
+	return nil
+}
 
 // Drop releases everything owner holds and deletes entries that no owner
 // holds any more and that are not open.
-func (s *Store) Drop(owner string) error { panic("unimplemented") }
+func (s *Store) Drop(owner string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	held := s.owners[owner]
+	delete(s.owners, owner)
+	var errs []error
+	for d := range held {
+		if s.holders[d]--; s.holders[d] > 0 {
+			continue
+		}
+		delete(s.holders, d)
+		if st, ok := s.entries[d]; ok && st.refs == 0 {
+			errs = append(errs, s.removeLocked(st))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("cache: drop %s: %w", owner, err)
+	}
+	return nil
+}
 
 // Stats reports the store's current size and counters.
-func (s *Store) Stats() Stats { panic("unimplemented") }
+func (s *Store) Stats() Stats {
+	s.mu.Lock()
+	entries, bytes := len(s.entries), s.bytes
+	s.mu.Unlock()
+	return Stats{
+		Entries:   entries,
+		Bytes:     bytes,
+		Hits:      s.hits.Load(),
+		Misses:    s.misses.Load(),
+		Evictions: s.evictions.Load(),
+	}
+}
 
-// Close flushes state and closes the store.
-func (s *Store) Close() error { panic("unimplemented") }
+// Close flushes state and closes the store. Entries still open are closed
+// with it; their handles fail afterwards.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var errs []error
+	for _, st := range s.entries {
+		if st.refs > 0 {
+			errs = append(errs, st.closeFiles())
+		}
+	}
+	errs = append(errs, markClean(s.dir, s.lock), s.lock.Close())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("cache: close: %w", err)
+	}
+	return nil
+}
 
 // Stats are cache counters, ready for export as metrics.
 type Stats struct {
@@ -72,27 +259,66 @@ type Stats struct {
 	Evictions int64
 }
 
-// Entry is one cached file. Safe for concurrent use.
-type Entry struct {
-	// implementation detail
+// account adds bytes an entry's WriteAt made present and enforces the bound.
+func (s *Store) account(st *entryState, added int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st.bytes += added
+	s.bytes += added
+	s.evictLocked()
 }
 
-// Has reports whether [off, off+n) is fully present.
-func (e *Entry) Has(off, n int64) bool { panic("unimplemented") }
+// release drops one handle of st; the last one closes its files.
+func (s *Store) release(st *entryState) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st.refs--
+	if st.refs > 0 || s.closed {
+		return nil
+	}
+	s.lru.MoveToFront(st.elem)
+	err := st.closeFiles()
+	// Writes while every candidate was open may have left the store over
+	// its bound; this entry may now go.
+	s.evictLocked()
+	return err
+}
 
-// ReadAt reads present bytes. Reading a range that is not present is an
-// error (ErrNotPresent), never zeros.
-func (e *Entry) ReadAt(p []byte, off int64) (int, error) { panic("unimplemented") }
+// evictLocked removes entries that are not open, least recently used first
+// and unheld ones before held ones, until the store is within its bound. If
+// every entry is open the store stays over the bound until some close.
+func (s *Store) evictLocked() {
+	for _, evictHeld := range []bool{false, true} {
+		for el := s.lru.Back(); el != nil && s.bytes > s.opts.maxBytes; {
+			st := el.Value.(*entryState)
+			el = el.Prev()
+			if st.refs > 0 || (!evictHeld && s.holders[st.digest] > 0) {
+				continue
+			}
+			if err := s.removeLocked(st); err != nil {
+				s.opts.logger.Warn("cache: evict entry", "digest", st.digest, "error", err)
+			}
+			s.evictions.Add(1)
+		}
+	}
+}
 
-// WriteAt stores verified bytes at off and then marks them present. The
-// presence record is persisted so a restarted daemon finds them.
-func (e *Entry) WriteAt(p []byte, off int64) error { panic("unimplemented") }
+// removeLocked forgets a closed entry and deletes its files.
+func (s *Store) removeLocked(st *entryState) error {
+	delete(s.entries, st.digest)
+	s.lru.Remove(st.elem)
+	s.bytes -= st.bytes
+	return st.remove()
+}
 
-// Complete reports whether every byte of the file is present.
-func (e *Entry) Complete() bool { panic("unimplemented") }
-
-// File returns the backing file, read-only, for passthrough once Complete.
-func (e *Entry) File() (*os.File, error) { panic("unimplemented") }
-
-// Close releases the caller's handle.
-func (e *Entry) Close() error { panic("unimplemented") }
+// validateDigest rejects digests that are malformed or of an algorithm we do
+// not store: digests come from untrusted TOCs and become file names.
+func validateDigest(d digest.Digest) error {
+	if err := d.Validate(); err != nil {
+		return fmt.Errorf("cache: digest %q: %w: %w", d, errdefs.ErrInvalidArgument, err)
+	}
+	if a := d.Algorithm(); a != digest.SHA256 && a != digest.SHA512 {
+		return fmt.Errorf("cache: digest %q: algorithm %s not supported: %w", d, a, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}

@@ -1,0 +1,281 @@
+package cache
+
+import (
+	"container/list"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+)
+
+// entryState is the state all handles of one digest share.
+type entryState struct {
+	digest      digest.Digest
+	size        int64
+	dataPath    string
+	journalPath string
+
+	// Guarded by Store.mu. data is opened when refs goes from 0 to 1;
+	// handles use it without locks since it cannot change while they are
+	// open.
+	refs  int
+	elem  *list.Element
+	bytes int64 // present bytes as accounted by the store
+	data  *os.File
+
+	mu      sync.Mutex // guards present and journal
+	present intervals
+	journal journal
+}
+
+func newEntryState(dir string, d digest.Digest, size int64) *entryState {
+	data := filepath.Join(dir, "files", string(d.Algorithm()), d.Encoded())
+	return &entryState{digest: d, size: size, dataPath: data, journalPath: data + ".ranges"}
+}
+
+// create makes a fresh sparse data file and an empty journal, and opens
+// them. Leftovers of an entry the store forgot are overwritten.
+func (st *entryState) create() error {
+	f, err := os.OpenFile(st.dataPath, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("create data file: %w", err)
+	}
+	// Truncate allocates nothing: the file is all holes until chunks land.
+	if err := f.Truncate(st.size); err != nil {
+		f.Close()
+		return fmt.Errorf("size data file: %w", err)
+	}
+	f.Close()
+	if err := writeJournal(st.journalPath, &intervals{}); err != nil {
+		return err
+	}
+	return st.openFiles()
+}
+
+// openFiles opens the data file and journal for the first handle.
+func (st *entryState) openFiles() error {
+	f, err := os.OpenFile(st.dataPath, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("open data file: %w", err)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.journal, err = openJournal(st.journalPath); err != nil {
+		f.Close()
+		return err
+	}
+	st.data = f
+	return nil
+}
+
+// closeFiles closes the files when the last handle goes.
+func (st *entryState) closeFiles() error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	// data keeps pointing at the closed file: handles that outlive a Store
+	// Close read it without locks and must get os.ErrClosed, not a race.
+	return errors.Join(st.journal.close(), st.data.Close())
+}
+
+// remove deletes the entry's files. Missing files are not an error.
+func (st *entryState) remove() error {
+	var errs []error
+	for _, p := range []string{st.journalPath, st.dataPath} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// markPresent records [start, end) in the journal and then in memory, and
+// returns how many bytes became present. Once the entry is complete, the
+// journal is compacted to one record.
+func (st *entryState) markPresent(start, end int64) (int64, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.present.contains(start, end) {
+		return 0, nil
+	}
+	if err := st.journal.append(span{start, end}); err != nil {
+		return 0, err
+	}
+	added := st.present.add(start, end)
+	if st.present.bytes == st.size && st.journal.size > int64(len(journalMagic)+recordSize) {
+		// Compaction only saves space: on failure the long journal stays
+		// valid, and a complete entry appends nothing more.
+		_ = st.compactLocked()
+	}
+	return added, nil
+}
+
+func (st *entryState) compactLocked() error {
+	if err := writeJournal(st.journalPath, &st.present); err != nil {
+		return err
+	}
+	j, err := openJournal(st.journalPath)
+	if err != nil {
+		return err
+	}
+	st.journal.close()
+	st.journal = j
+	return nil
+}
+
+// has reports whether [start, end) is present.
+func (st *entryState) has(start, end int64) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.present.contains(start, end)
+}
+
+// Entry is one cached file. Safe for concurrent use.
+type Entry struct {
+	store  *Store
+	state  *entryState
+	closed atomic.Bool
+}
+
+// clampEnd returns the end of [off, off+n) cut at size, without overflow.
+func clampEnd(off, n, size int64) int64 {
+	if n > size-off {
+		return size
+	}
+	return off + n
+}
+
+// Has reports whether [off, off+n) is fully present. The range is cut at the
+// end of the file, so Has is true exactly when ReadAt of the range would not
+// fail with ErrNotPresent.
+func (e *Entry) Has(off, n int64) bool {
+	st := e.state
+	if e.closed.Load() || off < 0 || n < 0 {
+		return false
+	}
+	if off >= st.size {
+		return true
+	}
+	if !st.has(off, clampEnd(off, n, st.size)) {
+		e.store.misses.Add(1)
+		return false
+	}
+	return true
+}
+
+// ReadAt reads present bytes. Reading a range that is not present is an
+// error (ErrNotPresent), never zeros. Like os.File.ReadAt, it returns io.EOF
+// with fewer bytes than asked when the range passes the end of the file.
+func (e *Entry) ReadAt(p []byte, off int64) (int, error) {
+	st := e.state
+	if e.closed.Load() {
+		return 0, fmt.Errorf("cache: read %s: %w", st.digest, os.ErrClosed)
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("cache: read %s at %d: negative offset: %w", st.digest, off, errdefs.ErrInvalidArgument)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if off >= st.size {
+		return 0, io.EOF
+	}
+	end := clampEnd(off, int64(len(p)), st.size)
+	if !st.has(off, end) {
+		return 0, fmt.Errorf("cache: read %s [%d, %d): %w: %w", st.digest, off, end, ErrNotPresent, errdefs.ErrNotFound)
+	}
+	n, err := st.data.ReadAt(p[:end-off], off)
+	if err != nil {
+		return n, fmt.Errorf("cache: read %s at %d: %w", st.digest, off, err)
+	}
+	e.store.hits.Add(1)
+	if end-off < int64(len(p)) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// WriteAt stores verified bytes at off and then marks them present. The
+// presence record is persisted so a restarted daemon finds them.
+//
+// A full disk fails with an error wrapping errdefs.ErrResourceExhausted and
+// syscall.ENOSPC, and the range stays absent.
+func (e *Entry) WriteAt(p []byte, off int64) error {
+	st := e.state
+	if e.closed.Load() {
+		return fmt.Errorf("cache: write %s: %w", st.digest, os.ErrClosed)
+	}
+	if off < 0 || int64(len(p)) > st.size-off {
+		return fmt.Errorf("cache: write %s [%d, +%d) outside file of %d bytes: %w",
+			st.digest, off, len(p), st.size, errdefs.ErrInvalidArgument)
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	end := off + int64(len(p))
+	// Data first, presence second: a crash in between leaves bytes on disk
+	// that nothing claims, never a claim without bytes.
+	if _, err := st.data.WriteAt(p, off); err != nil {
+		return writeError(st.digest, off, end, err)
+	}
+	added, err := st.markPresent(off, end)
+	if err != nil {
+		return writeError(st.digest, off, end, err)
+	}
+	if added > 0 {
+		e.store.account(st, added)
+	}
+	return nil
+}
+
+func writeError(d digest.Digest, off, end int64, err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("cache: write %s [%d, %d): disk full: %w: %w", d, off, end, errdefs.ErrResourceExhausted, err)
+	}
+	return fmt.Errorf("cache: write %s [%d, %d): %w", d, off, end, err)
+}
+
+// Complete reports whether every byte of the file is present.
+func (e *Entry) Complete() bool {
+	st := e.state
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.present.bytes == st.size
+}
+
+// File returns the backing file, read-only, for passthrough once Complete.
+// The caller closes it. It fails with ErrNotPresent (and
+// errdefs.ErrFailedPrecondition) if the entry is not complete, since the
+// holes would read as zeros.
+func (e *Entry) File() (*os.File, error) {
+	st := e.state
+	if e.closed.Load() {
+		return nil, fmt.Errorf("cache: file %s: %w", st.digest, os.ErrClosed)
+	}
+	if !e.Complete() {
+		return nil, fmt.Errorf("cache: file %s is incomplete: %w: %w", st.digest, ErrNotPresent, errdefs.ErrFailedPrecondition)
+	}
+	f, err := os.Open(st.dataPath)
+	if err != nil {
+		return nil, fmt.Errorf("cache: file %s: %w", st.digest, err)
+	}
+	return f, nil
+}
+
+// Close releases the caller's handle. Closing twice is an error.
+func (e *Entry) Close() error {
+	if !e.closed.CompareAndSwap(false, true) {
+		return fmt.Errorf("cache: close %s: %w", e.state.digest, os.ErrClosed)
+	}
+	if err := e.store.release(e.state); err != nil {
+		return fmt.Errorf("cache: close %s: %w", e.state.digest, err)
+	}
+	return nil
+}

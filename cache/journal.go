@@ -1,0 +1,150 @@
+package cache
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io/fs"
+	"os"
+)
+
+// The presence record of an entry is an append-only journal next to its
+// data file, "<hex>.ranges". We chose a per-entry journal over one bbolt
+// database because a chunk write then costs one small pwrite to a file
+// only that entry uses: no store-wide write lock, no fsync-per-transaction,
+// and deleting an entry is deleting two files. The journal is compacted to
+// one record per present span when the entry is loaded and when it becomes
+// complete, so it stays tiny.
+//
+// Layout: journalMagic, then records of recordSize bytes: offset and length
+// (uint64, little endian) and a CRC-32C of those 16 bytes. Loading stops at
+// the first short or corrupt record, so a record torn by a crash is ignored,
+// never trusted.
+const (
+	journalMagic = "LZSRNG01"
+	recordSize   = 20
+)
+
+// checksum is CRC-32C; MakeTable returns the package's shared table for
+// Castagnoli, so this allocates nothing.
+func checksum(b []byte) uint32 { return crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)) }
+
+// encodeRecord writes the journal record for s into b[:recordSize].
+func encodeRecord(b []byte, s span) {
+	binary.LittleEndian.PutUint64(b[0:8], uint64(s.start))
+	binary.LittleEndian.PutUint64(b[8:16], uint64(s.end-s.start))
+	binary.LittleEndian.PutUint32(b[16:20], checksum(b[:16]))
+}
+
+// decodeRecord returns the span of one record, or false if the record is
+// corrupt or does not fit in a file of size bytes.
+func decodeRecord(b []byte, size int64) (span, bool) {
+	if checksum(b[:16]) != binary.LittleEndian.Uint32(b[16:20]) {
+		return span{}, false
+	}
+	off := binary.LittleEndian.Uint64(b[0:8])
+	n := binary.LittleEndian.Uint64(b[8:16])
+	if n == 0 || off > uint64(size) || n > uint64(size)-off {
+		return span{}, false
+	}
+	return span{int64(off), int64(off + n)}, true
+}
+
+// loadJournal reads the presence record at path for a file of size bytes.
+// compact reports whether rewriting the journal would shrink or repair it.
+// A missing journal means nothing is present.
+func loadJournal(path string, size int64) (iv intervals, compact bool, err error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return iv, false, nil
+	}
+	if err != nil {
+		return iv, false, fmt.Errorf("read presence journal: %w", err)
+	}
+	if len(b) < len(journalMagic) || string(b[:len(journalMagic)]) != journalMagic {
+		return iv, true, nil
+	}
+	records := 0
+	for rest := b[len(journalMagic):]; ; rest = rest[recordSize:] {
+		if len(rest) < recordSize {
+			// A torn tail (or a clean end) stops the load.
+			compact = len(rest) != 0
+			break
+		}
+		s, ok := decodeRecord(rest, size)
+		if !ok {
+			compact = true
+			break
+		}
+		iv.add(s.start, s.end)
+		records++
+	}
+	return iv, compact || records != len(iv.spans), nil
+}
+
+// writeJournal atomically replaces the journal at path with one record per
+// span of iv. A crash before the rename leaves the old journal; a crash that
+// loses the new file's contents loses presence, which only costs a refetch.
+func writeJournal(path string, iv *intervals) error {
+	b := make([]byte, len(journalMagic)+recordSize*len(iv.spans))
+	copy(b, journalMagic)
+	for i, s := range iv.spans {
+		encodeRecord(b[len(journalMagic)+i*recordSize:], s)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write presence journal: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("replace presence journal: %w", err)
+	}
+	return nil
+}
+
+// journal appends records to an open presence journal. Not safe for
+// concurrent use; the entry's mutex guards it.
+type journal struct {
+	f    *os.File
+	size int64 // end of the last complete record
+}
+
+// openJournal opens the journal at path for appending; it must exist
+// (writeJournal creates it).
+func openJournal(path string) (journal, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return journal{}, fmt.Errorf("open presence journal: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return journal{}, fmt.Errorf("stat presence journal: %w", err)
+	}
+	return journal{f: f, size: fi.Size()}, nil
+}
+
+// append persists one span. We write at our own offset rather than with
+// O_APPEND so that a failed, partial write can be cut off again: a torn
+// record in the middle would hide every record after it.
+func (j *journal) append(s span) error {
+	var b [recordSize]byte
+	encodeRecord(b[:], s)
+	if _, err := j.f.WriteAt(b[:], j.size); err != nil {
+		_ = j.f.Truncate(j.size)
+		return fmt.Errorf("append presence journal: %w", err)
+	}
+	j.size += recordSize
+	return nil
+}
+
+func (j *journal) close() error {
+	if j.f == nil {
+		return nil
+	}
+	err := j.f.Close()
+	j.f = nil
+	return err
+}
