@@ -4,77 +4,70 @@
 // where configured), authenticates with go-containerregistry's transport
 // (docker config keychain, bearer tokens, redirects to blob storage), and
 // retries transient failures with backoff.
+//
+// Transient failures (connection errors, 5xx, 429, short bodies, stalls)
+// are retried; 401 (after the transport's own token refresh), 403, 404 and
+// 416 are final, as errdefs.ErrUnauthenticated, ErrPermissionDenied,
+// ErrNotFound and ErrInvalidArgument. ReaderAt and SectionReader adapt a
+// Blob for estargz.Open.
 package remote
 
 import (
 	"context"
 	"io"
-	"net/http"
+	"sync"
 
-	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/semaphore"
+	"golang.org/x/sync/singleflight"
 )
 
-// Resolver turns an image reference and a blob digest into a Blob.
+// Resolver turns an image reference and a blob digest into a Blob. It is
+// safe for concurrent use. It reads each registry's hosts.toml once and keeps
+// one authenticated transport per (host, repository) for its lifetime, so
+// connections and bearer tokens are reused across blobs.
 type Resolver struct {
-	// implementation detail
+	opts  options
+	slots *semaphore.Weighted // bounds requests in flight
+	stats counters            // summed over every blob
+
+	mu         sync.Mutex
+	hosts      map[string][]docker.RegistryHost // by registry name, from hosts.toml
+	transports map[string]*endpoint             // by endpointKey
+	dial       singleflight.Group               // one ping/token exchange per endpointKey at a time
 }
-
-// Option configures a Resolver.
-type Option func(*options)
-
-type options struct {
-	hostsDir       string
-	keychain       authn.Keychain
-	transport      http.RoundTripper
-	maxConcurrency int
-	maxRetries     int
-}
-
-// defaultOptions holds every default in one place.
-func defaultOptions() options {
-	return options{
-		hostsDir:       "/etc/containerd/certs.d", // The default is containerd's hosts dir.
-		keychain:       authn.DefaultKeychain,     // The default is the docker config keychain.
-		transport:      http.DefaultTransport,
-		maxConcurrency: 8, // The default is 8 requests at once per Resolver.
-		maxRetries:     4, // The default is 4 retries of a failed request.
-	}
-}
-
-// WithHostsDir sets the containerd hosts directory (certs.d layout with
-// hosts.toml per host). "" disables it. The default is /etc/containerd/certs.d.
-func WithHostsDir(dir string) Option { return func(o *options) { o.hostsDir = dir } }
-
-// WithKeychain sets where credentials come from. The default is
-// authn.DefaultKeychain (the docker config).
-func WithKeychain(k authn.Keychain) Option { return func(o *options) { o.keychain = k } }
-
-// WithTransport sets the base HTTP transport. The default is
-// http.DefaultTransport.
-func WithTransport(t http.RoundTripper) Option { return func(o *options) { o.transport = t } }
-
-// WithMaxConcurrency bounds requests in flight across all blobs of the
-// resolver. The default is 8.
-func WithMaxConcurrency(n int) Option { return func(o *options) { o.maxConcurrency = n } }
-
-// WithMaxRetries sets how often a transient failure is retried. The default
-// is 4.
-func WithMaxRetries(n int) Option { return func(o *options) { o.maxRetries = n } }
 
 // NewResolver returns a Resolver.
-func NewResolver(opts ...Option) *Resolver { panic("unimplemented") }
+func NewResolver(opts ...Option) *Resolver {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return &Resolver{
+		opts:       o,
+		slots:      semaphore.NewWeighted(int64(o.maxConcurrency)),
+		hosts:      map[string][]docker.RegistryHost{},
+		transports: map[string]*endpoint{},
+	}
+}
 
 // Resolve finds the blob d of the repository named by ref (for example
 // "localhost:5000/app:v1"), trying the configured hosts in order, and learns
 // its size. It fails with an error wrapping errdefs.ErrNotFound when no host
 // has the blob and errdefs.ErrUnavailable when none answers.
+//
+// Hosts come from hosts.toml for the ref's registry: mirrors in order, then
+// the upstream (its "server", or the registry itself). A mirror that fails or
+// lacks the blob is skipped. The returned error takes its category from the
+// upstream's answer, and its message lists every host's. A round in which
+// every host failed transiently is retried with backoff.
 func (r *Resolver) Resolve(ctx context.Context, ref string, d digest.Digest) (Blob, error) {
-	panic("unimplemented")
+	return r.resolve(ctx, ref, d)
 }
 
 // Stats returns counters summed over every blob of the resolver.
-func (r *Resolver) Stats() Stats { panic("unimplemented") }
+func (r *Resolver) Stats() Stats { return r.stats.snapshot() }
 
 // Blob is a remote blob read by byte range.
 type Blob interface {
@@ -91,9 +84,10 @@ type Blob interface {
 	Stats() Stats
 }
 
-// Stats counts what was fetched, for metrics.
+// Stats counts what was fetched, for metrics. Resolve's size probes are not
+// counted.
 type Stats struct {
 	Requests     int64 // HTTP range requests sent, retries included
-	BytesFetched int64 // body bytes received
-	Retries      int64
+	BytesFetched int64 // body bytes received, including any a server ignoring Range sent before the range
+	Retries      int64 // attempts reissued after a transient failure
 }

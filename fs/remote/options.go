@@ -1,0 +1,81 @@
+package remote
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+)
+
+// Option configures a Resolver.
+type Option func(*options)
+
+type options struct {
+	hostsDir       string
+	keychain       authn.Keychain
+	transport      http.RoundTripper
+	maxConcurrency int
+	maxRetries     int
+	stallTimeout   time.Duration
+	minBackoff     time.Duration
+	maxBackoff     time.Duration
+	logger         *slog.Logger
+}
+
+// defaultOptions holds every default in one place.
+func defaultOptions() options {
+	return options{
+		hostsDir:       "/etc/containerd/certs.d", // The default is containerd's hosts dir.
+		keychain:       authn.DefaultKeychain,     // The default is the docker config keychain.
+		transport:      nil,                       // The default is the per-host transport containerd builds from hosts.toml.
+		maxConcurrency: 8,                         // The default is 8 requests at once per Resolver.
+		maxRetries:     4,                         // The default is 4 retries of a failed request.
+		stallTimeout:   30 * time.Second,          // The default is 30s without a byte.
+		minBackoff:     100 * time.Millisecond,    // The default is 100ms before the first retry,
+		maxBackoff:     5 * time.Second,           // doubling up to 5s.
+		logger:         slog.Default(),            // The default is slog.Default().
+	}
+}
+
+// WithHostsDir sets the containerd hosts directory (certs.d layout with
+// hosts.toml per host). "" disables it. The default is /etc/containerd/certs.d.
+func WithHostsDir(dir string) Option { return func(o *options) { o.hostsDir = dir } }
+
+// WithKeychain sets where credentials come from. The default is
+// authn.DefaultKeychain (the docker config).
+func WithKeychain(k authn.Keychain) Option { return func(o *options) { o.keychain = k } }
+
+// WithTransport sets the base HTTP transport used for every host, under the
+// authentication layer. It replaces the transport containerd builds per host
+// from hosts.toml, so TLS settings of hosts.toml (ca, client, skip_verify)
+// no longer apply; hosts, schemes, paths and headers still do. The default is
+// nil: containerd's per-host transport (TLS from hosts.toml, HTTPS with HTTP
+// fallback for localhost), with enough idle connections per host for
+// WithMaxConcurrency.
+func WithTransport(t http.RoundTripper) Option { return func(o *options) { o.transport = t } }
+
+// WithMaxConcurrency bounds requests in flight across all blobs of the
+// resolver. A request holds its slot until its body is read or closed. The
+// default is 8.
+func WithMaxConcurrency(n int) Option { return func(o *options) { o.maxConcurrency = max(n, 1) } }
+
+// WithMaxRetries sets how often a transient failure is retried. A fetch
+// stream renews its budget whenever an attempt delivered bytes. The default
+// is 4.
+func WithMaxRetries(n int) Option { return func(o *options) { o.maxRetries = max(n, 0) } }
+
+// WithStallTimeout sets how long a request may wait for response headers or
+// for the next body byte before the attempt is abandoned and retried. The
+// default is 30s.
+func WithStallTimeout(d time.Duration) Option { return func(o *options) { o.stallTimeout = d } }
+
+// WithBackoff sets the wait before the first retry and its cap; the wait
+// doubles with each retry, with jitter. The default is 100ms, capped at 5s.
+func WithBackoff(initial, maxWait time.Duration) Option {
+	return func(o *options) { o.minBackoff, o.maxBackoff = initial, max(initial, maxWait) }
+}
+
+// WithLogger sets the logger for retries and fallbacks. The default is
+// slog.Default().
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
