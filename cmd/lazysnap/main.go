@@ -33,6 +33,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	root.AddCommand(
 		newServeCommand(),
+		newFusedCommand(),
 		newMountCommand(),
 		newPullCommand(),
 	)

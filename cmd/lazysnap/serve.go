@@ -1,17 +1,168 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
 
+	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
+	"github.com/containerd/containerd/v2/contrib/snapshotservice"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
+	"github.com/lazysnap/lazysnap/snapshot"
 )
 
+type serveFlags struct {
+	config, address, root, metricsAddress string
+	fuseManager                           bool
+}
+
 func newServeCommand() *cobra.Command {
-	return &cobra.Command{
+	var f serveFlags
+	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "not implemented yet",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return errors.New("serve: not implemented yet")
+		Short: "Serve the lazysnap snapshotter to containerd over a unix socket",
+		Long: "serve runs containerd's snapshot service for lazysnap (configure it in containerd as a\n" +
+			"proxy plugin). On SIGTERM it stops serving and leaves `lazysnap fused` and its mounts running.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(f.config)
+			if err != nil {
+				return err
+			}
+			f.apply(cmd, &cfg)
+			if err := cfg.validate(); err != nil {
+				return err
+			}
+			return runServe(cmd.Context(), cfg, f.config)
 		},
 	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.config, "config", "", "TOML config file (see docs/config.md)")
+	fl.StringVar(&f.address, "address", "", "unix socket to serve on (overrides the config's address)")
+	fl.StringVar(&f.root, "root", "", "state directory (overrides the config's root)")
+	fl.StringVar(&f.metricsAddress, "metrics-address", "", "host:port for /metrics (overrides the config's metrics_address)")
+	fl.BoolVar(&f.fuseManager, "fuse-manager", true, "keep FUSE mounts in `lazysnap fused` (overrides the config's fuse_manager)")
+	return cmd
+}
+
+// apply lets flags the user set win over the config file.
+func (f serveFlags) apply(cmd *cobra.Command, cfg *config) {
+	fl := cmd.Flags()
+	if fl.Changed("address") {
+		cfg.Address = f.address
+	}
+	if fl.Changed("root") {
+		cfg.Root = f.root
+	}
+	if fl.Changed("metrics-address") {
+		cfg.MetricsAddress = f.metricsAddress
+	}
+	if fl.Changed("fuse-manager") {
+		cfg.FuseManager = f.fuseManager
+	}
+}
+
+func runServe(ctx context.Context, cfg config, configPath string) error {
+	log, err := cfg.logger()
+	if err != nil {
+		return err
+	}
+	fsys, closeFS := openFileSystem(ctx, cfg, configPath, log)
+	defer closeFS()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	sn, err := snapshot.New(ctx, cfg.Root, fsys, snapshot.WithLogger(log), snapshot.WithRegisterer(reg))
+	if err != nil {
+		return err
+	}
+	defer sn.Close()
+	return serveGRPC(ctx, cfg, sn, reg, log)
+}
+
+// openFileSystem returns what mounts remote layers: a client of `lazysnap
+// fused` or, with fuse_manager off, package fs in this process (its mounts
+// then end with serve). When neither can start, serve still runs and every
+// layer falls back to a normal pull, counted with reason "no-filesystem".
+func openFileSystem(ctx context.Context, cfg config, configPath string, log *slog.Logger) (snapshot.FileSystem, func()) {
+	if cfg.FuseManager {
+		c, err := ensureFused(ctx, cfg, configPath, log)
+		if err != nil {
+			log.ErrorContext(ctx, "remote snapshots disabled: every layer is pulled", "error", err)
+			return nil, func() {}
+		}
+		return c, func() {}
+	}
+	fsys, err := newLayerFS(ctx, cfg, log)
+	if err != nil {
+		log.ErrorContext(ctx, "remote snapshots disabled: every layer is pulled", "error", err)
+		return nil, func() {}
+	}
+	return fsys, func() {
+		if err := fsys.Close(); err != nil {
+			log.ErrorContext(ctx, "unmounting layers", "error", err)
+		}
+	}
+}
+
+// serveGRPC serves containerd's snapshot API (and /metrics when
+// configured) until ctx is done. containerd's snapshot service turns the
+// snapshotter's errdefs errors into gRPC status codes.
+func serveGRPC(ctx context.Context, cfg config, sn *snapshot.Snapshotter, reg *prometheus.Registry, log *slog.Logger) error {
+	l, err := listenUnix(ctx, cfg.Address)
+	if err != nil {
+		return err
+	}
+	srv := grpc.NewServer()
+	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(sn))
+	var metrics *http.Server
+	if cfg.MetricsAddress != "" {
+		metrics = &http.Server{Addr: cfg.MetricsAddress, Handler: metricsHandler(reg), ReadHeaderTimeout: 10 * time.Second}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(l); !errors.Is(err, grpc.ErrServerStopped) {
+			return err
+		}
+		return nil
+	})
+	if metrics != nil {
+		g.Go(func() error { return listenAndServe(metrics) })
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		srv.GracefulStop()
+		if metrics != nil {
+			metrics.Close()
+		}
+		return nil
+	})
+	log.InfoContext(ctx, "serving", "address", cfg.Address, "root", cfg.Root, "metrics", cfg.MetricsAddress)
+	return g.Wait()
+}
+
+func metricsHandler(reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+func listenAndServe(s *http.Server) error {
+	l, err := net.Listen("tcp", s.Addr)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	if err := s.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	return nil
 }

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// config is the daemon's TOML configuration. It is decoded here, in the
+// command, and turned into options for each package; no package sees it.
+// docs/config.md documents every field and its default.
+type config struct {
+	Root            string                `toml:"root"`
+	Address         string                `toml:"address"`
+	HostsDir        string                `toml:"hosts_dir"`
+	MetricsAddress  string                `toml:"metrics_address"`
+	LogLevel        string                `toml:"log_level"`
+	FuseManager     bool                  `toml:"fuse_manager"`
+	Cache           cacheConfig           `toml:"cache"`
+	Fetch           fetchConfig           `toml:"fetch"`
+	Prefetch        prefetchConfig        `toml:"prefetch"`
+	BackgroundFetch backgroundFetchConfig `toml:"background_fetch"`
+}
+
+type cacheConfig struct {
+	MaxBytes int64 `toml:"max_bytes"`
+}
+
+type fetchConfig struct {
+	MaxConcurrency  int   `toml:"max_concurrency"`
+	MaxRequestBytes int64 `toml:"max_request_bytes"`
+}
+
+type prefetchConfig struct {
+	Enable      bool     `toml:"enable"`
+	WaitTimeout duration `toml:"wait_timeout"`
+}
+
+type backgroundFetchConfig struct {
+	Enable         bool  `toml:"enable"`
+	BytesPerSecond int64 `toml:"bytes_per_second"`
+}
+
+// defaultConfig holds every default of the daemon in one place.
+func defaultConfig() config {
+	return config{
+		Root:           "/var/lib/lazysnap",
+		Address:        "/run/lazysnap/lazysnap.sock",
+		HostsDir:       "/etc/containerd/certs.d",
+		MetricsAddress: "",
+		LogLevel:       "info",
+		FuseManager:    true,
+		Cache:          cacheConfig{MaxBytes: 10 << 30},
+		Fetch:          fetchConfig{MaxConcurrency: 8, MaxRequestBytes: 4 << 20},
+		Prefetch:       prefetchConfig{Enable: true, WaitTimeout: duration(10 * time.Second)},
+		BackgroundFetch: backgroundFetchConfig{
+			Enable:         true,
+			BytesPerSecond: 0,
+		},
+	}
+}
+
+// loadConfig returns the defaults overlaid with the file at path, if any.
+// Unknown keys are errors: a misspelt setting must not be silently ignored.
+func loadConfig(path string) (config, error) {
+	cfg := defaultConfig()
+	if path == "" {
+		return cfg, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("reading config: %w", err)
+	}
+	dec := toml.NewDecoder(bytes.NewReader(b)).DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		var strict *toml.StrictMissingError
+		if errors.As(err, &strict) {
+			return cfg, fmt.Errorf("config %s: %s", path, strict.String())
+		}
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, cfg.validate()
+}
+
+func (c config) validate() error {
+	switch {
+	case c.Root == "":
+		return errors.New("config: root must be set")
+	case c.Address == "":
+		return errors.New("config: address must be set")
+	case c.Fetch.MaxConcurrency < 1:
+		return errors.New("config: fetch.max_concurrency must be at least 1")
+	case c.Cache.MaxBytes < 0:
+		return errors.New("config: cache.max_bytes must not be negative")
+	}
+	_, err := c.slogLevel()
+	return err
+}
+
+func (c config) slogLevel() (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return l, fmt.Errorf("config: log_level %q: %w", c.LogLevel, err)
+	}
+	return l, nil
+}
+
+func (c config) logger() (*slog.Logger, error) {
+	l, err := c.slogLevel()
+	if err != nil {
+		return nil, err
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// duration is a time.Duration written as a Go duration string ("10s").
+type duration time.Duration
+
+func (d *duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = duration(v)
+	return nil
+}
+
+func (d duration) MarshalText() ([]byte, error) {
+	return []byte(time.Duration(d).String()), nil
+}

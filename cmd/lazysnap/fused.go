@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/spf13/cobra"
+
+	"github.com/lazysnap/lazysnap/internal/fused"
+)
+
+// fusedStartTimeout bounds how long serve waits for a fused it started to
+// answer; mounting nothing, it normally answers within milliseconds.
+const fusedStartTimeout = 30 * time.Second
+
+// layerFS is what the daemon needs of package fs: the FileSystem contract,
+// plus Close to unmount everything on exit.
+type layerFS interface {
+	fused.Interface
+	io.Closer
+}
+
+// newLayerFS builds package fs's FS from the config.
+//
+// TODO(fs): package fs does not compile with fs.New/Mount/Check/Unmount/
+// Close/Stats yet. When it does, return fs.New(...) here with options made
+// from cfg (root, hosts_dir, cache.max_bytes, fetch.*, prefetch.*,
+// background_fetch.*), and adapt its Stats to fused.StatsProvider.
+func newLayerFS(_ context.Context, _ config, _ *slog.Logger) (layerFS, error) {
+	return nil, fmt.Errorf("package fs is not built yet: %w", errdefs.ErrNotImplemented)
+}
+
+func fusedSocket(root string) string { return filepath.Join(root, "fused.sock") }
+
+func newFusedCommand() *cobra.Command {
+	var configPath, socket, root string
+	cmd := &cobra.Command{
+		Use:   "fused",
+		Short: "Hold lazysnap's FUSE mounts, so they outlive restarts of `lazysnap serve`",
+		Long: "fused mounts layers for `lazysnap serve`, which starts it on demand. It keeps running when serve\n" +
+			"stops or crashes; on SIGTERM or SIGINT it unmounts every layer and exits.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(configPath)
+			if err != nil {
+				return err
+			}
+			if cmd.Flags().Changed("root") {
+				cfg.Root = root
+			}
+			if socket == "" {
+				socket = fusedSocket(cfg.Root)
+			}
+			return runFused(cmd.Context(), cfg, socket)
+		},
+	}
+	cmd.Flags().StringVar(&configPath, "config", "", "TOML config file (see docs/config.md)")
+	cmd.Flags().StringVar(&socket, "socket", "", "unix socket to serve on (default ROOT/fused.sock)")
+	cmd.Flags().StringVar(&root, "root", "", "state directory (overrides the config's root)")
+	return cmd
+}
+
+// runFused serves the FUSE side until ctx is done, then unmounts
+// everything: stopping fused is the way to take the mounts down.
+func runFused(ctx context.Context, cfg config, socket string) error {
+	log, err := cfg.logger()
+	if err != nil {
+		return err
+	}
+	l, err := listenUnix(ctx, socket)
+	if err != nil {
+		return err
+	}
+	fsys, err := newLayerFS(ctx, cfg, log)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	srv := &http.Server{Handler: fused.NewServer(fsys)}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(l) }()
+	log.InfoContext(ctx, "fused serving", "socket", socket)
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	srv.Shutdown(shutdownCtx)
+	if cerr := fsys.Close(); cerr != nil {
+		return errors.Join(err, fmt.Errorf("unmounting layers: %w", cerr))
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// listenUnix listens on path, replacing a stale socket file but refusing
+// to steal the socket of a server that still answers.
+func listenUnix(ctx context.Context, path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("creating socket directory: %w", err)
+	}
+	var d net.Dialer
+	if c, err := d.DialContext(ctx, "unix", path); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("%s: another server is listening: %w", path, errdefs.ErrAlreadyExists)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("removing stale socket: %w", err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", path, err)
+	}
+	return l, nil
+}
+
+// ensureFused returns a client of the fused serving ROOT, starting one when
+// none answers.
+func ensureFused(ctx context.Context, cfg config, configPath string, log *slog.Logger) (*fused.Client, error) {
+	socket := fusedSocket(cfg.Root)
+	c := fused.NewClient(socket)
+	if err := c.Healthz(ctx); err == nil {
+		log.InfoContext(ctx, "using running fused", "socket", socket)
+		return c, nil
+	}
+	exited, err := startFused(cfg, configPath, socket)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitFused(ctx, c, exited); err != nil {
+		return nil, fmt.Errorf("fused did not come up (see %s): %w", fusedLog(cfg.Root), err)
+	}
+	log.InfoContext(ctx, "started fused", "socket", socket, "log", fusedLog(cfg.Root))
+	return c, nil
+}
+
+func fusedLog(root string) string { return filepath.Join(root, "fused.log") }
+
+// startFused starts `lazysnap fused` in its own session, so neither a
+// SIGKILL of serve nor a signal to serve's process group reaches it, with
+// its output in a file: a pipe to serve would break when serve dies.
+func startFused(cfg config, configPath, socket string) (<-chan error, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("finding the lazysnap binary: %w", err)
+	}
+	if err := os.MkdirAll(cfg.Root, 0o700); err != nil {
+		return nil, err
+	}
+	out, err := os.OpenFile(fusedLog(cfg.Root), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening fused log: %w", err)
+	}
+	defer out.Close() // the child has its own copy
+	args := []string{"fused", "--socket", socket, "--root", cfg.Root}
+	if configPath != "" {
+		args = append(args, "--config", configPath)
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting fused: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }() // reaps it if it dies while serve runs
+	return exited, nil
+}
+
+func waitFused(ctx context.Context, c *fused.Client, exited <-chan error) error {
+	ctx, cancel := context.WithTimeout(ctx, fusedStartTimeout)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if err := c.Healthz(ctx); err == nil {
+			return nil
+		}
+		select {
+		case err := <-exited:
+			return fmt.Errorf("fused exited: %v: %w", err, errdefs.ErrUnavailable)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}

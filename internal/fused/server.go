@@ -1,0 +1,112 @@
+// Package fused is the wire between `lazysnap serve` and the long-lived
+// `lazysnap fused` process that owns the FUSE mounts, so that a restart or a
+// crash of the snapshotter never drops a FUSE connection a container reads
+// from. It is HTTP with JSON bodies over a unix socket:
+//
+//	POST /mount    {"mountpoint": "...", "labels": {...}}   204 or error
+//	POST /check    {"mountpoint": "...", "labels": {...}}   204 or error
+//	POST /unmount  {"mountpoint": "..."}                    204 or error
+//	GET  /stats    200 with the file system's stats as JSON
+//	GET  /healthz  200 "ok"
+//
+// Errors are {"error": "...", "kind": "not-found"}, kind naming the errdefs
+// category, which the client turns back into an errdefs error.
+package fused
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	"github.com/containerd/errdefs"
+)
+
+// Interface is what the server serves; package fs's FS implements it.
+type Interface interface {
+	Mount(ctx context.Context, mountpoint string, labels map[string]string) error
+	Check(ctx context.Context, mountpoint string, labels map[string]string) error
+	Unmount(ctx context.Context, mountpoint string) error
+}
+
+// StatsProvider is implemented by file systems that report statistics on
+// GET /stats. The value is encoded as JSON.
+type StatsProvider interface {
+	Stats(ctx context.Context) (any, error)
+}
+
+// maxBody bounds request bodies; labels with the image's layer list are a
+// few kilobytes.
+const maxBody = 1 << 20
+
+type mountRequest struct {
+	Mountpoint string            `json:"mountpoint"`
+	Labels     map[string]string `json:"labels,omitempty"`
+}
+
+type server struct{ fsys Interface }
+
+// NewServer returns the handler that serves fsys.
+func NewServer(fsys Interface) http.Handler {
+	s := server{fsys: fsys}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /mount", s.call(func(ctx context.Context, r mountRequest) error {
+		return fsys.Mount(ctx, r.Mountpoint, r.Labels)
+	}))
+	mux.HandleFunc("POST /check", s.call(func(ctx context.Context, r mountRequest) error {
+		return fsys.Check(ctx, r.Mountpoint, r.Labels)
+	}))
+	mux.HandleFunc("POST /unmount", s.call(func(ctx context.Context, r mountRequest) error {
+		return fsys.Unmount(ctx, r.Mountpoint)
+	}))
+	mux.HandleFunc("GET /stats", s.stats)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+// call decodes a mountRequest, runs fn with the request's context (a
+// client that goes away cancels the call) and writes the outcome.
+func (s server) call(fn func(context.Context, mountRequest) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req mountRequest
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			writeError(w, fmt.Errorf("decoding request: %v: %w", err, errdefs.ErrInvalidArgument))
+			return
+		}
+		if req.Mountpoint == "" {
+			writeError(w, fmt.Errorf("no mountpoint: %w", errdefs.ErrInvalidArgument))
+			return
+		}
+		if err := fn(r.Context(), req); err != nil {
+			writeError(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (s server) stats(w http.ResponseWriter, r *http.Request) {
+	sp, ok := s.fsys.(StatsProvider)
+	if !ok {
+		writeError(w, fmt.Errorf("stats: %w", errdefs.ErrNotImplemented))
+		return
+	}
+	st, err := sp.Stats(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(st)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	body, status := encodeError(err)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(body)
+}

@@ -1,0 +1,46 @@
+package snapshot
+
+import (
+	"io"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Option configures a Snapshotter.
+type Option func(*options)
+
+type options struct {
+	logger       *slog.Logger
+	registerer   prometheus.Registerer
+	mountOptions []string
+}
+
+// defaultOptions holds every default of the package in one place.
+func defaultOptions() options {
+	return options{
+		logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		registerer:   nil,
+		mountOptions: nil,
+	}
+}
+
+// WithLogger sets the logger for mount, fallback and restore events.
+// The default is a logger that discards everything.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) { o.logger = l }
+}
+
+// WithRegisterer registers the snapshotter's metrics (fallbacks by reason,
+// remote mounts) on r. The default is nil: metrics are counted but not
+// exported.
+func WithRegisterer(r prometheus.Registerer) Option {
+	return func(o *options) { o.registerer = r }
+}
+
+// WithMountOptions adds options to every overlay mount the snapshotter
+// returns (not to bind mounts). The default is none, plus "index=off" when
+// the kernel knows that option, as containerd's overlay snapshotter does.
+func WithMountOptions(opts ...string) Option {
+	return func(o *options) { o.mountOptions = append(o.mountOptions, opts...) }
+}

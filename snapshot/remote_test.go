@@ -1,0 +1,260 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/snapshotters"
+	"github.com/containerd/errdefs"
+	"github.com/moby/sys/mountinfo"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+
+	"github.com/lazysnap/lazysnap/internal/testenv"
+)
+
+// bindFS stands in for the FUSE file system only to test the snapshotter's
+// bookkeeping: Mount populates a directory from the labels and bind-mounts
+// it read-only at the mountpoint, so the kernel really has a mount there.
+// The real FUSE path is covered by the integration tests.
+type bindFS struct {
+	src string
+
+	mu       sync.Mutex
+	mounted  map[string]bool
+	calls    []string
+	failWith error
+}
+
+func newBindFS(t *testing.T) *bindFS {
+	return &bindFS{src: t.TempDir(), mounted: map[string]bool{}}
+}
+
+func (b *bindFS) record(call, mountpoint string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.calls = append(b.calls, call+" "+mountpoint)
+}
+
+func (b *bindFS) count(call string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, c := range b.calls {
+		if len(c) > len(call) && c[:len(call)+1] == call+" " {
+			n++
+		}
+	}
+	return n
+}
+
+func (b *bindFS) Mount(_ context.Context, mountpoint string, labels map[string]string) error {
+	b.record("mount", mountpoint)
+	if b.failWith != nil {
+		return b.failWith
+	}
+	dir := filepath.Join(b.src, filepath.Base(filepath.Dir(mountpoint)))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	layer := labels[snapshotters.TargetLayerDigestLabel]
+	if err := os.WriteFile(filepath.Join(dir, "layer"), []byte(layer), 0o644); err != nil {
+		return err
+	}
+	if err := unix.Mount(dir, mountpoint, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind mount: %w", err)
+	}
+	if err := unix.Mount("", mountpoint, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		unix.Unmount(mountpoint, 0)
+		return fmt.Errorf("read-only remount: %w", err)
+	}
+	b.mu.Lock()
+	b.mounted[mountpoint] = true
+	b.mu.Unlock()
+	return nil
+}
+
+func (b *bindFS) Check(_ context.Context, mountpoint string, _ map[string]string) error {
+	b.record("check", mountpoint)
+	if ok, err := mountinfo.Mounted(mountpoint); err != nil || !ok {
+		return fmt.Errorf("%s: %w", mountpoint, errdefs.ErrNotFound)
+	}
+	return nil
+}
+
+func (b *bindFS) Unmount(_ context.Context, mountpoint string) error {
+	b.record("unmount", mountpoint)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.mounted[mountpoint] {
+		return fmt.Errorf("%s: %w", mountpoint, errdefs.ErrNotFound)
+	}
+	delete(b.mounted, mountpoint)
+	return unix.Unmount(mountpoint, 0)
+}
+
+func remoteOpts(target, layer string) snapshots.Opt {
+	return snapshots.WithLabels(map[string]string{
+		snapshots.LabelSnapshotRef:                 target,
+		snapshotters.TargetRefLabel:                "registry.test/app:v1",
+		snapshotters.TargetLayerDigestLabel:        layer,
+		snapshotters.TargetImageLayersLabel:        layer,
+		"containerd.io/snapshot/stargz/toc.digest": "sha256:70c",
+	})
+}
+
+func TestRemoteLayer(t *testing.T) {
+	testenv.RequireRoot(t)
+	ctx := context.Background()
+	root := t.TempDir()
+	fsys := newBindFS(t)
+	s, err := New(ctx, root, fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+
+	_, err = s.Prepare(ctx, "extract-1", "", remoteOpts("chain-1", "sha256:aaa"))
+	if !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("Prepare of a remote layer: got %v, want ErrAlreadyExists", err)
+	}
+	info, err := s.Stat(ctx, "chain-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Kind != snapshots.KindCommitted || !isRemote(info.Labels) {
+		t.Fatalf("target snapshot: kind %v labels %v, want a committed remote snapshot", info.Kind, info.Labels)
+	}
+	if _, err := s.Stat(ctx, "extract-1"); !errdefs.IsNotFound(err) {
+		t.Fatalf("the extraction key should be gone after the commit, Stat: %v", err)
+	}
+
+	checkChildSeesLayer(ctx, t, s, "chain-1", "sha256:aaa")
+
+	// Restart with the mount gone, as after a crash of the FUSE side.
+	s.Close()
+	id := snapshotID(ctx, t, root, "chain-1")
+	mp := filepath.Join(root, "snapshots", id, "fs")
+	if err := fsys.Unmount(ctx, mp); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = New(ctx, root, fsys); err != nil {
+		t.Fatal(err)
+	}
+	if fsys.count("check") != 1 || fsys.count("mount") != 2 {
+		t.Fatalf("restart: calls %v, want one Check and a second Mount", fsys.calls)
+	}
+	checkChildSeesLayer(ctx, t, s, "chain-1", "sha256:aaa")
+
+	// Restart with the mount alive: Check only.
+	s.Close()
+	if s, err = New(ctx, root, fsys); err != nil {
+		t.Fatal(err)
+	}
+	if fsys.count("check") != 2 || fsys.count("mount") != 2 {
+		t.Fatalf("restart: calls %v, want a second Check and no new Mount", fsys.calls)
+	}
+
+	if err := s.Remove(ctx, "chain-1"); err != nil {
+		t.Fatal(err)
+	}
+	if fsys.count("unmount") != 2 { // one by the test above, one by Remove
+		t.Fatalf("Remove: calls %v, want an Unmount", fsys.calls)
+	}
+	if _, err := os.Stat(filepath.Join(root, "snapshots", id)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("snapshot directory left after Remove: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(fsys.src, id, "layer")); err != nil {
+		t.Fatalf("Remove deleted through the mount: %v", err)
+	}
+}
+
+// checkChildSeesLayer prepares an active snapshot on parent, mounts it and
+// reads the file the layer's mount provides through overlayfs.
+func checkChildSeesLayer(ctx context.Context, t *testing.T, s *Snapshotter, parent, layer string) {
+	t.Helper()
+	key := "container-" + t.Name()
+	mounts, err := s.Prepare(ctx, key, parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Remove(ctx, key)
+	if len(mounts) != 1 || mounts[0].Type != "overlay" {
+		t.Fatalf("mounts of a child of a remote layer: %+v, want one overlay", mounts)
+	}
+	target := t.TempDir()
+	if err := mount.All(mounts, target); err != nil {
+		t.Fatal(err)
+	}
+	defer mount.UnmountAll(target, 0)
+	got, err := os.ReadFile(filepath.Join(target, "layer"))
+	if err != nil || string(got) != layer {
+		t.Fatalf("reading the remote layer's file through the overlay: %q, %v; want %q", got, err, layer)
+	}
+}
+
+func snapshotID(ctx context.Context, t *testing.T, root, name string) string {
+	t.Helper()
+	s, err := New(ctx, root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, l := range mustRemoteLayers(ctx, t, s) {
+		if l.name == name {
+			return l.id
+		}
+	}
+	t.Fatalf("no remote layer %q", name)
+	return ""
+}
+
+func mustRemoteLayers(ctx context.Context, t *testing.T, s *Snapshotter) []remoteLayer {
+	t.Helper()
+	l, err := s.remoteLayers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestRemoteFallback(t *testing.T) {
+	testenv.RequireRoot(t)
+	ctx := context.Background()
+	fsys := newBindFS(t)
+	fsys.failWith = fmt.Errorf("layer has no TOC: %w", errdefs.ErrNotImplemented)
+	reg := prometheus.NewRegistry()
+	s, err := New(ctx, t.TempDir(), fsys, WithRegisterer(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	mounts, err := s.Prepare(ctx, "extract-1", "", remoteOpts("chain-1", "sha256:bbb"))
+	if err != nil {
+		t.Fatalf("Prepare of a plain layer must fall back, got %v", err)
+	}
+	if len(mounts) != 1 || mounts[0].Type != "bind" {
+		t.Fatalf("fallback mounts: %+v, want the usual bind mount to unpack into", mounts)
+	}
+	if got := counterValue(t, s.metrics.fallbacks.WithLabelValues(ReasonUnsupported)); got != 1 {
+		t.Fatalf("fallbacks{reason=%s} = %v, want 1", ReasonUnsupported, got)
+	}
+	if err := s.Commit(ctx, "chain-1", "extract-1"); err != nil {
+		t.Fatalf("committing the unpacked fallback layer: %v", err)
+	}
+	if info, err := s.Stat(ctx, "chain-1"); err != nil || isRemote(info.Labels) {
+		t.Fatalf("fallback layer: %+v, %v; want a committed, non-remote snapshot", info, err)
+	}
+	families, err := reg.Gather()
+	if err != nil || len(families) == 0 {
+		t.Fatalf("metrics not registered on the given registry: %v", err)
+	}
+}
