@@ -1,0 +1,268 @@
+// Package fs mounts eStargz layers straight from their registry as
+// read-only FUSE file systems, one per layer, for the snapshotter to stack
+// with overlayfs. It implements the snapshotter's FileSystem contract
+// (Mount, Check, Unmount) in-process.
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
+	"github.com/lazysnap/lazysnap/cache"
+	"github.com/lazysnap/lazysnap/fs/layer"
+	"github.com/lazysnap/lazysnap/fs/node"
+	"github.com/lazysnap/lazysnap/fs/remote"
+)
+
+// Labels containerd's remote-snapshot handler puts on a layer's Prepare.
+// The first two are snapshotters.TargetRefLabel and
+// snapshotters.TargetLayerDigestLabel of containerd's pkg/snapshotters;
+// the TOC digest is the eStargz layer annotation it copies.
+const (
+	LabelImageRef    = "containerd.io/snapshot/cri.image-ref"
+	LabelLayerDigest = "containerd.io/snapshot/cri.layer-digest"
+	LabelTOCDigest   = estargz.TOCJSONDigestAnnotation
+)
+
+// FS mounts layers. It is safe for concurrent use.
+type FS struct {
+	opts      options
+	store     *cache.Store
+	ownsStore bool
+	resolver  *remote.Resolver
+	flights   *layer.Flights
+
+	mu     sync.Mutex
+	mounts map[string]*mounted
+}
+
+// mounted is one mounted layer.
+type mounted struct {
+	layer  *layer.Layer
+	server *fuse.Server
+	ref    string
+	cancel context.CancelFunc // stops background fetches
+}
+
+// New returns an FS.
+func New(opts ...Option) (*FS, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	f := &FS{opts: o, store: o.store, resolver: o.resolver, flights: layer.NewFlights(), mounts: map[string]*mounted{}}
+	if f.store == nil {
+		s, err := cache.Open(o.cacheDir, cache.WithMaxBytes(o.cacheMaxBytes))
+		if err != nil {
+			return nil, fmt.Errorf("opening the cache in %s: %w", o.cacheDir, err)
+		}
+		f.store, f.ownsStore = s, true
+	}
+	if f.resolver == nil {
+		f.resolver = remote.NewResolver()
+	}
+	return f, nil
+}
+
+// target is what the labels of a layer's Prepare ask to mount.
+type target struct {
+	ref       string
+	digest    digest.Digest
+	tocDigest digest.Digest
+}
+
+func parseLabels(labels map[string]string) (target, error) {
+	t := target{ref: labels[LabelImageRef]}
+	if t.ref == "" {
+		return t, fmt.Errorf("label %s missing: %w", LabelImageRef, errdefs.ErrInvalidArgument)
+	}
+	for _, l := range []struct {
+		name string
+		dst  *digest.Digest
+	}{{LabelLayerDigest, &t.digest}, {LabelTOCDigest, &t.tocDigest}} {
+		d, err := digest.Parse(labels[l.name])
+		if err != nil {
+			return t, fmt.Errorf("label %s=%q: %v: %w", l.name, labels[l.name], err, errdefs.ErrInvalidArgument)
+		}
+		*l.dst = d
+	}
+	return t, nil
+}
+
+// Mount mounts the layer the labels describe at mountpoint, read-only. It
+// fails with errdefs.ErrInvalidArgument for missing or bad labels,
+// errdefs.ErrNotFound or ErrUnavailable when the registry lacks the blob or
+// cannot be reached, and ErrFailedPrecondition when the layer's TOC does not
+// match its TOC digest.
+func (f *FS) Mount(ctx context.Context, mountpoint string, labels map[string]string) (retErr error) {
+	t, err := parseLabels(labels)
+	if err != nil {
+		return err
+	}
+	if err := f.reserve(mountpoint); err != nil {
+		return err
+	}
+	defer func() {
+		if retErr != nil {
+			f.release(mountpoint)
+		}
+	}()
+	blob, err := f.resolver.Resolve(ctx, t.ref, t.digest)
+	if err != nil {
+		return fmt.Errorf("resolving layer %s of %s: %w", t.digest, t.ref, err)
+	}
+	toc, err := layer.ReadTOC(ctx, blob, t.tocDigest)
+	if err != nil {
+		return err
+	}
+	l, err := layer.New(toc, f.store,
+		layer.WithFlights(f.flights),
+		layer.WithOwner("mount:"+mountpoint),
+		layer.WithConcurrency(f.opts.concurrency),
+		layer.WithMaxRequestBytes(f.opts.maxRequestBytes),
+		layer.WithLogger(f.opts.logger))
+	if err != nil {
+		return err
+	}
+	server, err := node.Mount(mountpoint, l,
+		node.WithPassthrough(f.opts.passthrough),
+		node.WithLogger(f.opts.logger),
+		node.WithDebug(f.opts.debug))
+	if err != nil {
+		return errors.Join(err, l.Close())
+	}
+	m := &mounted{layer: l, server: server, ref: t.ref, cancel: func() {}}
+	if f.opts.prefetch {
+		m.cancel = f.prefetch(l)
+	}
+	f.mu.Lock()
+	f.mounts[mountpoint] = m
+	f.mu.Unlock()
+	f.opts.logger.InfoContext(ctx, "mounted layer", "ref", t.ref, "layer", t.digest, "mountpoint", mountpoint,
+		"inodes", l.Index().Len())
+	return nil
+}
+
+// reserve claims mountpoint for a Mount in progress.
+func (f *FS) reserve(mountpoint string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.mounts[mountpoint]; ok {
+		return fmt.Errorf("%s is already mounted: %w", mountpoint, errdefs.ErrAlreadyExists)
+	}
+	f.mounts[mountpoint] = nil
+	return nil
+}
+
+func (f *FS) release(mountpoint string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.mounts[mountpoint] == nil {
+		delete(f.mounts, mountpoint)
+	}
+}
+
+// prefetch fetches the layer's prioritized files in the background.
+func (f *FS) prefetch(l *layer.Layer) context.CancelFunc {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		if err := l.Prefetch(ctx); err != nil && ctx.Err() == nil {
+			f.opts.logger.Warn("prefetch failed", "layer", l.Digest(), "error", err)
+		}
+	}()
+	return cancel
+}
+
+func (f *FS) get(mountpoint string) (*mounted, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m := f.mounts[mountpoint]
+	if m == nil {
+		return nil, fmt.Errorf("nothing mounted at %s: %w", mountpoint, errdefs.ErrNotFound)
+	}
+	return m, nil
+}
+
+// Check reports whether the mount at mountpoint is alive and its layer
+// reachable.
+func (f *FS) Check(ctx context.Context, mountpoint string, labels map[string]string) error {
+	m, err := f.get(mountpoint)
+	if err != nil {
+		return err
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(mountpoint, &st); err != nil {
+		return fmt.Errorf("mount %s: %w: %w", mountpoint, err, errdefs.ErrUnavailable)
+	}
+	if err := m.layer.Check(ctx); err != nil {
+		return fmt.Errorf("layer at %s: %w", mountpoint, err)
+	}
+	return nil
+}
+
+// Unmount unmounts mountpoint, cancels the layer's fetches in flight and
+// releases its cache holds.
+func (f *FS) Unmount(ctx context.Context, mountpoint string) error {
+	f.mu.Lock()
+	m := f.mounts[mountpoint]
+	if m == nil {
+		f.mu.Unlock()
+		return fmt.Errorf("nothing mounted at %s: %w", mountpoint, errdefs.ErrNotFound)
+	}
+	delete(f.mounts, mountpoint)
+	f.mu.Unlock()
+	return m.unmount(mountpoint)
+}
+
+// unmount cancels reads first, so that a reader blocked on the registry
+// does not keep the mount busy, then unmounts; a mount still busy is
+// detached and goes away when its last user does.
+func (m *mounted) unmount(mountpoint string) error {
+	m.cancel()
+	err := m.layer.Close()
+	if uerr := m.server.Unmount(); uerr != nil {
+		if derr := unix.Unmount(mountpoint, unix.MNT_DETACH); derr != nil && !errors.Is(derr, unix.EINVAL) {
+			return errors.Join(err, fmt.Errorf("unmounting %s: %w", mountpoint, uerr), derr)
+		}
+	}
+	return err
+}
+
+// Stats returns the counters of every mounted layer by mountpoint.
+func (f *FS) Stats() map[string]layer.Stats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[string]layer.Stats, len(f.mounts))
+	for mp, m := range f.mounts {
+		if m != nil {
+			out[mp] = m.layer.Stats()
+		}
+	}
+	return out
+}
+
+// Close unmounts every layer and closes the cache store if the FS opened it.
+func (f *FS) Close() error {
+	f.mu.Lock()
+	mounts := f.mounts
+	f.mounts = map[string]*mounted{}
+	f.mu.Unlock()
+	var errs []error
+	for mp, m := range mounts {
+		if m != nil {
+			errs = append(errs, m.unmount(mp))
+		}
+	}
+	if f.ownsStore {
+		errs = append(errs, f.store.Close())
+	}
+	return errors.Join(errs...)
+}

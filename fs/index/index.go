@@ -1,0 +1,282 @@
+// Package index turns the table of contents (TOC) of an eStargz or
+// zstd:chunked layer into a compact, immutable tree that the FUSE nodes and
+// the chunk reader query.
+//
+// The estargz package keeps one heap object per TOC entry with maps of
+// children and strings for every field; for a mounted layer that lives as
+// long as the mount this costs several hundred bytes per entry. An Index
+// keeps flat slices of small structs instead: inodes, directory entries
+// sorted by name (binary search for lookups), one string arena for names and
+// link targets, and one chunk table. Building it is also where a hostile TOC
+// is refused: names that escape the root, hardlink cycles, chunks that do
+// not tile their file, offsets outside the blob, missing digests.
+package index
+
+import (
+	"iter"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// ID names an inode of the index. Hardlinked names share one ID.
+type ID int32
+
+// Root is the ID of the root directory.
+const Root ID = 0
+
+// Attr is what stat reports for an inode.
+type Attr struct {
+	Mode     uint32 // file type bits (syscall.S_IFREG...) and permission bits
+	UID, GID uint32
+	Size     int64
+	Mtime    int64 // seconds since the epoch
+	MtimeNs  uint32
+	Nlink    uint32
+	DevMajor uint32
+	DevMinor uint32
+}
+
+// Xattr is one extended attribute.
+type Xattr struct {
+	Name  string
+	Value []byte
+}
+
+// Chunk is one verified unit of a regular file's content: ChunkSize bytes at
+// FileOffset of the file, stored compressed at [BlobOffset, BlobEnd) of the
+// layer blob, InnerOffset bytes into the decompressed stream that starts at
+// BlobOffset (several small chunks may share one compressed frame).
+type Chunk struct {
+	BlobOffset  int64
+	BlobEnd     int64
+	InnerOffset int64
+	FileOffset  int64
+	Size        int64
+	Digest      [32]byte // sha256 of the uncompressed chunk
+}
+
+// End is the file offset just past the chunk.
+func (c Chunk) End() int64 { return c.FileOffset + c.Size }
+
+// DigestString returns the chunk digest in OCI form.
+func (c Chunk) DigestString() digest.Digest { return sha256Digest(c.Digest) }
+
+// inode is the compact per-inode record. Its meaning of first/count depends
+// on the type: directory entries for directories, chunks for regular files,
+// bytes of the string arena for symlink targets.
+type inode struct {
+	size     int64
+	mtime    int64
+	mode     uint32
+	uid, gid uint32
+	nlink    uint32
+	mtimeNs  uint32
+	devMajor uint32
+	devMinor uint32
+	first    uint32
+	count    uint32
+	digest   int32 // index into Index.digests, -1 for none
+}
+
+// dent is one name in a directory.
+type dent struct {
+	nameOff uint32
+	nameLen uint32
+	ino     ID
+}
+
+// Index is an immutable, compact tree of one layer. It is safe for
+// concurrent use.
+type Index struct {
+	inodes  []inode
+	dents   []dent
+	chunks  []Chunk
+	digests [][32]byte
+	arena   string
+	xattrs  map[ID][]Xattr
+	// prefetchEnd is the blob offset of the prefetch landmark: everything
+	// stored before it is what the image wants first. 0 means no landmark.
+	prefetchEnd int64
+	files       int
+}
+
+// Len returns the number of inodes.
+func (x *Index) Len() int { return len(x.inodes) }
+
+// Files returns the number of regular files with content.
+func (x *Index) Files() int { return x.files }
+
+// Valid reports whether id names an inode of the index.
+func (x *Index) Valid(id ID) bool { return id >= 0 && int(id) < len(x.inodes) }
+
+// Attr returns the attributes of id.
+func (x *Index) Attr(id ID) Attr {
+	n := &x.inodes[id]
+	return Attr{
+		Mode: n.mode, UID: n.uid, GID: n.gid, Size: n.size,
+		Mtime: n.mtime, MtimeNs: n.mtimeNs, Nlink: n.nlink,
+		DevMajor: n.devMajor, DevMinor: n.devMinor,
+	}
+}
+
+// Mode returns the file type and permission bits of id.
+func (x *Index) Mode(id ID) uint32 { return x.inodes[id].mode }
+
+// IsDir reports whether id is a directory.
+func (x *Index) IsDir(id ID) bool { return x.inodes[id].mode&syscall.S_IFMT == syscall.S_IFDIR }
+
+// Lookup finds name in directory dir.
+func (x *Index) Lookup(dir ID, name string) (ID, bool) {
+	ds := x.children(dir)
+	i := sort.Search(len(ds), func(i int) bool { return x.name(ds[i]) >= name })
+	if i < len(ds) && x.name(ds[i]) == name {
+		return ds[i].ino, true
+	}
+	return 0, false
+}
+
+// NumChildren returns how many names directory dir holds.
+func (x *Index) NumChildren(dir ID) int { return len(x.children(dir)) }
+
+// Child returns the i-th name of directory dir, in name order.
+func (x *Index) Child(dir ID, i int) (string, ID) {
+	d := x.children(dir)[i]
+	return x.name(d), d.ino
+}
+
+// Children iterates over the names of directory dir in name order.
+func (x *Index) Children(dir ID) iter.Seq2[string, ID] {
+	return func(yield func(string, ID) bool) {
+		for _, d := range x.children(dir) {
+			if !yield(x.name(d), d.ino) {
+				return
+			}
+		}
+	}
+}
+
+func (x *Index) children(dir ID) []dent {
+	n := &x.inodes[dir]
+	if n.mode&syscall.S_IFMT != syscall.S_IFDIR {
+		return nil
+	}
+	return x.dents[n.first : n.first+n.count]
+}
+
+func (x *Index) name(d dent) string { return x.arena[d.nameOff : d.nameOff+d.nameLen] }
+
+// Readlink returns the target of symlink id.
+func (x *Index) Readlink(id ID) (string, bool) {
+	n := &x.inodes[id]
+	if n.mode&syscall.S_IFMT != syscall.S_IFLNK {
+		return "", false
+	}
+	return x.arena[n.first : n.first+n.count], true
+}
+
+// Xattrs returns the extended attributes of id, sorted by name. The caller
+// must not modify them.
+func (x *Index) Xattrs(id ID) []Xattr { return x.xattrs[id] }
+
+// Xattr returns the value of the extended attribute name of id.
+func (x *Index) Xattr(id ID, name string) ([]byte, bool) {
+	for _, a := range x.xattrs[id] {
+		if a.Name == name {
+			return a.Value, true
+		}
+	}
+	return nil, false
+}
+
+// Digest returns the content digest of regular file id, or "" when it has
+// no content.
+func (x *Index) Digest(id ID) digest.Digest {
+	n := &x.inodes[id]
+	if n.digest < 0 {
+		return ""
+	}
+	return sha256Digest(x.digests[n.digest])
+}
+
+// Chunks returns the chunks of regular file id in file order. They tile
+// [0, Size) without gaps. The caller must not modify them.
+func (x *Index) Chunks(id ID) []Chunk {
+	n := &x.inodes[id]
+	if n.mode&syscall.S_IFMT != syscall.S_IFREG {
+		return nil
+	}
+	return x.chunks[n.first : n.first+n.count]
+}
+
+// ChunkBase returns the position of regular file id's first chunk in the
+// layer-wide chunk table, so callers can keep one flat bitmap of chunks.
+func (x *Index) ChunkBase(id ID) int { return int(x.inodes[id].first) }
+
+// NumChunks returns the number of chunks of the whole layer.
+func (x *Index) NumChunks() int { return len(x.chunks) }
+
+// ChunkRange returns the indices [lo, hi) into Chunks(id) of the chunks that
+// hold bytes [off, off+n) of the file.
+func (x *Index) ChunkRange(id ID, off, n int64) (lo, hi int) {
+	cs := x.Chunks(id)
+	end := off + n
+	lo = sort.Search(len(cs), func(i int) bool { return cs[i].End() > off })
+	hi = sort.Search(len(cs), func(i int) bool { return cs[i].FileOffset >= end })
+	if hi < lo {
+		hi = lo
+	}
+	return lo, hi
+}
+
+// RegularFiles iterates over every regular file with content, in ID order.
+func (x *Index) RegularFiles() iter.Seq[ID] {
+	return func(yield func(ID) bool) {
+		for i := range x.inodes {
+			if x.inodes[i].digest >= 0 && !yield(ID(i)) {
+				return
+			}
+		}
+	}
+}
+
+// PrefetchEnd returns the blob offset of the prefetch landmark: the chunks
+// stored before it are the ones the image wants first. It returns 0 when
+// the layer has no landmark or says that nothing should be prefetched.
+func (x *Index) PrefetchEnd() int64 { return x.prefetchEnd }
+
+// Digests returns the distinct content digests of the layer's files.
+func (x *Index) Digests() []digest.Digest {
+	out := make([]digest.Digest, len(x.digests))
+	for i, d := range x.digests {
+		out[i] = sha256Digest(d)
+	}
+	return out
+}
+
+// SizeBytes estimates the heap bytes the index holds, for memory reports.
+func (x *Index) SizeBytes() int64 {
+	const inodeSize, dentSize, chunkSize, digestSize = 64, 12, 72, 32
+	n := int64(len(x.inodes))*inodeSize + int64(len(x.dents))*dentSize +
+		int64(len(x.chunks))*chunkSize + int64(len(x.digests))*digestSize + int64(len(x.arena))
+	for _, xs := range x.xattrs {
+		for _, a := range xs {
+			n += int64(len(a.Name)+len(a.Value)) + 40
+		}
+	}
+	return n
+}
+
+func sha256Digest(b [32]byte) digest.Digest {
+	const hexdigits = "0123456789abcdef"
+	var sb strings.Builder
+	sb.Grow(7 + 64)
+	sb.WriteString("sha256:")
+	for _, c := range b {
+		sb.WriteByte(hexdigits[c>>4])
+		sb.WriteByte(hexdigits[c&0xf])
+	}
+	return digest.Digest(sb.String())
+}

@@ -1,0 +1,285 @@
+package layer
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/lazysnap/lazysnap/fs/index"
+)
+
+// Flights records the chunks being fetched, so that a chunk is never
+// fetched twice at once: the first reader fetches it, later ones wait. Share
+// one Flights between layers (WithFlights) to extend this to identical files
+// of different layers. Safe for concurrent use.
+type Flights struct {
+	mu sync.Mutex
+	m  map[flightKey]*flight
+}
+
+// NewFlights returns an empty Flights.
+func NewFlights() *Flights { return &Flights{m: map[flightKey]*flight{}} }
+
+// flightKey names a chunk by its file's content digest (the cache key) and
+// its offset in the file.
+type flightKey struct {
+	file digest.Digest
+	off  int64
+}
+
+type flight struct {
+	done chan struct{}
+	err  error
+}
+
+// claim returns the flight for k and whether the caller owns it (must fetch
+// and finish it) or must wait for it.
+func (g *Flights) claim(k flightKey) (*flight, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if fl, ok := g.m[k]; ok {
+		return fl, false
+	}
+	fl := &flight{done: make(chan struct{})}
+	g.m[k] = fl
+	return fl, true
+}
+
+func (g *Flights) finish(k flightKey, fl *flight, err error) {
+	g.mu.Lock()
+	delete(g.m, k)
+	g.mu.Unlock()
+	fl.err = err
+	close(fl.done)
+}
+
+// target is one chunk to fetch and the open file it belongs to.
+type target struct {
+	f  *File
+	i  int
+	fl *flight // set once claimed
+}
+
+func (t target) chunk() index.Chunk { return t.f.chunks[t.i] }
+func (t target) key() flightKey     { return flightKey{t.f.digest, t.f.chunks[t.i].FileOffset} }
+
+// fetchChunks fetches the chunks idx of f, as a read does.
+func (l *Layer) fetchChunks(ctx context.Context, f *File, idx []int) error {
+	ts := make([]target, len(idx))
+	for k, i := range idx {
+		ts[k] = target{f: f, i: i}
+	}
+	return l.fetchTargets(ctx, ts, l.opts.maxRequestBytes)
+}
+
+// fetchTargets fetches the chunks ts: those no one else is fetching in
+// coalesced Range requests of at most maxBytes (a bounded number at once),
+// then it waits for the ones others are fetching.
+func (l *Layer) fetchTargets(ctx context.Context, ts []target, maxBytes int64) error {
+	var mine []target
+	var theirs []*flight
+	for _, t := range ts {
+		fl, own := l.opts.flights.claim(t.key())
+		if !own {
+			theirs = append(theirs, fl)
+			continue
+		}
+		t.fl = fl
+		mine = append(mine, t)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(l.opts.concurrency)
+	for _, run := range coalesce(mine, maxBytes) {
+		g.Go(func() error { return l.fetchRun(gctx, run) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for _, fl := range theirs {
+		select {
+		case <-fl.done:
+			// Another reader's cancellation is not ours: the caller looks
+			// for missing chunks again and fetches them itself.
+			if fl.err != nil && !isContextErr(fl.err) {
+				return fl.err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func isContextErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// coalesce sorts ts in blob order and groups neighbours (a chunk whose
+// frame starts where the previous one ends, or shares its frame) into runs
+// of at most maxBytes of compressed data; a single larger chunk is a run.
+func coalesce(ts []target, maxBytes int64) [][]target {
+	slices.SortFunc(ts, func(a, b target) int {
+		ca, cb := a.chunk(), b.chunk()
+		return cmp.Or(cmp.Compare(ca.BlobOffset, cb.BlobOffset), cmp.Compare(ca.InnerOffset, cb.InnerOffset))
+	})
+	var runs [][]target
+	var cur []target
+	for _, t := range ts {
+		if len(cur) > 0 {
+			c, last, start := t.chunk(), cur[len(cur)-1].chunk(), cur[0].chunk().BlobOffset
+			sameFrame := c.BlobOffset == last.BlobOffset
+			next := c.BlobOffset == last.BlobEnd && c.BlobEnd-start <= maxBytes
+			if sameFrame || next {
+				cur = append(cur, t)
+				continue
+			}
+			runs = append(runs, cur)
+			cur = nil
+		}
+		cur = append(cur, t)
+	}
+	if len(cur) > 0 {
+		runs = append(runs, cur)
+	}
+	return runs
+}
+
+// errBadChunk marks data that did not decompress or verify: the fetch is
+// retried once.
+var errBadChunk = errors.New("chunk does not verify")
+
+// fetchRun fetches one run with one Range request. A chunk that fails
+// verification is fetched once more (from that chunk on); a second failure
+// fails the run with ErrCorrupt. Every flight of the run is finished,
+// whatever happens.
+func (l *Layer) fetchRun(ctx context.Context, run []target) (err error) {
+	done := 0
+	defer func() {
+		for _, t := range run[done:] {
+			l.opts.flights.finish(t.key(), t.fl, cmp.Or(err, error(errAborted)))
+		}
+	}()
+	complete := func() {
+		t := run[done]
+		l.opts.flights.finish(t.key(), t.fl, nil)
+		done++
+	}
+	for attempt := 0; attempt < 2; attempt++ {
+		err = l.fetchOnce(ctx, run[done:], complete)
+		if err == nil || !errors.Is(err, errBadChunk) {
+			return err
+		}
+		l.stats.verifyFailures.Add(1)
+		l.opts.logger.WarnContext(ctx, "chunk failed verification", "layer", l.Digest(),
+			"file", run[done].f.digest, "offset", run[done].chunk().FileOffset, "attempt", attempt+1, "error", err)
+	}
+	t := run[done]
+	return fmt.Errorf("layer %s, file %s, chunk at %d: %w", l.Digest(), t.f.digest, t.chunk().FileOffset, ErrCorrupt)
+}
+
+var errAborted = errors.New("fetch aborted")
+
+// fetchOnce sends one Range request for the run and stores each chunk as it
+// verifies, calling complete after each.
+func (l *Layer) fetchOnce(ctx context.Context, run []target, complete func()) error {
+	start, end := run[0].chunk().BlobOffset, run[len(run)-1].chunk().BlobEnd
+	l.stats.requests.Add(1)
+	rc, err := l.toc.blob.Fetch(ctx, start, end-start)
+	if err != nil {
+		return fmt.Errorf("fetching [%d, %d) of layer %s: %w", start, end, l.Digest(), err)
+	}
+	defer rc.Close()
+	body := &countingReader{r: rc, l: l}
+	pos := start
+	for i := 0; i < len(run); {
+		c := run[i].chunk()
+		j := i + 1
+		for j < len(run) && run[j].chunk().BlobOffset == c.BlobOffset {
+			j++
+		}
+		if _, err := io.CopyN(io.Discard, body, c.BlobOffset-pos); err != nil {
+			return body.cause(err)
+		}
+		frame := io.LimitReader(body, c.BlobEnd-c.BlobOffset)
+		if err := l.readFrame(frame, run[i:j], complete); err != nil {
+			return body.cause(err)
+		}
+		if _, err := io.Copy(io.Discard, frame); err != nil {
+			return body.cause(err)
+		}
+		pos, i = c.BlobEnd, j
+	}
+	return nil
+}
+
+// readFrame decompresses one compressed frame and stores the chunks ts it
+// holds (sorted by inner offset), each only after its digest matches.
+func (l *Layer) readFrame(frame io.Reader, ts []target, complete func()) error {
+	zr, err := l.toc.decompressor.Reader(frame)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errBadChunk, err)
+	}
+	defer zr.Close()
+	var pos int64
+	for _, t := range ts {
+		c := t.chunk()
+		if c.InnerOffset < pos {
+			return fmt.Errorf("%w: chunks overlap in one frame", errBadChunk)
+		}
+		if _, err := io.CopyN(io.Discard, zr, c.InnerOffset-pos); err != nil {
+			return fmt.Errorf("%w: %v", errBadChunk, err)
+		}
+		buf := make([]byte, c.Size)
+		if _, err := io.ReadFull(zr, buf); err != nil {
+			return fmt.Errorf("%w: %v", errBadChunk, err)
+		}
+		pos = c.InnerOffset + c.Size
+		if sha256.Sum256(buf) != c.Digest {
+			return fmt.Errorf("%w: digest mismatch (want %s)", errBadChunk, c.DigestString())
+		}
+		if err := t.f.entry.WriteAt(buf, c.FileOffset); err != nil {
+			return fmt.Errorf("storing a chunk of %s in the cache: %w", t.f.digest, err)
+		}
+		l.present.mark(t.f.id, t.i, c.Size)
+		complete()
+	}
+	return nil
+}
+
+// countingReader counts the compressed bytes received and remembers a
+// transport error, so a broken connection is not mistaken for bad data.
+type countingReader struct {
+	r   io.Reader
+	l   *Layer
+	err error
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.l.stats.bytesFetched.Add(int64(n))
+	if err != nil && err != io.EOF && c.err == nil {
+		c.err = err
+	}
+	return n, err
+}
+
+// cause returns the transport error if there was one, else err.
+func (c *countingReader) cause(err error) error {
+	if c.err != nil {
+		return fmt.Errorf("reading from the registry: %w", c.err)
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		// The stream promises exactly the bytes asked for; fewer is a
+		// short body the remote did not heal.
+		return fmt.Errorf("%w: short body: %v", errBadChunk, err)
+	}
+	return err
+}

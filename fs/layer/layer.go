@@ -1,0 +1,363 @@
+// Package layer reads the files of one eStargz layer: a read maps to the
+// file's chunks; chunks present in the on-disk cache are read from it, and
+// missing ones are fetched from the registry with coalesced, parallel Range
+// requests, decompressed, verified against their chunk digest and stored in
+// the cache before a byte of them is returned.
+package layer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/lazysnap/lazysnap/cache"
+	"github.com/lazysnap/lazysnap/fs/index"
+)
+
+// Option configures a Layer.
+type Option func(*options)
+
+type options struct {
+	maxRequestBytes  int64
+	maxPrefetchBytes int64
+	concurrency      int
+	flights          *Flights
+	owner            string
+	logger           *slog.Logger
+}
+
+// defaultOptions holds every default in one place.
+func defaultOptions() options {
+	return options{
+		maxRequestBytes:  4 << 20,  // The default is 4 MiB.
+		maxPrefetchBytes: 32 << 20, // The default is 32 MiB.
+		concurrency:      4,        // The default is 4 requests at once per read.
+		logger:           slog.Default(),
+	}
+}
+
+// WithMaxRequestBytes caps the compressed bytes one coalesced Range request
+// of a read asks for (a single larger chunk is still fetched whole). The
+// default is 4 MiB.
+func WithMaxRequestBytes(n int64) Option { return func(o *options) { o.maxRequestBytes = n } }
+
+// WithMaxPrefetchBytes caps the compressed bytes of one Range request of
+// Prefetch and FetchAll, which want few large requests. The default is
+// 32 MiB.
+func WithMaxPrefetchBytes(n int64) Option { return func(o *options) { o.maxPrefetchBytes = n } }
+
+// WithConcurrency bounds the Range requests one read (or one prefetch) runs
+// at once. The default is 4.
+func WithConcurrency(n int) Option { return func(o *options) { o.concurrency = max(1, n) } }
+
+// WithFlights shares the record of chunks being fetched between layers, so
+// concurrent readers of the same file in different layers cause one fetch.
+// The default is a record private to the layer.
+func WithFlights(f *Flights) Option { return func(o *options) { o.flights = f } }
+
+// WithOwner sets the name under which the layer holds its files in the
+// cache. It must be unique per mounted layer. The default is the blob digest
+// followed by a per-Layer suffix.
+func WithOwner(owner string) Option { return func(o *options) { o.owner = owner } }
+
+// WithLogger sets the logger. The default is slog.Default().
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// Layer serves reads of one layer's files. It is safe for concurrent use.
+type Layer struct {
+	toc   *TOC
+	idx   *index.Index
+	store *cache.Store
+	opts  options
+
+	// ctx lives as long as the layer: Close cancels every fetch in flight.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	stats   counters
+	present presence
+}
+
+// New returns a Layer reading toc's files through store, and records in the
+// store that the layer holds them.
+func New(toc *TOC, store *cache.Store, opts ...Option) (*Layer, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if toc == nil || store == nil {
+		return nil, fmt.Errorf("layer: a TOC and a cache store are required: %w", errdefs.ErrInvalidArgument)
+	}
+	if o.flights == nil {
+		o.flights = NewFlights()
+	}
+	l := &Layer{toc: toc, idx: toc.Index, store: store, opts: o}
+	if l.opts.owner == "" {
+		l.opts.owner = fmt.Sprintf("%s@%p", toc.blob.Digest(), l)
+	}
+	l.present.init(l.idx)
+	if err := store.Hold(l.opts.owner, l.idx.Digests()); err != nil {
+		return nil, fmt.Errorf("holding the files of layer %s in the cache: %w", toc.blob.Digest(), err)
+	}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	return l, nil
+}
+
+// Check reports whether the layer's blob is still reachable by fetching its
+// last byte.
+func (l *Layer) Check(ctx context.Context) error {
+	size := l.toc.blob.Size()
+	if _, err := readRange(ctx, l.toc.blob, size-1, 1); err != nil {
+		return fmt.Errorf("layer %s unreachable: %w", l.Digest(), err)
+	}
+	return nil
+}
+
+// Index returns the layer's tree.
+func (l *Layer) Index() *index.Index { return l.idx }
+
+// Digest returns the layer's blob digest.
+func (l *Layer) Digest() digest.Digest { return l.toc.blob.Digest() }
+
+// Close cancels every fetch of the layer in flight and releases its cache
+// holds. Reads after Close fail.
+func (l *Layer) Close() error {
+	l.cancel()
+	if err := l.store.Drop(l.opts.owner); err != nil {
+		return fmt.Errorf("releasing the cache holds of layer %s: %w", l.Digest(), err)
+	}
+	return nil
+}
+
+// ReadAt reads the bytes [off, off+len(p)) of regular file id, fetching
+// what the cache lacks. It returns io.EOF past the end of the file.
+func (l *Layer) ReadAt(ctx context.Context, id index.ID, p []byte, off int64) (int, error) {
+	f, err := l.OpenFile(id)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return f.ReadAt(ctx, p, off)
+}
+
+// File is an open regular file of the layer: it keeps the file's cache
+// entry open, so the entry is not evicted while the file is read.
+type File struct {
+	l      *Layer
+	id     index.ID
+	size   int64
+	digest digest.Digest
+	chunks []index.Chunk
+	entry  *cache.Entry // nil for an empty file
+}
+
+// OpenFile opens regular file id for reading.
+func (l *Layer) OpenFile(id index.ID) (*File, error) {
+	if !l.idx.Valid(id) || l.idx.Mode(id)&syscall.S_IFMT != syscall.S_IFREG {
+		return nil, fmt.Errorf("inode %d of layer %s is no regular file: %w", id, l.Digest(), errdefs.ErrInvalidArgument)
+	}
+	f := &File{l: l, id: id, size: l.idx.Attr(id).Size, digest: l.idx.Digest(id), chunks: l.idx.Chunks(id)}
+	if f.size == 0 {
+		return f, nil
+	}
+	e, err := l.store.Entry(f.digest, f.size)
+	if err != nil {
+		return nil, fmt.Errorf("opening the cache entry of %s: %w", f.digest, err)
+	}
+	f.entry = e
+	return f, nil
+}
+
+// Size returns the file's size.
+func (f *File) Size() int64 { return f.size }
+
+// Complete reports whether every byte of the file is in the cache.
+func (f *File) Complete() bool { return f.entry == nil || f.entry.Complete() }
+
+// BackingFile returns the cache file holding the whole content, for the
+// kernel to read directly (FUSE passthrough). It fails unless Complete.
+func (f *File) BackingFile() (*os.File, error) {
+	if f.entry == nil || !f.entry.Complete() {
+		return nil, fmt.Errorf("file %s is not completely cached: %w", f.digest, errdefs.ErrFailedPrecondition)
+	}
+	return f.entry.File()
+}
+
+// Close releases the file's cache entry.
+func (f *File) Close() error {
+	if f.entry == nil {
+		return nil
+	}
+	return f.entry.Close()
+}
+
+// maxEnsureRounds bounds how often a read looks for missing chunks again
+// after fetching or waiting: a chunk another reader failed to fetch, or one
+// the cache evicted at once, costs a round.
+const maxEnsureRounds = 4
+
+// ReadAt reads [off, off+len(p)) of the file. Missing chunks are fetched,
+// verified and cached first; a byte that was not verified is never
+// returned. ctx cancels the fetch, as does closing the layer.
+func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("negative offset %d: %w", off, errdefs.ErrInvalidArgument)
+	}
+	if off >= f.size {
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), f.size-off)
+	p = p[:n]
+	lo, hi := f.l.idx.ChunkRange(f.id, off, n)
+	if missing := f.missing(lo, hi); len(missing) == 0 {
+		f.l.stats.cacheHits.Add(1)
+	} else if err := f.fetchMissing(ctx, lo, hi, missing); err != nil {
+		return 0, err
+	}
+	got, err := f.entry.ReadAt(p, off)
+	if err != nil {
+		return got, fmt.Errorf("reading %d bytes at %d of %s from the cache: %w", n, off, f.digest, err)
+	}
+	if got < len(p) {
+		return got, io.EOF
+	}
+	return got, nil
+}
+
+// fetchMissing makes chunks [lo, hi) present in the cache entry, starting
+// with the missing ones found. ctx cancels it, as does closing the layer.
+func (f *File) fetchMissing(ctx context.Context, lo, hi int, missing []int) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(f.l.ctx, cancel)
+	defer stop()
+	for round := 1; ; round++ {
+		if err := f.l.fetchChunks(ctx, f, missing); err != nil {
+			return err
+		}
+		if missing = f.missing(lo, hi); len(missing) == 0 {
+			return nil
+		}
+		if round == maxEnsureRounds {
+			return fmt.Errorf("%d chunks of %s still missing after %d rounds: %w",
+				len(missing), f.digest, round, errdefs.ErrUnavailable)
+		}
+	}
+}
+
+// missing returns the indices in [lo, hi) of the chunks not in the cache.
+func (f *File) missing(lo, hi int) []int {
+	var out []int
+	for i := lo; i < hi; i++ {
+		c := f.chunks[i]
+		if f.entry.Has(c.FileOffset, c.Size) {
+			f.l.present.mark(f.id, i, c.Size)
+			continue
+		}
+		out = append(out, i)
+	}
+	return out
+}
+
+// Stats are a layer's counters, ready for the daemon to export.
+type Stats struct {
+	Digest          digest.Digest
+	BytesFetched    int64 // compressed bytes received from the registry
+	Requests        int64 // Range requests sent (TOC and footer included)
+	CacheHits       int64 // reads served from the cache without fetching
+	VerifyFailures  int64 // chunks that failed verification (and were refetched or failed the read)
+	ChunksPresent   int64 // chunks seen present in the cache
+	ChunksTotal     int64
+	BytesPresent    int64 // uncompressed bytes of present chunks
+	BytesTotal      int64 // uncompressed bytes of every file
+	FetchedPercent  float64
+	PrefetchDone    bool
+	FetchAllDone    bool
+	IndexBytes      int64 // memory the layer's index holds
+	IndexInodeCount int
+}
+
+type counters struct {
+	bytesFetched   atomic.Int64
+	requests       atomic.Int64
+	cacheHits      atomic.Int64
+	verifyFailures atomic.Int64
+	prefetchDone   atomic.Bool
+	fetchAllDone   atomic.Bool
+}
+
+// Stats returns the layer's counters.
+func (l *Layer) Stats() Stats {
+	s := Stats{
+		Digest:          l.Digest(),
+		BytesFetched:    l.stats.bytesFetched.Load(),
+		Requests:        l.stats.requests.Load(),
+		CacheHits:       l.stats.cacheHits.Load(),
+		VerifyFailures:  l.stats.verifyFailures.Load(),
+		PrefetchDone:    l.stats.prefetchDone.Load(),
+		FetchAllDone:    l.stats.fetchAllDone.Load(),
+		IndexBytes:      l.idx.SizeBytes(),
+		IndexInodeCount: l.idx.Len(),
+	}
+	s.ChunksPresent, s.ChunksTotal, s.BytesPresent, s.BytesTotal = l.present.load()
+	if s.BytesTotal > 0 {
+		s.FetchedPercent = 100 * float64(s.BytesPresent) / float64(s.BytesTotal)
+	} else {
+		s.FetchedPercent = 100
+	}
+	return s
+}
+
+// presence remembers which chunks of the layer were seen in the cache, one
+// bit per chunk of the index's chunk table, to report the fetched share
+// without scanning the cache.
+type presence struct {
+	idx       *index.Index
+	mu        sync.Mutex
+	bits      []uint64
+	chunks    int64
+	bytes     int64
+	byteTotal int64
+}
+
+func (p *presence) init(idx *index.Index) {
+	p.idx = idx
+	p.bits = make([]uint64, (idx.NumChunks()+63)/64)
+	for id := range idx.RegularFiles() {
+		p.byteTotal += idx.Attr(id).Size
+	}
+}
+
+func (p *presence) mark(id index.ID, chunk int, size int64) {
+	b := p.idx.ChunkBase(id) + chunk
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bits[b/64]&(1<<(b%64)) != 0 {
+		return
+	}
+	p.bits[b/64] |= 1 << (b % 64)
+	p.chunks++
+	p.bytes += size
+}
+
+func (p *presence) load() (chunks, chunkTotal, bytes, byteTotal int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.chunks, int64(p.idx.NumChunks()), p.bytes, p.byteTotal
+}
+
+// ErrCorrupt marks a chunk that failed verification twice. It wraps
+// errdefs.ErrDataLoss; the FUSE layer answers it with EIO.
+var ErrCorrupt = fmt.Errorf("chunk failed verification: %w", errdefs.ErrDataLoss)
+
+// IsCorrupt reports whether err is a verification failure.
+func IsCorrupt(err error) bool { return errors.Is(err, ErrCorrupt) }

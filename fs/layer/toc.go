@@ -1,0 +1,132 @@
+package layer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/containerd/stargz-snapshotter/estargz/zstdchunked"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/lazysnap/lazysnap/fs/index"
+	"github.com/lazysnap/lazysnap/fs/remote"
+)
+
+// maxTOCSize bounds the compressed TOC we are willing to fetch: a TOC of a
+// million entries is well below it.
+const maxTOCSize = 256 << 20
+
+// TOC is a layer's verified table of contents, ready to be read from.
+type TOC struct {
+	// Index is the layer's tree.
+	Index *index.Index
+	// Digest is the verified digest of the TOC.
+	Digest digest.Digest
+
+	blob         remote.Blob
+	decompressor estargz.Decompressor
+}
+
+// decompressors are the formats a layer may be in, gzip eStargz first.
+func decompressors() []estargz.Decompressor {
+	return []estargz.Decompressor{
+		new(estargz.GzipDecompressor),
+		new(estargz.LegacyGzipDecompressor),
+		new(zstdchunked.Decompressor),
+	}
+}
+
+// ReadTOC fetches the footer and the TOC of blob, checks the TOC against
+// tocDigest and builds its index. A TOC that does not match tocDigest is
+// refused with an error wrapping errdefs.ErrFailedPrecondition; a blob
+// that is no eStargz or zstd:chunked layer, or whose TOC the index refuses,
+// with errdefs.ErrInvalidArgument.
+func ReadTOC(ctx context.Context, blob remote.Blob, tocDigest digest.Digest, opts ...index.Option) (*TOC, error) {
+	if err := tocDigest.Validate(); err != nil {
+		return nil, fmt.Errorf("TOC digest %q: %v: %w", tocDigest, err, errdefs.ErrInvalidArgument)
+	}
+	decs := decompressors()
+	var tail int64
+	for _, d := range decs {
+		if s := d.FooterSize(); s <= blob.Size() && s > tail {
+			tail = s
+		}
+	}
+	if tail == 0 {
+		return nil, fmt.Errorf("blob %s of %d bytes is too small for a footer: %w", blob.Digest(), blob.Size(), errdefs.ErrInvalidArgument)
+	}
+	footer, err := readRange(ctx, blob, blob.Size()-tail, tail)
+	if err != nil {
+		return nil, fmt.Errorf("reading the footer of %s: %w", blob.Digest(), err)
+	}
+	var errs []error
+	for _, d := range decs {
+		toc, err := readTOCWith(ctx, blob, d, footer, tocDigest, opts)
+		if err == nil {
+			return toc, nil
+		}
+		if !errors.Is(err, errNotThisFormat) {
+			return nil, err
+		}
+		errs = append(errs, err)
+	}
+	return nil, fmt.Errorf("blob %s is no eStargz or zstd:chunked layer: %w: %w",
+		blob.Digest(), errors.Join(errs...), errdefs.ErrInvalidArgument)
+}
+
+var errNotThisFormat = errors.New("footer does not parse")
+
+// readTOCWith tries one format: parse its footer, fetch and parse its TOC.
+func readTOCWith(ctx context.Context, blob remote.Blob, d estargz.Decompressor, tail []byte, want digest.Digest, opts []index.Option) (*TOC, error) {
+	fsize := d.FooterSize()
+	if fsize > int64(len(tail)) {
+		return nil, fmt.Errorf("%T: blob too small: %w", d, errNotThisFormat)
+	}
+	_, tocOff, tocSize, err := d.ParseFooter(tail[int64(len(tail))-fsize:])
+	if err != nil {
+		return nil, fmt.Errorf("%T: %v: %w", d, err, errNotThisFormat)
+	}
+	payloadEnd := blob.Size() - fsize
+	if tocSize <= 0 {
+		tocSize = payloadEnd - tocOff
+	}
+	if tocOff < 0 || tocSize <= 0 || tocSize > maxTOCSize || tocOff > payloadEnd-tocSize {
+		return nil, fmt.Errorf("%T: TOC at [%d, +%d) outside the blob of %d bytes: %w",
+			d, tocOff, tocSize, blob.Size(), errNotThisFormat)
+	}
+	raw, err := readRange(ctx, blob, tocOff, tocSize)
+	if err != nil {
+		return nil, fmt.Errorf("reading the TOC of %s: %w", blob.Digest(), err)
+	}
+	jtoc, got, err := d.ParseTOC(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("%T: parsing the TOC: %v: %w", d, err, errNotThisFormat)
+	}
+	if got != want {
+		return nil, fmt.Errorf("layer %s: TOC digest is %s, not the expected %s; refusing the layer: %w",
+			blob.Digest(), got, want, errdefs.ErrFailedPrecondition)
+	}
+	idx, err := index.Build(jtoc, tocOff, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: %w", blob.Digest(), err)
+	}
+	return &TOC{Index: idx, Digest: got, blob: blob, decompressor: d}, nil
+}
+
+// readRange reads exactly [off, off+n) of blob.
+func readRange(ctx context.Context, blob remote.Blob, off, n int64) ([]byte, error) {
+	rc, err := blob.Fetch(ctx, off, n)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(rc, buf); err != nil {
+		return nil, fmt.Errorf("reading %d bytes at %d: %w", n, off, err)
+	}
+	return buf, nil
+}
