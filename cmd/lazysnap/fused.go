@@ -17,6 +17,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/spf13/cobra"
 
+	lazyfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/remote"
 	"github.com/lazysnap/lazysnap/internal/fused"
 )
 
@@ -31,15 +33,33 @@ type layerFS interface {
 	io.Closer
 }
 
-// newLayerFS builds package fs's FS from the config.
-//
-// TODO(fs): package fs does not compile with fs.New/Mount/Check/Unmount/
-// Close/Stats yet. When it does, return fs.New(...) here with options made
-// from cfg (root, hosts_dir, cache.max_bytes, fetch.*, prefetch.*,
-// background_fetch.*), and adapt its Stats to fused.StatsProvider.
-func newLayerFS(_ context.Context, _ config, _ *slog.Logger) (layerFS, error) {
-	return nil, fmt.Errorf("package fs is not built yet: %w", errdefs.ErrNotImplemented)
+// newLayerFS builds package fs's FS from the config: the config is turned
+// into options here, in the command, so package fs never sees it.
+func newLayerFS(_ context.Context, cfg config, log *slog.Logger) (layerFS, error) {
+	resolver := remote.NewResolver(
+		remote.WithHostsDir(cfg.HostsDir),
+		remote.WithMaxConcurrency(cfg.Fetch.MaxConcurrency),
+		remote.WithLogger(log),
+	)
+	fsys, err := lazyfs.New(
+		lazyfs.WithResolver(resolver),
+		lazyfs.WithCacheDir(filepath.Join(cfg.Root, "cache")),
+		lazyfs.WithCacheMaxBytes(cfg.Cache.MaxBytes),
+		lazyfs.WithMaxRequestBytes(cfg.Fetch.MaxRequestBytes),
+		lazyfs.WithPrefetch(cfg.Prefetch.Enable),
+		lazyfs.WithLogger(log),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("starting the layer file system: %w", err)
+	}
+	return statsAdapter{fsys}, nil
 }
+
+// statsAdapter exposes the per-layer statistics of package fs to fused's
+// /stats endpoint.
+type statsAdapter struct{ *lazyfs.FS }
+
+func (a statsAdapter) Stats(context.Context) (any, error) { return a.FS.Stats(), nil }
 
 func fusedSocket(root string) string { return filepath.Join(root, "fused.sock") }
 
