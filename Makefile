@@ -2,7 +2,7 @@
 GO ?= go
 export LAZYSNAP_TOOLS ?= /usr/local/lib/lazysnap-tools/bin
 
-.PHONY: build deps test test-unit bench bench-convert demo lint clean
+.PHONY: build deps test test-unit bench bench-convert demo image lint clean
 
 build:
 	$(GO) build -o bin/ ./cmd/...
@@ -23,6 +23,11 @@ demo: deps build
 
 bench-convert: build
 	$(GO) test -run '^$$' -bench BenchmarkConvert -benchtime 1x -cpu 1,2 -benchmem ./convert/
+
+# image builds the DaemonSet's installer image without Docker and pushes it:
+#   make image REGISTRY=localhost:5000/lazysnap [TAG=v0.1] [INSECURE=1]
+image:
+	bash script/build-image.sh $(REGISTRY) $(or $(TAG),latest)
 
 lint:
 	gofmt -l . | tee /dev/stderr | (! read)

@@ -1,0 +1,35 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lazysnap/lazysnap/install"
+)
+
+func newHealthCommand() *cobra.Command {
+	var (
+		f       hostFlags
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "health",
+		Short: "Exit 0 if lazysnap answers containerd's snapshots API on its socket",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			if err := install.CheckHealth(ctx, f.socketPath()); err != nil {
+				return err
+			}
+			fmt.Println("lazysnap is healthy")
+			return nil
+		},
+	}
+	f.register(cmd.Flags())
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "how long to wait for an answer")
+	return cmd
+}
