@@ -1,0 +1,146 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/lazysnap/lazysnap/convert"
+	"github.com/spf13/cobra"
+)
+
+type convertFlags struct {
+	format      string
+	platform    string
+	prioritize  string
+	concurrency int
+	chunkSize   int
+	level       int
+}
+
+const convertHelp = `Convert the image SRC into DST, every layer rebuilt as eStargz (or
+zstd:chunked with --format zstd:chunked). An image index is converted platform
+by platform (all of them, or the --platform one). Layers already in the wanted
+format are kept as they are, so converting twice changes nothing. The same
+input and options always give the same digests. Nothing is written to DST
+unless the whole conversion succeeds. The digest of DST is printed on stdout.
+
+--prioritize FILE names the files a workload reads first, in the order it reads
+them: one path per line, absolute or relative to the image root; blank lines
+and lines starting with '#' are ignored (lazysnap's access trace is in this
+format). Each file goes first in the layer that provides it in the final root
+filesystem (symlinks are followed to the file read), before the prefetch
+landmark, so that a snapshotter fetches them all with one request. Paths the
+image does not have are warned about and skipped.
+
+`
+
+func newConvertCmd(g *globals) *cobra.Command {
+	f := &convertFlags{}
+	cmd := &cobra.Command{
+		Use:   "convert SRC DST",
+		Short: "Convert an image to eStargz or zstd:chunked",
+		Long:  convertHelp + locationsHelp,
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runConvert(cmd, g, f, args[0], args[1])
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.format, "format", string(convert.FormatEStargz), `layer format: "estargz" or "zstd:chunked"`)
+	fl.StringVar(&f.platform, "platform", "", "convert only this platform of an index (os/arch[/variant])")
+	fl.StringVar(&f.prioritize, "prioritize", "", "file listing the paths to place first, in access order")
+	fl.IntVar(&f.concurrency, "concurrency", runtime.GOMAXPROCS(0), "layers converted at once")
+	fl.IntVar(&f.chunkSize, "chunk-size", 0, "chunk size in bytes for large files (0: estargz's default, 4 MiB)")
+	fl.IntVar(&f.level, "compression-level", 0, "compression level (0: 6 for gzip, 3 for zstd)")
+	return cmd
+}
+
+func (f *convertFlags) options(g *globals) ([]convert.Option, error) {
+	format, err := convert.ParseFormat(f.format)
+	if err != nil {
+		return nil, err
+	}
+	opts := []convert.Option{
+		convert.WithFormat(format),
+		convert.WithConcurrency(f.concurrency),
+		convert.WithChunkSize(f.chunkSize),
+		convert.WithWorkDir(g.tmpDir),
+		convert.WithWarnFunc(slog.Warn),
+		convert.WithProgress(newProgress(os.Stderr, g.quiet)),
+	}
+	if f.level != 0 {
+		opts = append(opts, convert.WithCompressionLevel(f.level))
+	}
+	if f.platform != "" {
+		p, err := v1.ParsePlatform(f.platform)
+		if err != nil {
+			return nil, fmt.Errorf("--platform: %w", err)
+		}
+		opts = append(opts, convert.WithPlatform(p))
+	}
+	if f.prioritize != "" {
+		file, err := os.Open(f.prioritize)
+		if err != nil {
+			return nil, fmt.Errorf("--prioritize: %w", err)
+		}
+		defer file.Close()
+		paths, err := convert.ReadPrioritized(file)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, convert.WithPrioritizedFiles(paths))
+	}
+	return opts, nil
+}
+
+func runConvert(cmd *cobra.Command, g *globals, f *convertFlags, srcArg, dstArg string) error {
+	ctx := cmd.Context()
+	src, err := parseLocation(srcArg, g.plainHTTP)
+	if err != nil {
+		return err
+	}
+	dst, err := parseLocation(dstArg, g.plainHTTP)
+	if err != nil {
+		return err
+	}
+	opts, err := f.options(g)
+	if err != nil {
+		return err
+	}
+	c, err := convert.New(opts...)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	tmp, err := os.MkdirTemp(g.tmpDir, "lazyconv-src-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp) // an unpacked oci-archive source
+	in, err := src.read(ctx, tmp)
+	if err != nil {
+		return err
+	}
+	var out artifact
+	if in.idx != nil {
+		out.idx, err = c.Index(ctx, in.idx)
+	} else {
+		out.img, err = c.Image(ctx, in.img)
+	}
+	if err != nil {
+		return fmt.Errorf("converting %s: %w", src, err)
+	}
+	if err := dst.write(ctx, out); err != nil {
+		return fmt.Errorf("writing %s: %w", dst, err)
+	}
+	d, err := out.digest()
+	if err != nil {
+		return err
+	}
+	slog.Info("converted", "src", src.String(), "dst", dst.String(), "digest", d.String())
+	fmt.Fprintln(cmd.OutOrStdout(), d)
+	return nil
+}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/lazysnap/lazysnap/convert"
+	"github.com/spf13/cobra"
+)
+
+const verifyHelp = `Verify checks every layer of REF (every image of an index): the blob
+against its digest, the eStargz TOC against its digest annotation, every chunk
+of every file against its TOC digest, and the uncompressed tar against the
+config's diff_id. It prints one line per layer (digest, media type, size, TOC
+digest, files before the prefetch landmark) and exits non-zero naming the
+layer and file at fault.
+
+`
+
+func newVerifyCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "verify REF",
+		Short: "Verify the eStargz layers of an image",
+		Long:  verifyHelp + locationsHelp,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			loc, err := parseLocation(args[0], g.plainHTTP)
+			if err != nil {
+				return err
+			}
+			tmp, err := os.MkdirTemp(g.tmpDir, "lazyconv-src-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(tmp) // an unpacked oci-archive source
+			a, err := loc.read(ctx, tmp)
+			if err != nil {
+				return err
+			}
+			imgs := []artifact{a}
+			if a.idx != nil {
+				found, err := partial.FindImages(a.idx, func(v1.Descriptor) bool { return true })
+				if err != nil {
+					return err
+				}
+				imgs = imgs[:0]
+				for _, img := range found {
+					imgs = append(imgs, artifact{img: img})
+				}
+			}
+			for _, im := range imgs {
+				d, err := im.img.Digest()
+				if err != nil {
+					return err
+				}
+				res, err := convert.Verify(ctx, im.img, g.tmpDir)
+				if err != nil {
+					return fmt.Errorf("image %s: %w", d, err)
+				}
+				out := cmd.OutOrStdout()
+				fmt.Fprintf(out, "image %s: OK\n", d)
+				for i, r := range res {
+					fmt.Fprintf(out, "  layer %d %s %s size=%d toc=%s prioritized=%d\n", i, r.Digest, r.MediaType, r.Size, r.TOCDigest, r.Prioritized)
+				}
+			}
+			return nil
+		},
+	}
+}
