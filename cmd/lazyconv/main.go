@@ -57,6 +57,6 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().BoolVar(&g.plainHTTP, "plain-http", false, "talk plain HTTP to registries")
 	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "print no progress, only warnings and errors")
 	root.PersistentFlags().StringVar(&g.tmpDir, "tmp-dir", "", "directory for temporary files (default $TMPDIR)")
-	root.AddCommand(newConvertCmd(g), newVerifyCmd(g))
+	root.AddCommand(newConvertCmd(g), newVerifyCmd(g), newOptimizeCommand())
 	return root
 }
