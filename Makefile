@@ -21,6 +21,12 @@ test-unit:
 demo: deps build
 	bash script/demo.sh
 
+# bench is the start-up benchmark: registry behind a shaped link, containerd,
+# runc and lazysnap, all started under a private folder and torn down after.
+# Flags: make bench BENCH_ARGS="-rate 1000 -delay 2ms -reps 3 -images python -full"
+bench: deps build
+	$(GO) test -run '^$$' -bench BenchmarkStartup -benchtime 1x -timeout 120m ./bench/ -args $(BENCH_ARGS)
+
 bench-convert: build
 	$(GO) test -run '^$$' -bench BenchmarkConvert -benchtime 1x -cpu 1,2 -benchmem ./convert/
 
