@@ -1,0 +1,97 @@
+package testenv
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// CountingProxy is a reverse proxy in front of a registry that counts the
+// blob bytes it serves, so a test can tell how much of an image was read.
+type CountingProxy struct {
+	// Host is "127.0.0.1:PORT"; pull through it with refs naming this host.
+	Host string
+
+	blobBytes atomic.Int64
+	blobGets  atomic.Int64
+	rangeGets atomic.Int64
+}
+
+// StartCountingProxy proxies to target ("HOST:PORT", plain HTTP) until the
+// test ends.
+func StartCountingProxy(t testing.TB, target string) *CountingProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listening for counting proxy: %v", err)
+	}
+	p := &CountingProxy{Host: l.Addr().String()}
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
+	srv := &http.Server{Handler: p.wrap(rp)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			t.Logf("counting proxy: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	return p
+}
+
+// BlobBytes is the number of blob body bytes served since the last Reset.
+func (p *CountingProxy) BlobBytes() int64 { return p.blobBytes.Load() }
+
+// BlobGets is the number of blob GETs (with or without Range).
+func (p *CountingProxy) BlobGets() int64 { return p.blobGets.Load() }
+
+// RangeGets is the number of blob GETs carrying a Range header.
+func (p *CountingProxy) RangeGets() int64 { return p.rangeGets.Load() }
+
+// Reset zeroes the counters.
+func (p *CountingProxy) Reset() {
+	p.blobBytes.Store(0)
+	p.blobGets.Store(0)
+	p.rangeGets.Store(0)
+}
+
+func (p *CountingProxy) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet || !strings.Contains(r.URL.Path, "/blobs/") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		p.blobGets.Add(1)
+		if r.Header.Get("Range") != "" {
+			p.rangeGets.Add(1)
+		}
+		next.ServeHTTP(&countingWriter{ResponseWriter: w, n: &p.blobBytes}, r)
+	})
+}
+
+// countingWriter adds the body bytes it writes to n.
+type countingWriter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// Flush lets the reverse proxy stream large blobs.
+func (c *countingWriter) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
