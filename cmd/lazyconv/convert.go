@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"runtime"
@@ -110,11 +112,6 @@ func runConvert(cmd *cobra.Command, g *globals, f *convertFlags, srcArg, dstArg 
 	if err != nil {
 		return err
 	}
-	c, err := convert.New(opts...)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
 	tmp, err := os.MkdirTemp(g.tmpDir, "lazyconv-src-")
 	if err != nil {
 		return err
@@ -124,23 +121,34 @@ func runConvert(cmd *cobra.Command, g *globals, f *convertFlags, srcArg, dstArg 
 	if err != nil {
 		return err
 	}
-	var out artifact
+	return convertAndWrite(ctx, cmd.OutOrStdout(), in, src, dst, opts)
+}
+
+// convertAndWrite converts in with opts, writes it to dst and prints its
+// digest on out.
+func convertAndWrite(ctx context.Context, out io.Writer, in artifact, src, dst *location, opts []convert.Option) error {
+	c, err := convert.New(opts...)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var res artifact
 	if in.idx != nil {
-		out.idx, err = c.Index(ctx, in.idx)
+		res.idx, err = c.Index(ctx, in.idx)
 	} else {
-		out.img, err = c.Image(ctx, in.img)
+		res.img, err = c.Image(ctx, in.img)
 	}
 	if err != nil {
 		return fmt.Errorf("converting %s: %w", src, err)
 	}
-	if err := dst.write(ctx, out); err != nil {
+	if err := dst.write(ctx, res); err != nil {
 		return fmt.Errorf("writing %s: %w", dst, err)
 	}
-	d, err := out.digest()
+	d, err := res.digest()
 	if err != nil {
 		return err
 	}
 	slog.Info("converted", "src", src.String(), "dst", dst.String(), "digest", d.String())
-	fmt.Fprintln(cmd.OutOrStdout(), d)
+	fmt.Fprintln(out, d)
 	return nil
 }

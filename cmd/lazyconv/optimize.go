@@ -212,32 +212,3 @@ func (f *optimizeFlags) writeTrace(t record.Trace) error {
 	}
 	return nil
 }
-
-// convertAndWrite converts in with opts, writes it to dst and prints its
-// digest on out.
-func convertAndWrite(ctx context.Context, out io.Writer, in artifact, src, dst *location, opts []convert.Option) error {
-	c, err := convert.New(opts...)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	var res artifact
-	if in.idx != nil {
-		res.idx, err = c.Index(ctx, in.idx)
-	} else {
-		res.img, err = c.Image(ctx, in.img)
-	}
-	if err != nil {
-		return fmt.Errorf("converting %s: %w", src, err)
-	}
-	if err := dst.write(ctx, res); err != nil {
-		return fmt.Errorf("writing %s: %w", dst, err)
-	}
-	d, err := res.digest()
-	if err != nil {
-		return err
-	}
-	slog.Info("optimized", "src", src.String(), "dst", dst.String(), "digest", d.String())
-	fmt.Fprintln(out, d)
-	return nil
-}
