@@ -1,0 +1,188 @@
+package integration
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/lazysnap/lazysnap/internal/testenv"
+)
+
+// TestLazyRemovalReleasesCache pulls and runs two lazy images that share
+// busybox (one layer, one mount) and one file (same content in two
+// different layers, so one cache entry held by two mounts). Removing the
+// first image must unmount its own layer and delete the cache entries of
+// the files only it used, keeping the shared ones; removing the second
+// must leave no mount and no cached byte.
+func TestLazyRemovalReleasesCache(t *testing.T) {
+	e := startLazyEnv(t)
+	shared := testenv.FileSpec{Path: "/data/shared/blob", Size: 512 << 10, Content: testenv.Random, Seed: 7}
+	a, refA := buildReleaseImage(t, e, "a", shared)
+	b, refB := buildReleaseImage(t, e, "b", shared)
+
+	e.lazysnapPull(t, refA)
+	assertListing(t, a, "/data", e.run(t, refA, "release-a", testenv.ListingCommand("/data")...))
+	onlyA := filesUnder(a, "/data/a")
+	assertCached(t, e.ls.Root, a, append(onlyA, shared.Path))
+
+	e.lazysnapPull(t, refB)
+	assertListing(t, b, "/data", e.run(t, refB, "release-b", testenv.ListingCommand("/data")...))
+	mounts := classifyMounts(t, e.ls.Root)
+	if len(mounts) != 3 || mounts["/bin/busybox"] == "" || mounts["/data/a"] == "" || mounts["/data/b"] == "" {
+		t.Fatalf("mounts with both images pulled: %v; want busybox, /data/a and /data/b, one each", mounts)
+	}
+
+	_, before := cacheDirBytes(t, e.ls.Root)
+	t.Logf("mounts: %v; cache: %d bytes", mounts, before)
+	e.cd.MustCtr(t, "image", "rm", "--sync", refA)
+	if got, want := mountPoints(t, e.ls.Root), sorted(mounts["/bin/busybox"], mounts["/data/b"]); !slices.Equal(got, want) {
+		t.Errorf("FUSE mounts after removing image A: %v; want busybox's and B's only %v", got, want)
+	}
+	if n := cachedBytes(t, e.ls.Root, a, onlyA); n != 0 {
+		t.Errorf("%d cache bytes left for the files only image A used; want 0", n)
+	}
+	assertCached(t, e.ls.Root, b, append(filesUnder(b, "/data/b"), shared.Path, "/bin/busybox"))
+
+	e.cd.MustCtr(t, "image", "rm", "--sync", refB)
+	if left := snapshotKeys(t, e.cd, "lazysnap"); len(left) != 0 {
+		t.Errorf("snapshots left after removing both images: %v", left)
+	}
+	if left := mountPoints(t, e.ls.Root); len(left) != 0 {
+		t.Errorf("FUSE mounts left after removing both images: %v", left)
+	}
+	if files, n := cacheDirBytes(t, e.ls.Root); n != 0 {
+		t.Errorf("cache holds %d bytes after removing both images; want 0: %v", n, firstN(files, 10))
+	}
+}
+
+// buildReleaseImage builds busybox plus a layer of eight 256 KiB files
+// under /data/NAME and the shared file, and converts it to eStargz.
+func buildReleaseImage(t *testing.T, e *lazyEnv, name string, shared testenv.FileSpec) (*testenv.Image, string) {
+	t.Helper()
+	files := append(testenv.GeneratedFiles("/data/"+name, 8, 256<<10, testenv.Random), shared)
+	img := testenv.BuildImage(t, e.reg, "release-"+name+":gzip", testenv.BusyboxLayer(), testenv.LayerSpec{Files: files})
+	return img, testenv.RefVia(e.convert(t, img, "release-"+name+":esgz"), e.proxy.Host)
+}
+
+// filesUnder lists the regular files of img below dir.
+func filesUnder(img *testenv.Image, dir string) []string {
+	var out []string
+	for p := range img.Files {
+		if strings.HasPrefix(p, dir+"/") {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// cacheEntryPath is where the cache keeps the file whose content has the
+// sha256 sum (the eStargz TOC digest of a file is its content digest).
+func cacheEntryPath(root, sum string) string {
+	return filepath.Join(root, "cache", "files", "sha256", sum)
+}
+
+// allocatedBytes is the disk space of path (a sparse cache entry counts
+// only its present ranges), 0 if it does not exist.
+func allocatedBytes(t *testing.T, path string) int64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		if errors.Is(err, syscall.ENOENT) {
+			return 0
+		}
+		t.Fatalf("stat %s: %v", path, err)
+	}
+	return st.Blocks * 512
+}
+
+// cachedBytes sums the allocated bytes of the cache entries of paths.
+func cachedBytes(t *testing.T, root string, img *testenv.Image, paths []string) int64 {
+	t.Helper()
+	var n int64
+	for _, p := range paths {
+		n += allocatedBytes(t, cacheEntryPath(root, img.Files[p]))
+	}
+	return n
+}
+
+// assertCached checks that the cache entry of each of paths is allocated
+// at least as large as the file: the file was read (or fetched) whole.
+func assertCached(t *testing.T, root string, img *testenv.Image, paths []string) {
+	t.Helper()
+	for _, p := range paths {
+		path := cacheEntryPath(root, img.Files[p])
+		info, err := os.Stat(path)
+		if err != nil {
+			t.Errorf("cache entry of %s: %v", p, err)
+			continue
+		}
+		if got := allocatedBytes(t, path); got < info.Size() {
+			t.Errorf("cache entry of %s has %d of %d bytes allocated; want it complete", p, got, info.Size())
+		}
+	}
+}
+
+// classifyMounts maps a marker path (/bin/busybox, /data/a, /data/b) to
+// the lazysnap mount whose layer holds it, checked through the mount.
+func classifyMounts(t *testing.T, root string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, mp := range mountPoints(t, root) {
+		for _, marker := range []string{"/bin/busybox", "/data/a", "/data/b"} {
+			if _, err := os.Lstat(mp + marker); err == nil {
+				out[marker] = mp
+			}
+		}
+	}
+	return out
+}
+
+// mountPoints lists the FUSE mount points below root, sorted.
+func mountPoints(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	for _, m := range lazyMounts(t, root) {
+		out = append(out, m.MountPoint)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// cacheDirBytes walks ROOT/cache/files and returns the files holding data
+// and their total allocated bytes.
+func cacheDirBytes(t *testing.T, root string) ([]string, int64) {
+	t.Helper()
+	var files []string
+	var total int64
+	err := filepath.WalkDir(filepath.Join(root, "cache", "files"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if n := allocatedBytes(t, p); n > 0 {
+			files, total = append(files, p), total+n
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("walking the cache: %v", err)
+	}
+	return files, total
+}
+
+func sorted(s ...string) []string {
+	slices.Sort(s)
+	return s
+}
+
+func firstN(s []string, n int) []string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
