@@ -39,6 +39,8 @@ type FS struct {
 	ownsStore bool
 	resolver  *remote.Resolver
 	flights   *layer.Flights
+	sched     *layer.Scheduler
+	traces    *traces // nil when not recording
 
 	mu     sync.Mutex
 	mounts map[string]*mounted
@@ -46,10 +48,11 @@ type FS struct {
 
 // mounted is one mounted layer.
 type mounted struct {
-	layer  *layer.Layer
-	server *fuse.Server
-	ref    string
-	cancel context.CancelFunc // stops background fetches
+	layer   *layer.Layer
+	server  *fuse.Server
+	ref     string
+	fetches *fetches
+	traced  bool // holds a recorder of f.traces for ref
 }
 
 // New returns an FS.
@@ -58,7 +61,11 @@ func New(opts ...Option) (*FS, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	f := &FS{opts: o, store: o.store, resolver: o.resolver, flights: layer.NewFlights(), mounts: map[string]*mounted{}}
+	f := &FS{
+		opts: o, store: o.store, resolver: o.resolver, mounts: map[string]*mounted{},
+		flights: layer.NewFlights(),
+		sched:   layer.NewScheduler(layer.WithBackgroundBytesPerSecond(o.backgroundRate)),
+	}
 	if f.store == nil {
 		s, err := cache.Open(o.cacheDir, cache.WithMaxBytes(o.cacheMaxBytes))
 		if err != nil {
@@ -69,6 +76,7 @@ func New(opts ...Option) (*FS, error) {
 	if f.resolver == nil {
 		f.resolver = remote.NewResolver()
 	}
+	f.traces = newTraces(o.traceDir, o.traceMaxFiles, o.traceFlush, o.logger)
 	return f, nil
 }
 
@@ -102,6 +110,11 @@ func parseLabels(labels map[string]string) (target, error) {
 // errdefs.ErrNotFound or ErrUnavailable when the registry lacks the blob or
 // cannot be reached, and ErrFailedPrecondition when the layer's TOC does not
 // match its TOC digest.
+//
+// Once mounted, the layer's prefetch (WithPrefetch) and then its background
+// fetch (WithBackgroundFetch) start; Mount returns at once, or after the
+// prefetch when that takes less than WithPrefetchWait. Layers mounted one
+// after the other therefore prefetch in parallel.
 func (f *FS) Mount(ctx context.Context, mountpoint string, labels map[string]string) (retErr error) {
 	t, err := parseLabels(labels)
 	if err != nil {
@@ -123,32 +136,55 @@ func (f *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 	if err != nil {
 		return err
 	}
-	l, err := layer.New(toc, f.store,
-		layer.WithFlights(f.flights),
-		layer.WithOwner("mount:"+mountpoint),
-		layer.WithConcurrency(f.opts.concurrency),
-		layer.WithMaxRequestBytes(f.opts.maxRequestBytes),
-		layer.WithLogger(f.opts.logger))
+	m, err := f.mountLayer(toc, mountpoint, t.ref)
 	if err != nil {
 		return err
-	}
-	server, err := node.Mount(mountpoint, l,
-		node.WithPassthrough(f.opts.passthrough),
-		node.WithLogger(f.opts.logger),
-		node.WithDebug(f.opts.debug))
-	if err != nil {
-		return errors.Join(err, l.Close())
-	}
-	m := &mounted{layer: l, server: server, ref: t.ref, cancel: func() {}}
-	if f.opts.prefetch {
-		m.cancel = f.prefetch(l)
 	}
 	f.mu.Lock()
 	f.mounts[mountpoint] = m
 	f.mu.Unlock()
 	f.opts.logger.InfoContext(ctx, "mounted layer", "ref", t.ref, "layer", t.digest, "mountpoint", mountpoint,
-		"inodes", l.Index().Len())
+		"inodes", m.layer.Index().Len())
+	if m.fetches.waitPrefetch(ctx, f.opts.prefetchWait) {
+		f.opts.logger.DebugContext(ctx, "prefetch done before mount returned", "layer", t.digest)
+	}
 	return nil
+}
+
+// mountLayer serves toc's layer at mountpoint and starts its fetches.
+func (f *FS) mountLayer(toc *layer.TOC, mountpoint, ref string) (*mounted, error) {
+	l, err := layer.New(toc, f.store,
+		layer.WithFlights(f.flights),
+		layer.WithScheduler(f.sched),
+		layer.WithOwner("mount:"+mountpoint),
+		layer.WithConcurrency(f.opts.concurrency),
+		layer.WithMaxRequestBytes(f.opts.maxRequestBytes),
+		layer.WithLogger(f.opts.logger))
+	if err != nil {
+		return nil, err
+	}
+	m := &mounted{layer: l, ref: ref}
+	nopts := []node.Option{
+		node.WithPassthrough(f.opts.passthrough),
+		node.WithLogger(f.opts.logger),
+		node.WithDebug(f.opts.debug),
+	}
+	if f.traces != nil {
+		nopts = append(nopts, node.WithFirstOpen(f.traces.acquire(ref).Record))
+		m.traced = true
+	}
+	if m.server, err = node.Mount(mountpoint, l, nopts...); err != nil {
+		f.releaseTrace(m)
+		return nil, errors.Join(err, l.Close())
+	}
+	m.fetches = f.startFetches(l)
+	return m, nil
+}
+
+func (f *FS) releaseTrace(m *mounted) {
+	if m.traced {
+		f.traces.release(m.ref)
+	}
 }
 
 // reserve claims mountpoint for a Mount in progress.
@@ -168,17 +204,6 @@ func (f *FS) release(mountpoint string) {
 	if f.mounts[mountpoint] == nil {
 		delete(f.mounts, mountpoint)
 	}
-}
-
-// prefetch fetches the layer's prioritized files in the background.
-func (f *FS) prefetch(l *layer.Layer) context.CancelFunc {
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		if err := l.Prefetch(ctx); err != nil && ctx.Err() == nil {
-			f.opts.logger.Warn("prefetch failed", "layer", l.Digest(), "error", err)
-		}
-	}()
-	return cancel
 }
 
 func (f *FS) get(mountpoint string) (*mounted, error) {
@@ -219,6 +244,7 @@ func (f *FS) Unmount(ctx context.Context, mountpoint string) error {
 	}
 	delete(f.mounts, mountpoint)
 	f.mu.Unlock()
+	defer f.releaseTrace(m)
 	return m.unmount(mountpoint)
 }
 
@@ -226,7 +252,7 @@ func (f *FS) Unmount(ctx context.Context, mountpoint string) error {
 // does not keep the mount busy, then unmounts; a mount still busy is
 // detached and goes away when its last user does.
 func (m *mounted) unmount(mountpoint string) error {
-	m.cancel()
+	m.fetches.stop()
 	err := m.layer.Close()
 	if uerr := m.server.Unmount(); uerr != nil {
 		if derr := unix.Unmount(mountpoint, unix.MNT_DETACH); derr != nil && !errors.Is(derr, unix.EINVAL) {
@@ -259,7 +285,11 @@ func (f *FS) Close() error {
 	for mp, m := range mounts {
 		if m != nil {
 			errs = append(errs, m.unmount(mp))
+			f.releaseTrace(m)
 		}
+	}
+	if f.traces != nil {
+		f.traces.close()
 	}
 	if f.ownsStore {
 		errs = append(errs, f.store.Close())

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"log/slog"
+	"time"
 
 	"github.com/lazysnap/lazysnap/cache"
 	"github.com/lazysnap/lazysnap/fs/remote"
@@ -20,6 +21,12 @@ type options struct {
 	maxRequestBytes int64
 	passthrough     bool
 	prefetch        bool
+	prefetchWait    time.Duration
+	background      bool
+	backgroundRate  int64
+	traceDir        string
+	traceMaxFiles   int
+	traceFlush      time.Duration
 	debug           bool
 }
 
@@ -29,9 +36,12 @@ func defaultOptions() options {
 		cacheDir:        "/var/lib/lazysnap/cache", // The default is /var/lib/lazysnap/cache.
 		cacheMaxBytes:   10 << 30,                  // The default is 10 GiB.
 		logger:          slog.Default(),
-		concurrency:     4,       // The default is 4 requests at once per read.
-		maxRequestBytes: 4 << 20, // The default is 4 MiB.
-		passthrough:     true,    // The default uses FUSE passthrough where possible.
+		concurrency:     4,                // The default is 4 requests at once per read.
+		maxRequestBytes: 4 << 20,          // The default is 4 MiB.
+		passthrough:     true,             // The default uses FUSE passthrough where possible.
+		prefetchWait:    0,                // The default is not to wait.
+		traceMaxFiles:   10000,            // The default is 10000 files per image.
+		traceFlush:      10 * time.Second, // The default is 10 seconds.
 	}
 }
 
@@ -70,6 +80,38 @@ func WithPassthrough(on bool) Option { return func(o *options) { o.passthrough =
 // before its prefetch landmark) in the background right after mounting. The
 // default is false.
 func WithPrefetch(on bool) Option { return func(o *options) { o.prefetch = on } }
+
+// WithPrefetchWait sets how long Mount waits for the layer's prefetch to
+// finish before returning anyway (0: Mount returns as soon as the layer is
+// mounted, and reads of files still being prefetched are served on their
+// own). See docs/design.md, "Prefetch and background fetch". The default is
+// 0.
+func WithPrefetchWait(d time.Duration) Option { return func(o *options) { o.prefetchWait = max(0, d) } }
+
+// WithBackgroundFetch sets whether, after a layer's prefetch (or right after
+// mount without one), the rest of the layer is fetched into the cache at
+// background priority, so the node ends with the whole image local. Reads
+// and prefetches always go first. The default is false.
+func WithBackgroundFetch(on bool) Option { return func(o *options) { o.background = on } }
+
+// WithBackgroundBytesPerSecond caps the bandwidth of background fetching
+// over every layer of the FS; 0 is no cap. The default is 0.
+func WithBackgroundBytesPerSecond(n int64) Option { return func(o *options) { o.backgroundRate = n } }
+
+// WithTraceDir records, per image (its image-ref label), the order in which
+// files are first opened after mount, and keeps it in dir as one prefetch
+// list per image (see package fs/trace), saved every few seconds and when
+// the image's last layer is unmounted. "" records nothing. The default is
+// "".
+func WithTraceDir(dir string) Option { return func(o *options) { o.traceDir = dir } }
+
+// WithTraceMaxFiles bounds the files recorded per image. The default is
+// 10000.
+func WithTraceMaxFiles(n int) Option { return func(o *options) { o.traceMaxFiles = n } }
+
+// WithTraceFlushInterval sets how often changed traces are saved. The
+// default is 10 seconds.
+func WithTraceFlushInterval(d time.Duration) Option { return func(o *options) { o.traceFlush = d } }
 
 // WithDebug logs every FUSE request. The default is false.
 func WithDebug(on bool) Option { return func(o *options) { o.debug = on } }

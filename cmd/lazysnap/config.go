@@ -25,6 +25,7 @@ type config struct {
 	Fetch           fetchConfig           `toml:"fetch"`
 	Prefetch        prefetchConfig        `toml:"prefetch"`
 	BackgroundFetch backgroundFetchConfig `toml:"background_fetch"`
+	Trace           traceConfig           `toml:"trace"`
 }
 
 type cacheConfig struct {
@@ -46,6 +47,11 @@ type backgroundFetchConfig struct {
 	BytesPerSecond int64 `toml:"bytes_per_second"`
 }
 
+type traceConfig struct {
+	Enable   bool `toml:"enable"`
+	MaxFiles int  `toml:"max_files"`
+}
+
 // defaultConfig holds every default of the daemon in one place.
 func defaultConfig() config {
 	return config{
@@ -62,6 +68,7 @@ func defaultConfig() config {
 			Enable:         true,
 			BytesPerSecond: 0,
 		},
+		Trace: traceConfig{Enable: true, MaxFiles: 10000},
 	}
 }
 
@@ -97,6 +104,12 @@ func (c config) validate() error {
 		return errors.New("config: fetch.max_concurrency must be at least 1")
 	case c.Cache.MaxBytes < 0:
 		return errors.New("config: cache.max_bytes must not be negative")
+	case c.BackgroundFetch.BytesPerSecond < 0:
+		return errors.New("config: background_fetch.bytes_per_second must not be negative")
+	case c.Prefetch.WaitTimeout < 0:
+		return errors.New("config: prefetch.wait_timeout must not be negative")
+	case c.Trace.MaxFiles < 1:
+		return errors.New("config: trace.max_files must be at least 1")
 	}
 	_, err := c.slogLevel()
 	return err

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	lazyfs "github.com/lazysnap/lazysnap/fs"
@@ -41,25 +43,42 @@ func newLayerFS(_ context.Context, cfg config, log *slog.Logger) (layerFS, error
 		remote.WithMaxConcurrency(cfg.Fetch.MaxConcurrency),
 		remote.WithLogger(log),
 	)
-	fsys, err := lazyfs.New(
+	opts := []lazyfs.Option{
 		lazyfs.WithResolver(resolver),
 		lazyfs.WithCacheDir(filepath.Join(cfg.Root, "cache")),
 		lazyfs.WithCacheMaxBytes(cfg.Cache.MaxBytes),
 		lazyfs.WithMaxRequestBytes(cfg.Fetch.MaxRequestBytes),
 		lazyfs.WithPrefetch(cfg.Prefetch.Enable),
+		lazyfs.WithPrefetchWait(time.Duration(cfg.Prefetch.WaitTimeout)),
+		lazyfs.WithBackgroundFetch(cfg.BackgroundFetch.Enable),
+		lazyfs.WithBackgroundBytesPerSecond(cfg.BackgroundFetch.BytesPerSecond),
 		lazyfs.WithLogger(log),
-	)
+	}
+	if cfg.Trace.Enable {
+		opts = append(opts, lazyfs.WithTraceDir(traceDir(cfg.Root)), lazyfs.WithTraceMaxFiles(cfg.Trace.MaxFiles))
+	}
+	fsys, err := lazyfs.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("starting the layer file system: %w", err)
 	}
-	return statsAdapter{fsys}, nil
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(fsys.Collector())
+	return statsAdapter{FS: fsys, metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}, nil
 }
 
-// statsAdapter exposes the per-layer statistics of package fs to fused's
-// /stats endpoint.
-type statsAdapter struct{ *lazyfs.FS }
+// traceDir is where fused keeps the first-open trace of each image.
+func traceDir(root string) string { return filepath.Join(root, "traces") }
 
-func (a statsAdapter) Stats(context.Context) (any, error) { return a.FS.Stats(), nil }
+// statsAdapter exposes the per-layer status of package fs to fused's /stats
+// endpoint and its metrics to /metrics.
+type statsAdapter struct {
+	*lazyfs.FS
+	metrics http.Handler
+}
+
+func (a statsAdapter) Stats(context.Context) (any, error) { return a.FS.Status(), nil }
+
+func (a statsAdapter) MetricsHandler() http.Handler { return a.metrics }
 
 func fusedSocket(root string) string { return filepath.Join(root, "fused.sock") }
 

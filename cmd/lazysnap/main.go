@@ -36,6 +36,8 @@ func run(ctx context.Context, args []string) error {
 		newFusedCommand(),
 		newMountCommand(),
 		newPullCommand(),
+		newTraceCommand(),
+		newStatusCommand(),
 	)
 	root.SetArgs(args)
 	return root.ExecuteContext(ctx)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
@@ -36,24 +37,56 @@ type flightKey struct {
 }
 
 type flight struct {
-	done chan struct{}
-	err  error
+	done  chan struct{}
+	err   error
+	class fetchClass
+	at    int64 // the chunk's blob offset
+
+	// pos is the blob offset the stream of the run fetching the chunk has
+	// reached, once that run's request is answered; nil before.
+	pos atomic.Pointer[atomic.Int64]
+}
+
+// fetchClass is who fetches: a read, a prefetch or the background fetch.
+type fetchClass int
+
+const (
+	classRead fetchClass = iota
+	classPrefetch
+	classBackground
+)
+
+// worthWaiting reports whether a fetch of class c should wait for fl rather
+// than fetch the chunk itself. Reads wait for reads; a read (or a prefetch)
+// waits for a prefetch or background stream only when that stream is
+// already flowing and at most near bytes from the chunk. Otherwise it would
+// queue behind bulk work, or, for a background run not yet admitted, wait
+// for a request that itself waits for the foreground to finish.
+func (fl *flight) worthWaiting(c fetchClass, near int64) bool {
+	if c == classBackground || fl.class == classRead || fl.class == c {
+		return true
+	}
+	p := fl.pos.Load()
+	return p != nil && fl.at-p.Load() <= near
 }
 
 // claim returns the flight for k and whether the caller owns it (must fetch
 // and finish it) or must wait for it.
-func (g *Flights) claim(k flightKey) (*flight, bool) {
+func (g *Flights) claim(k flightKey, c fetchClass, at int64) (*flight, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if fl, ok := g.m[k]; ok {
 		return fl, false
 	}
-	fl := &flight{done: make(chan struct{})}
+	fl := &flight{done: make(chan struct{}), class: c, at: at}
 	g.m[k] = fl
 	return fl, true
 }
 
 func (g *Flights) finish(k flightKey, fl *flight, err error) {
+	if fl == nil {
+		return // fetched without a claim, overtaking another's flight
+	}
 	g.mu.Lock()
 	delete(g.m, k)
 	g.mu.Unlock()
@@ -65,11 +98,25 @@ func (g *Flights) finish(k flightKey, fl *flight, err error) {
 type target struct {
 	f  *File
 	i  int
-	fl *flight // set once claimed
+	fl *flight // set once claimed; nil when overtaking another's flight
 }
 
 func (t target) chunk() index.Chunk { return t.f.chunks[t.i] }
 func (t target) key() flightKey     { return flightKey{t.f.digest, t.f.chunks[t.i].FileOffset} }
+
+// plan says how a set of chunks is fetched.
+type plan struct {
+	class       fetchClass
+	maxBytes    int64 // compressed bytes of one request
+	maxGap      int64 // bytes a request may skip between two wanted frames
+	concurrency int   // requests at once
+}
+
+// readPlan is how a read fetches: exactly the missing frames, a few
+// requests at once.
+func (l *Layer) readPlan() plan {
+	return plan{class: classRead, maxBytes: l.opts.maxRequestBytes, concurrency: l.opts.concurrency}
+}
 
 // fetchChunks fetches the chunks idx of f, as a read does.
 func (l *Layer) fetchChunks(ctx context.Context, f *File, idx []int) error {
@@ -77,28 +124,32 @@ func (l *Layer) fetchChunks(ctx context.Context, f *File, idx []int) error {
 	for k, i := range idx {
 		ts[k] = target{f: f, i: i}
 	}
-	return l.fetchTargets(ctx, ts, l.opts.maxRequestBytes)
+	return l.fetchTargets(ctx, ts, l.readPlan())
 }
 
-// fetchTargets fetches the chunks ts: those no one else is fetching in
-// coalesced Range requests of at most maxBytes (a bounded number at once),
-// then it waits for the ones others are fetching.
-func (l *Layer) fetchTargets(ctx context.Context, ts []target, maxBytes int64) error {
+// fetchTargets fetches the chunks ts: those no one else is fetching (or
+// whose fetch is not worth waiting for) in coalesced Range requests (a
+// bounded number at once), then it waits for the ones others are fetching.
+func (l *Layer) fetchTargets(ctx context.Context, ts []target, p plan) error {
 	var mine []target
 	var theirs []*flight
 	for _, t := range ts {
-		fl, own := l.opts.flights.claim(t.key())
-		if !own {
+		fl, own := l.opts.flights.claim(t.key(), p.class, t.chunk().BlobOffset)
+		switch {
+		case own:
+			t.fl = fl
+		case !fl.worthWaiting(p.class, l.opts.maxRequestBytes):
+			// Fetch it ourselves; the owner stores the same bytes again.
+		default:
 			theirs = append(theirs, fl)
 			continue
 		}
-		t.fl = fl
 		mine = append(mine, t)
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(l.opts.concurrency)
-	for _, run := range coalesce(mine, maxBytes) {
-		g.Go(func() error { return l.fetchRun(gctx, run) })
+	g.SetLimit(p.concurrency)
+	for _, run := range coalesce(mine, p.maxBytes, p.maxGap) {
+		g.Go(func() error { return l.fetchRun(gctx, run, p.class) })
 	}
 	if err := g.Wait(); err != nil {
 		return err
@@ -123,9 +174,10 @@ func isContextErr(err error) bool {
 }
 
 // coalesce sorts ts in blob order and groups neighbours (a chunk whose
-// frame starts where the previous one ends, or shares its frame) into runs
-// of at most maxBytes of compressed data; a single larger chunk is a run.
-func coalesce(ts []target, maxBytes int64) [][]target {
+// frame starts at most maxGap bytes after the previous one ends, or shares
+// its frame) into runs of at most maxBytes of compressed data; a single
+// larger chunk is a run.
+func coalesce(ts []target, maxBytes, maxGap int64) [][]target {
 	slices.SortFunc(ts, func(a, b target) int {
 		ca, cb := a.chunk(), b.chunk()
 		return cmp.Or(cmp.Compare(ca.BlobOffset, cb.BlobOffset), cmp.Compare(ca.InnerOffset, cb.InnerOffset))
@@ -136,7 +188,8 @@ func coalesce(ts []target, maxBytes int64) [][]target {
 		if len(cur) > 0 {
 			c, last, start := t.chunk(), cur[len(cur)-1].chunk(), cur[0].chunk().BlobOffset
 			sameFrame := c.BlobOffset == last.BlobOffset
-			next := c.BlobOffset == last.BlobEnd && c.BlobEnd-start <= maxBytes
+			gap := c.BlobOffset - last.BlobEnd
+			next := gap >= 0 && gap <= maxGap && c.BlobEnd-start <= maxBytes
 			if sameFrame || next {
 				cur = append(cur, t)
 				continue
@@ -160,7 +213,7 @@ var errBadChunk = errors.New("chunk does not verify")
 // verification is fetched once more (from that chunk on); a second failure
 // fails the run with ErrCorrupt. Every flight of the run is finished,
 // whatever happens.
-func (l *Layer) fetchRun(ctx context.Context, run []target) (err error) {
+func (l *Layer) fetchRun(ctx context.Context, run []target, class fetchClass) (err error) {
 	done := 0
 	defer func() {
 		for _, t := range run[done:] {
@@ -173,7 +226,7 @@ func (l *Layer) fetchRun(ctx context.Context, run []target) (err error) {
 		done++
 	}
 	for attempt := 0; attempt < 2; attempt++ {
-		err = l.fetchOnce(ctx, run[done:], complete)
+		err = l.fetchOnce(ctx, run[done:], class, complete)
 		if err == nil || !errors.Is(err, errBadChunk) {
 			return err
 		}
@@ -188,16 +241,38 @@ func (l *Layer) fetchRun(ctx context.Context, run []target) (err error) {
 var errAborted = errors.New("fetch aborted")
 
 // fetchOnce sends one Range request for the run and stores each chunk as it
-// verifies, calling complete after each.
-func (l *Layer) fetchOnce(ctx context.Context, run []target, complete func()) error {
+// verifies, calling complete after each. A background request first waits
+// for the scheduler to admit it.
+func (l *Layer) fetchOnce(ctx context.Context, run []target, class fetchClass, complete func()) error {
 	start, end := run[0].chunk().BlobOffset, run[len(run)-1].chunk().BlobEnd
+	for _, t := range run {
+		if t.fl != nil {
+			// Until this attempt's stream flows, readers must not wait
+			// for it: it may itself wait for them to finish.
+			t.fl.pos.Store(nil)
+		}
+	}
+	if class == classBackground {
+		release, err := l.opts.sched.admitBackground(ctx, end-start)
+		if err != nil {
+			return err
+		}
+		defer release()
+		l.stats.backgroundRequests.Add(1)
+	}
 	l.stats.requests.Add(1)
 	rc, err := l.toc.blob.Fetch(ctx, start, end-start)
 	if err != nil {
 		return fmt.Errorf("fetching [%d, %d) of layer %s: %w", start, end, l.Digest(), err)
 	}
 	defer rc.Close()
-	body := &countingReader{r: rc, l: l}
+	body := &countingReader{r: rc, l: l, pos: new(atomic.Int64)}
+	body.pos.Store(start)
+	for _, t := range run {
+		if t.fl != nil {
+			t.fl.pos.Store(body.pos)
+		}
+	}
 	pos := start
 	for i := 0; i < len(run); {
 		c := run[i].chunk()
@@ -254,17 +329,21 @@ func (l *Layer) readFrame(frame io.Reader, ts []target, complete func()) error {
 	return nil
 }
 
-// countingReader counts the compressed bytes received and remembers a
-// transport error, so a broken connection is not mistaken for bad data.
+// countingReader counts the compressed bytes received, tracks the blob
+// offset the stream reached (for readers deciding whether to wait for it)
+// and remembers a transport error, so a broken connection is not mistaken
+// for bad data.
 type countingReader struct {
 	r   io.Reader
 	l   *Layer
+	pos *atomic.Int64
 	err error
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.l.stats.bytesFetched.Add(int64(n))
+	c.pos.Add(int64(n))
 	if err != nil && err != io.EOF && c.err == nil {
 		c.err = err
 	}

@@ -12,8 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"sync"
-	"sync/atomic"
 	"syscall"
 
 	"github.com/containerd/errdefs"
@@ -29,8 +27,10 @@ type Option func(*options)
 type options struct {
 	maxRequestBytes  int64
 	maxPrefetchBytes int64
+	maxGapBytes      int64
 	concurrency      int
 	flights          *Flights
+	sched            *Scheduler
 	owner            string
 	logger           *slog.Logger
 }
@@ -38,9 +38,10 @@ type options struct {
 // defaultOptions holds every default in one place.
 func defaultOptions() options {
 	return options{
-		maxRequestBytes:  4 << 20,  // The default is 4 MiB.
-		maxPrefetchBytes: 32 << 20, // The default is 32 MiB.
-		concurrency:      4,        // The default is 4 requests at once per read.
+		maxRequestBytes:  4 << 20,   // The default is 4 MiB.
+		maxPrefetchBytes: 32 << 20,  // The default is 32 MiB.
+		maxGapBytes:      256 << 10, // The default is 256 KiB.
+		concurrency:      4,         // The default is 4 requests at once per read.
 		logger:           slog.Default(),
 	}
 }
@@ -54,6 +55,16 @@ func WithMaxRequestBytes(n int64) Option { return func(o *options) { o.maxReques
 // Prefetch and FetchAll, which want few large requests. The default is
 // 32 MiB.
 func WithMaxPrefetchBytes(n int64) Option { return func(o *options) { o.maxPrefetchBytes = n } }
+
+// WithMaxGapBytes sets how many unwanted bytes (tar headers, chunks already
+// cached) one request of Prefetch or FetchAll may read through to reach the
+// next wanted chunk instead of sending another request. The default is
+// 256 KiB.
+func WithMaxGapBytes(n int64) Option { return func(o *options) { o.maxGapBytes = max(0, n) } }
+
+// WithScheduler shares the scheduler that puts reads before background
+// fetches between layers. The default is a scheduler private to the layer.
+func WithScheduler(s *Scheduler) Option { return func(o *options) { o.sched = s } }
 
 // WithConcurrency bounds the Range requests one read (or one prefetch) runs
 // at once. The default is 4.
@@ -99,6 +110,9 @@ func New(toc *TOC, store *cache.Store, opts ...Option) (*Layer, error) {
 	}
 	if o.flights == nil {
 		o.flights = NewFlights()
+	}
+	if o.sched == nil {
+		o.sched = NewScheduler()
 	}
 	l := &Layer{toc: toc, idx: toc.Index, store: store, opts: o}
 	if l.opts.owner == "" {
@@ -236,6 +250,8 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 // fetchMissing makes chunks [lo, hi) present in the cache entry, starting
 // with the missing ones found. ctx cancels it, as does closing the layer.
 func (f *File) fetchMissing(ctx context.Context, lo, hi int, missing []int) error {
+	// Background requests wait while this read does.
+	defer f.l.opts.sched.beginForeground()()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(f.l.ctx, cancel)
@@ -266,93 +282,6 @@ func (f *File) missing(lo, hi int) []int {
 		out = append(out, i)
 	}
 	return out
-}
-
-// Stats are a layer's counters, ready for the daemon to export.
-type Stats struct {
-	Digest          digest.Digest
-	BytesFetched    int64 // compressed bytes received from the registry
-	Requests        int64 // Range requests sent (TOC and footer included)
-	CacheHits       int64 // reads served from the cache without fetching
-	VerifyFailures  int64 // chunks that failed verification (and were refetched or failed the read)
-	ChunksPresent   int64 // chunks seen present in the cache
-	ChunksTotal     int64
-	BytesPresent    int64 // uncompressed bytes of present chunks
-	BytesTotal      int64 // uncompressed bytes of every file
-	FetchedPercent  float64
-	PrefetchDone    bool
-	FetchAllDone    bool
-	IndexBytes      int64 // memory the layer's index holds
-	IndexInodeCount int
-}
-
-type counters struct {
-	bytesFetched   atomic.Int64
-	requests       atomic.Int64
-	cacheHits      atomic.Int64
-	verifyFailures atomic.Int64
-	prefetchDone   atomic.Bool
-	fetchAllDone   atomic.Bool
-}
-
-// Stats returns the layer's counters.
-func (l *Layer) Stats() Stats {
-	s := Stats{
-		Digest:          l.Digest(),
-		BytesFetched:    l.stats.bytesFetched.Load(),
-		Requests:        l.stats.requests.Load(),
-		CacheHits:       l.stats.cacheHits.Load(),
-		VerifyFailures:  l.stats.verifyFailures.Load(),
-		PrefetchDone:    l.stats.prefetchDone.Load(),
-		FetchAllDone:    l.stats.fetchAllDone.Load(),
-		IndexBytes:      l.idx.SizeBytes(),
-		IndexInodeCount: l.idx.Len(),
-	}
-	s.ChunksPresent, s.ChunksTotal, s.BytesPresent, s.BytesTotal = l.present.load()
-	if s.BytesTotal > 0 {
-		s.FetchedPercent = 100 * float64(s.BytesPresent) / float64(s.BytesTotal)
-	} else {
-		s.FetchedPercent = 100
-	}
-	return s
-}
-
-// presence remembers which chunks of the layer were seen in the cache, one
-// bit per chunk of the index's chunk table, to report the fetched share
-// without scanning the cache.
-type presence struct {
-	idx       *index.Index
-	mu        sync.Mutex
-	bits      []uint64
-	chunks    int64
-	bytes     int64
-	byteTotal int64
-}
-
-func (p *presence) init(idx *index.Index) {
-	p.idx = idx
-	p.bits = make([]uint64, (idx.NumChunks()+63)/64)
-	for id := range idx.RegularFiles() {
-		p.byteTotal += idx.Attr(id).Size
-	}
-}
-
-func (p *presence) mark(id index.ID, chunk int, size int64) {
-	b := p.idx.ChunkBase(id) + chunk
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.bits[b/64]&(1<<(b%64)) != 0 {
-		return
-	}
-	p.bits[b/64] |= 1 << (b % 64)
-	p.chunks++
-	p.bytes += size
-}
-
-func (p *presence) load() (chunks, chunkTotal, bytes, byteTotal int64) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.chunks, int64(p.idx.NumChunks()), p.bytes, p.byteTotal
 }
 
 // ErrCorrupt marks a chunk that failed verification twice. It wraps

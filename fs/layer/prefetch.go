@@ -7,33 +7,53 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/lazysnap/lazysnap/fs/index"
 )
 
 // Prefetch fetches every chunk stored before the layer's prefetch landmark
-// (the files the image wants first) with as few large requests as possible.
-// A layer without a landmark, or with the "no prefetch" landmark, has
-// nothing to prefetch.
+// (the files the image wants first) with as few large requests as
+// possible: one per WithMaxPrefetchBytes of the region, reading through
+// tar headers and small cached gaps, each stream decompressed once. It
+// counts as foreground work, so background fetches of every layer sharing
+// the scheduler wait for it; reads do not (see worthWaiting). A layer
+// without a landmark, or with the "no prefetch" landmark, has nothing to
+// prefetch.
 func (l *Layer) Prefetch(ctx context.Context) error {
+	defer l.opts.sched.beginForeground()()
 	end := l.idx.PrefetchEnd()
 	if end > 0 {
-		err := l.fetchWhere(ctx, func(c index.Chunk) bool { return c.BlobOffset < end })
+		p := plan{class: classPrefetch, maxBytes: l.opts.maxPrefetchBytes, maxGap: l.opts.maxGapBytes,
+			concurrency: l.opts.concurrency}
+		err := l.fetchWhere(ctx, p, func(c index.Chunk) bool { return c.BlobOffset < end })
 		if err != nil {
 			return fmt.Errorf("prefetching layer %s: %w", l.Digest(), err)
 		}
 	}
-	l.stats.prefetchDone.Store(true)
+	markDone(&l.stats.prefetchDoneAt)
 	return nil
 }
 
 // FetchAll fetches every chunk of the layer the cache lacks, in blob order,
-// for a layer that should become fully local in the background.
+// at background priority: one small request at a time, each admitted by
+// the scheduler (after every foreground fetch, within its byte rate). When
+// it returns nil the cache held every chunk of the layer at some point.
 func (l *Layer) FetchAll(ctx context.Context) error {
-	if err := l.fetchWhere(ctx, func(index.Chunk) bool { return true }); err != nil {
-		return fmt.Errorf("fetching all of layer %s: %w", l.Digest(), err)
+	p := plan{class: classBackground, maxBytes: l.opts.sched.requestBytes(), maxGap: l.opts.maxGapBytes,
+		concurrency: 1}
+	// A chunk another fetch was getting may still be missing when that
+	// fetch was cancelled: look again, a few times.
+	for range maxEnsureRounds {
+		if err := l.fetchWhere(ctx, p, func(index.Chunk) bool { return true }); err != nil {
+			return fmt.Errorf("fetching all of layer %s: %w", l.Digest(), err)
+		}
+		if chunks, total, _, _ := l.present.load(); chunks == total {
+			markDone(&l.stats.backgroundDoneAt)
+			return nil
+		}
 	}
-	l.stats.fetchAllDone.Store(true)
-	return nil
+	return fmt.Errorf("layer %s still incomplete after %d passes: %w", l.Digest(), maxEnsureRounds, errdefs.ErrUnavailable)
 }
 
 // chunkRef names a chunk of the layer.
@@ -43,14 +63,34 @@ type chunkRef struct {
 }
 
 // fetchWhere fetches the chunks that want selects, in blob order, one
-// window at a time so that only the files of a window hold open cache
-// entries.
-func (l *Layer) fetchWhere(ctx context.Context, want func(index.Chunk) bool) error {
+// window of p.concurrency requests at a time, so that only the files of a
+// window hold open cache entries and only its chunks are claimed.
+func (l *Layer) fetchWhere(ctx context.Context, p plan, want func(index.Chunk) bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(l.ctx, cancel)
 	defer stop()
 
+	refs := l.chunksWhere(want)
+	window := p.maxBytes * int64(p.concurrency)
+	for len(refs) > 0 {
+		n := 1
+		start := l.chunkOf(refs[0]).BlobOffset
+		for n < len(refs) && l.chunkOf(refs[n]).BlobEnd-start <= window {
+			n++
+		}
+		if err := l.fetchWindow(ctx, refs[:n], p); err != nil {
+			return err
+		}
+		refs = refs[n:]
+	}
+	return nil
+}
+
+func (l *Layer) chunkOf(r chunkRef) index.Chunk { return l.idx.Chunks(r.id)[r.i] }
+
+// chunksWhere returns the chunks want selects, in blob order.
+func (l *Layer) chunksWhere(want func(index.Chunk) bool) []chunkRef {
 	var refs []chunkRef
 	for id := range l.idx.RegularFiles() {
 		for i, c := range l.idx.Chunks(id) {
@@ -59,28 +99,15 @@ func (l *Layer) fetchWhere(ctx context.Context, want func(index.Chunk) bool) err
 			}
 		}
 	}
-	blobOrder := func(a, b chunkRef) int {
-		ca, cb := l.idx.Chunks(a.id)[a.i], l.idx.Chunks(b.id)[b.i]
+	slices.SortFunc(refs, func(a, b chunkRef) int {
+		ca, cb := l.chunkOf(a), l.chunkOf(b)
 		return cmp.Or(cmp.Compare(ca.BlobOffset, cb.BlobOffset), cmp.Compare(ca.InnerOffset, cb.InnerOffset))
-	}
-	slices.SortFunc(refs, blobOrder)
-	window := l.opts.maxPrefetchBytes * int64(l.opts.concurrency)
-	for len(refs) > 0 {
-		n := 1
-		start := l.idx.Chunks(refs[0].id)[refs[0].i].BlobOffset
-		for n < len(refs) && l.idx.Chunks(refs[n].id)[refs[n].i].BlobEnd-start <= window {
-			n++
-		}
-		if err := l.fetchWindow(ctx, refs[:n]); err != nil {
-			return err
-		}
-		refs = refs[n:]
-	}
-	return nil
+	})
+	return refs
 }
 
 // fetchWindow opens the files of refs and fetches their missing chunks.
-func (l *Layer) fetchWindow(ctx context.Context, refs []chunkRef) (err error) {
+func (l *Layer) fetchWindow(ctx context.Context, refs []chunkRef, p plan) (err error) {
 	files := map[index.ID]*File{}
 	defer func() {
 		for _, f := range files {
@@ -103,5 +130,5 @@ func (l *Layer) fetchWindow(ctx context.Context, refs []chunkRef) (err error) {
 		}
 		ts = append(ts, target{f: f, i: r.i})
 	}
-	return l.fetchTargets(ctx, ts, l.opts.maxPrefetchBytes)
+	return l.fetchTargets(ctx, ts, p)
 }

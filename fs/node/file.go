@@ -30,6 +30,9 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	if err != nil {
 		return nil, 0, n.t.errno(ctx, "open", err)
 	}
+	if n.t.opened != nil {
+		n.t.opened.open(n.id, func() string { return "/" + n.Path(nil) })
+	}
 	h := &fileHandle{t: n.t, f: f}
 	if n.t.passthrough && f.Size() > 0 && f.Complete() {
 		if bf, err := f.BackingFile(); err == nil {

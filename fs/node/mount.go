@@ -24,6 +24,7 @@ type options struct {
 	allowOther   bool
 	debug        bool
 	logger       *slog.Logger
+	firstOpen    func(path string)
 }
 
 // defaultOptions holds every default in one place.
@@ -58,6 +59,12 @@ func WithAllowOther(on bool) Option { return func(o *options) { o.allowOther = o
 // WithDebug logs every FUSE request. The default is false.
 func WithDebug(on bool) Option { return func(o *options) { o.debug = on } }
 
+// WithFirstOpen calls fn once per regular file of the mount, the first time
+// it is opened, with its absolute path in the layer (one of its names, for
+// a hardlinked file). fn must be quick: the open waits for it. The default
+// is nil (nothing is called).
+func WithFirstOpen(fn func(path string)) Option { return func(o *options) { o.firstOpen = fn } }
+
 // WithLogger sets the logger. The default is slog.Default().
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
@@ -69,6 +76,9 @@ func Mount(mountpoint string, l *layer.Layer, opts ...Option) (*fuse.Server, err
 		opt(&o)
 	}
 	t := &tree{layer: l, idx: l.Index(), passthrough: o.passthrough, logger: o.logger}
+	if o.firstOpen != nil {
+		t.opened = newOpenedSet(l.Index().Len(), o.firstOpen)
+	}
 	root := &dirNode{base: base{t: t, id: index.Root}}
 	timeout := o.timeout
 	server, err := gofs.Mount(mountpoint, root, &gofs.Options{

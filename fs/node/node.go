@@ -24,6 +24,7 @@ type tree struct {
 	idx         *index.Index
 	passthrough bool
 	logger      *slog.Logger
+	opened      *openedSet // nil when first opens are not reported
 }
 
 // base is the part common to every node: attributes and extended

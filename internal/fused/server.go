@@ -7,6 +7,7 @@
 //	POST /check    {"mountpoint": "...", "labels": {...}}   204 or error
 //	POST /unmount  {"mountpoint": "..."}                    204 or error
 //	GET  /stats    200 with the file system's stats as JSON
+//	GET  /metrics  200 with the file system's Prometheus metrics (text format)
 //	GET  /healthz  200 "ok"
 //
 // Errors are {"error": "...", "kind": "not-found"}, kind naming the errdefs
@@ -35,6 +36,12 @@ type StatsProvider interface {
 	Stats(ctx context.Context) (any, error)
 }
 
+// MetricsProvider is implemented by file systems that export Prometheus
+// metrics on GET /metrics.
+type MetricsProvider interface {
+	MetricsHandler() http.Handler
+}
+
 // maxBody bounds request bodies; labels with the image's layer list are a
 // few kilobytes.
 const maxBody = 1 << 20
@@ -60,6 +67,9 @@ func NewServer(fsys Interface) http.Handler {
 		return fsys.Unmount(ctx, r.Mountpoint)
 	}))
 	mux.HandleFunc("GET /stats", s.stats)
+	if mp, ok := fsys.(MetricsProvider); ok {
+		mux.Handle("GET /metrics", mp.MetricsHandler())
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})

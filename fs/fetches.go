@@ -1,0 +1,80 @@
+package fs
+
+import (
+	"context"
+	"time"
+
+	"github.com/lazysnap/lazysnap/fs/layer"
+)
+
+// fetches is a mounted layer's own work: its prefetch, then its background
+// fetch, in one goroutine.
+type fetches struct {
+	cancel     context.CancelFunc
+	prefetched chan struct{} // closed when the prefetch is over (done, failed or off)
+	done       chan struct{} // closed when the goroutine returned
+}
+
+// startFetches starts l's prefetch and background fetch as the options ask.
+func (f *FS) startFetches(l *layer.Layer) *fetches {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &fetches{cancel: cancel, prefetched: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		f.prefetch(ctx, l)
+		close(w.prefetched)
+		if f.opts.background {
+			f.fetchAll(ctx, l)
+		}
+	}()
+	return w
+}
+
+func (f *FS) prefetch(ctx context.Context, l *layer.Layer) {
+	if !f.opts.prefetch {
+		return
+	}
+	start := time.Now()
+	if err := l.Prefetch(ctx); err != nil {
+		if ctx.Err() == nil {
+			f.opts.logger.Warn("prefetch failed; files are fetched when read", "layer", l.Digest(), "error", err)
+		}
+		return
+	}
+	f.opts.logger.Debug("prefetched", "layer", l.Digest(), "took", time.Since(start))
+}
+
+func (f *FS) fetchAll(ctx context.Context, l *layer.Layer) {
+	start := time.Now()
+	if err := l.FetchAll(ctx); err != nil {
+		if ctx.Err() == nil {
+			f.opts.logger.Warn("background fetch failed; the rest is fetched when read", "layer", l.Digest(), "error", err)
+		}
+		return
+	}
+	f.opts.logger.Info("layer complete in the cache", "layer", l.Digest(), "took", time.Since(start))
+}
+
+// stop cancels the fetches and waits for them to return, so nothing uses
+// the layer or the cache after unmount.
+func (w *fetches) stop() {
+	w.cancel()
+	<-w.done
+}
+
+// waitPrefetch waits at most d for the prefetch, or until ctx is done.
+// It reports whether the prefetch was over.
+func (w *fetches) waitPrefetch(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-w.prefetched:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}

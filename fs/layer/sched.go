@@ -1,0 +1,160 @@
+package layer
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/time/rate"
+)
+
+// Scheduler orders the fetches of every layer that shares it in two
+// classes. Foreground fetches (reads, and prefetches of what a starting
+// container wants) run at once. Background fetches (making the rest of a
+// layer local) send small requests, a bounded number at once, within a byte
+// rate, and start only while no foreground fetch is waiting or running: a
+// read never queues behind background work, and shares the link with at
+// most the background requests already in flight. Share one Scheduler per
+// node (per FS). It is safe for concurrent use.
+type Scheduler struct {
+	opts    schedOptions
+	limiter *rate.Limiter // nil when unlimited
+
+	mu         sync.Mutex
+	foreground int           // foreground fetches waiting or running
+	background int           // background requests in flight
+	changed    chan struct{} // closed and replaced whenever the counts drop
+
+	backgroundRequests atomic.Int64
+}
+
+// SchedulerOption configures a Scheduler.
+type SchedulerOption func(*schedOptions)
+
+type schedOptions struct {
+	backgroundConcurrency  int
+	backgroundRequestBytes int64
+	bytesPerSecond         int64
+}
+
+// defaultSchedOptions holds every default in one place.
+func defaultSchedOptions() schedOptions {
+	return schedOptions{
+		backgroundConcurrency:  1,       // The default is 1 background request at once per node.
+		backgroundRequestBytes: 2 << 20, // The default is 2 MiB.
+		bytesPerSecond:         0,       // The default is no bandwidth cap.
+	}
+}
+
+// WithBackgroundConcurrency bounds the background requests in flight at once,
+// over every layer. The default is 1.
+func WithBackgroundConcurrency(n int) SchedulerOption {
+	return func(o *schedOptions) { o.backgroundConcurrency = max(1, n) }
+}
+
+// WithBackgroundRequestBytes caps the compressed bytes of one background
+// request: it bounds how long a read that arrives meanwhile shares the link
+// with it. The default is 2 MiB.
+func WithBackgroundRequestBytes(n int64) SchedulerOption {
+	return func(o *schedOptions) { o.backgroundRequestBytes = max(1, n) }
+}
+
+// WithBackgroundBytesPerSecond caps the compressed bytes per second that
+// background requests ask for, over every layer; 0 is no cap. The default
+// is 0.
+func WithBackgroundBytesPerSecond(n int64) SchedulerOption {
+	return func(o *schedOptions) { o.bytesPerSecond = max(0, n) }
+}
+
+// NewScheduler returns a Scheduler.
+func NewScheduler(opts ...SchedulerOption) *Scheduler {
+	o := defaultSchedOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	s := &Scheduler{opts: o, changed: make(chan struct{})}
+	if o.bytesPerSecond > 0 {
+		// The burst must hold one whole request, or WaitN refuses it.
+		s.limiter = rate.NewLimiter(rate.Limit(o.bytesPerSecond), int(max(o.bytesPerSecond, o.backgroundRequestBytes)))
+	}
+	return s
+}
+
+// SchedulerStats are the scheduler's counters.
+type SchedulerStats struct {
+	BackgroundRequests int64 // background requests admitted
+	ForegroundActive   int   // foreground fetches waiting or running now
+	BackgroundActive   int   // background requests in flight now
+}
+
+// Stats returns the scheduler's counters.
+func (s *Scheduler) Stats() SchedulerStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return SchedulerStats{
+		BackgroundRequests: s.backgroundRequests.Load(),
+		ForegroundActive:   s.foreground,
+		BackgroundActive:   s.background,
+	}
+}
+
+// beginForeground records a foreground fetch until the returned func is
+// called: no background request starts meanwhile.
+func (s *Scheduler) beginForeground() (end func()) {
+	s.mu.Lock()
+	s.foreground++
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.foreground--
+			s.notifyLocked()
+		})
+	}
+}
+
+// admitBackground waits until a background request of n bytes may start:
+// within the byte rate, no foreground fetch pending, and a free slot. The
+// caller calls release when the request's body is read.
+func (s *Scheduler) admitBackground(ctx context.Context, n int64) (release func(), err error) {
+	if s.limiter != nil {
+		if err := s.limiter.WaitN(ctx, int(min(n, int64(s.limiter.Burst())))); err != nil {
+			return nil, fmt.Errorf("waiting for background bandwidth: %w", err)
+		}
+	}
+	for {
+		s.mu.Lock()
+		if s.foreground == 0 && s.background < s.opts.backgroundConcurrency {
+			s.background++
+			s.mu.Unlock()
+			s.backgroundRequests.Add(1)
+			return s.releaseBackground, nil
+		}
+		changed := s.changed
+		s.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (s *Scheduler) releaseBackground() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.background--
+	s.notifyLocked()
+}
+
+// notifyLocked wakes every waiter to look at the counts again.
+func (s *Scheduler) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// requestBytes is the largest background request.
+func (s *Scheduler) requestBytes() int64 { return s.opts.backgroundRequestBytes }

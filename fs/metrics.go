@@ -1,0 +1,69 @@
+package fs
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// collector exports Status as Prometheus metrics, computed at scrape time.
+type collector struct {
+	f *FS
+
+	bytesFetched, requests, backgroundRequests, cacheHits *prometheus.Desc
+	fetchedRatio, prefetchDone, backgroundDone, layers    *prometheus.Desc
+}
+
+// Collector returns a Prometheus collector of the FS's per-layer counters,
+// for the daemon to register.
+func (f *FS) Collector() prometheus.Collector {
+	// A layer mounted twice (two snapshots) has two mountpoints.
+	metricLabels := []string{"image", "layer", "mountpoint"}
+	desc := func(name, help string, labels []string) *prometheus.Desc {
+		return prometheus.NewDesc("lazysnap_fs_"+name, help, labels, nil)
+	}
+	return &collector{
+		f:                  f,
+		bytesFetched:       desc("layer_fetched_bytes_total", "Compressed bytes received from the registry for the layer.", metricLabels),
+		requests:           desc("layer_requests_total", "Range requests sent for the layer (TOC and footer included).", metricLabels),
+		backgroundRequests: desc("layer_background_requests_total", "Range requests of the layer's background fetch.", metricLabels),
+		cacheHits:          desc("layer_cache_hits_total", "Reads of the layer served from the cache without fetching.", metricLabels),
+		fetchedRatio:       desc("layer_fetched_ratio", "Share (0 to 1) of the layer's file bytes present in the cache.", metricLabels),
+		prefetchDone:       desc("layer_prefetch_complete", "1 once the layer's prioritized region is in the cache.", metricLabels),
+		backgroundDone:     desc("layer_complete", "1 once every chunk of the layer is in the cache.", metricLabels),
+		layers:             desc("mounted_layers", "Layers mounted.", nil),
+	}
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.bytesFetched, c.requests, c.backgroundRequests, c.cacheHits,
+		c.fetchedRatio, c.prefetchDone, c.backgroundDone, c.layers} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	status := c.f.Status()
+	ch <- prometheus.MustNewConstMetric(c.layers, prometheus.GaugeValue, float64(len(status)))
+	for _, s := range status {
+		lv := []string{s.ImageRef, s.Digest.String(), s.Mountpoint}
+		counter := func(d *prometheus.Desc, v int64) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), lv...)
+		}
+		gauge := func(d *prometheus.Desc, v float64) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, lv...)
+		}
+		counter(c.bytesFetched, s.BytesFetched)
+		counter(c.requests, s.Requests)
+		counter(c.backgroundRequests, s.BackgroundRequests)
+		counter(c.cacheHits, s.CacheHits)
+		gauge(c.fetchedRatio, s.FetchedPercent/100)
+		gauge(c.prefetchDone, boolValue(s.PrefetchDone))
+		gauge(c.backgroundDone, boolValue(s.State == StateComplete))
+	}
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
