@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"sync"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -15,6 +16,14 @@ import (
 // fileNode is a regular file.
 type fileNode struct {
 	base
+
+	// mu guards cachedOpens, the handles open in the kernel's cached I/O
+	// mode. The kernel refuses (EIO) a passthrough open of an inode that
+	// has cached-mode handles, as when a shell keeps its binary open while
+	// the cache completes and then execs the same file again, so
+	// passthrough is offered only while there are none.
+	mu          sync.Mutex
+	cachedOpens int
 }
 
 var _ = (gofs.NodeOpener)((*fileNode)(nil))
@@ -33,19 +42,35 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	if n.t.opened != nil {
 		n.t.opened.open(n.id, func() string { return "/" + n.Path(nil) })
 	}
-	h := &fileHandle{t: n.t, f: f}
-	if n.t.passthrough && f.Size() > 0 && f.Complete() {
+	h := &fileHandle{t: n.t, f: f, node: n}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cachedOpens == 0 && n.t.passthrough && f.Size() > 0 && f.Complete() {
 		if bf, err := f.BackingFile(); err == nil {
 			h.backing = bf
 		}
 	}
+	if h.backing == nil {
+		n.cachedOpens++
+	}
 	return h, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// released forgets a cached-mode handle.
+func (n *fileNode) released(h *fileHandle) {
+	if h.backing != nil {
+		return
+	}
+	n.mu.Lock()
+	n.cachedOpens--
+	n.mu.Unlock()
 }
 
 // fileHandle is an open file.
 type fileHandle struct {
 	t       *tree
 	f       *layer.File
+	node    *fileNode
 	backing *os.File // the complete cache file, for passthrough
 }
 
@@ -75,6 +100,7 @@ func (h *fileHandle) PassthroughFd() (int, bool) {
 
 // Release closes the cache entry.
 func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
+	h.node.released(h)
 	if h.backing != nil {
 		h.backing.Close()
 	}
