@@ -117,7 +117,9 @@ func buildMemoryImage(b *testing.B, reg *testenv.Registry, i int) string {
 // checks what it printed.
 func runMemoryWorkload(b *testing.B, cd *testenv.Containerd, ref string, i int) {
 	b.Helper()
-	script := fmt.Sprintf("find /app%02d /lib%02d -type f | wc -l; cat /app%02d/* /lib%02d/d00/* | wc -c", i, i, i, i)
+	// Errors of cat follow the byte count, so a failed read shows in the
+	// failure message.
+	script := fmt.Sprintf("find /app%02d /lib%02d -type f | wc -l; cat /app%02d/* /lib%02d/d00/* 2>/tmp/err | wc -c; cat /tmp/err", i, i, i, i)
 	out := cd.MustCtr(b, cd.RunArgs("lazysnap", ref, fmt.Sprintf("mem%02d", i), "/bin/sh", "-c", script)...)
 	libFiles := 1000
 	if i < bigImages {
@@ -227,7 +229,7 @@ func mountedEntries(b *testing.B, root string) (layers, entries int, indexBytes 
 	if err != nil {
 		b.Fatalf("fused stats: %v", err)
 	}
-	var stats map[string]struct {
+	var stats []struct { // fs.LayerStatus, one per mounted layer
 		IndexInodeCount int
 		IndexBytes      int64
 	}

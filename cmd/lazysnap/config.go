@@ -21,6 +21,7 @@ type config struct {
 	MetricsAddress  string                `toml:"metrics_address"`
 	LogLevel        string                `toml:"log_level"`
 	FuseManager     bool                  `toml:"fuse_manager"`
+	MemoryLimit     int64                 `toml:"memory_limit_bytes"`
 	Cache           cacheConfig           `toml:"cache"`
 	Fetch           fetchConfig           `toml:"fetch"`
 	Prefetch        prefetchConfig        `toml:"prefetch"`
@@ -61,6 +62,7 @@ func defaultConfig() config {
 		MetricsAddress: "",
 		LogLevel:       "info",
 		FuseManager:    true,
+		MemoryLimit:    96 << 20,
 		Cache:          cacheConfig{MaxBytes: 10 << 30},
 		Fetch:          fetchConfig{MaxConcurrency: 8, MaxRequestBytes: 4 << 20},
 		Prefetch:       prefetchConfig{Enable: true, WaitTimeout: duration(10 * time.Second)},

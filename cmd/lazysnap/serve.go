@@ -102,6 +102,7 @@ func openFileSystem(ctx context.Context, cfg config, configPath string, log *slo
 		}
 		return c, func() {}
 	}
+	setMemoryLimit(cfg.MemoryLimit)
 	fsys, err := newLayerFS(ctx, cfg, log)
 	if err != nil {
 		log.ErrorContext(ctx, "remote snapshots disabled: every layer is pulled", "error", err)
