@@ -1,0 +1,177 @@
+package bench
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/lazysnap/lazysnap/internal/testenv"
+)
+
+// converter makes each mode's image of a workload with lazyconv, and keeps
+// it as an OCI layout in a cache folder keyed by the source digest, the
+// mode, the workload and the lazyconv binary itself, so that a rebuilt
+// converter never serves stale conversions.
+type converter struct {
+	cacheDir string
+	lazyconv string
+	runc     string
+	binSum   string
+}
+
+func newConverter(cacheDir, lazyconv, runc string) (*converter, error) {
+	sum, err := fileSHA256(lazyconv)
+	if err != nil {
+		return nil, fmt.Errorf("hashing lazyconv: %w", err)
+	}
+	return &converter{cacheDir: cacheDir, lazyconv: lazyconv, runc: runc, binSum: sum}, nil
+}
+
+// publish converts src for mode (or reuses the cached conversion) and
+// pushes the result to dst, a plain-HTTP registry reference.
+func (c *converter) publish(ctx context.Context, w Workload, src *testenv.Image, m Mode, dst string) error {
+	dir := filepath.Join(c.cacheDir, c.key(w, src.Digest, m))
+	if _, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
+		if err := c.convert(ctx, w, src.Ref, m, dir); err != nil {
+			return err
+		}
+	}
+	return pushLayout(dir, dst)
+}
+
+func (c *converter) key(w Workload, srcDigest string, m Mode) string {
+	h := sha256.New()
+	cmd, _ := json.Marshal(w.Cmd)
+	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n", c.binSum, srcDigest, m.conversion(), cmd, w.recordLine())
+	return hex.EncodeToString(h.Sum(nil))[:32]
+}
+
+// convert writes the conversion to a temporary layout renamed to dir only
+// once complete, so an interrupted run leaves no half layout in the cache.
+func (c *converter) convert(ctx context.Context, w Workload, src string, m Mode, dir string) error {
+	if err := os.MkdirAll(c.cacheDir, 0o755); err != nil {
+		return fmt.Errorf("creating conversion cache: %w", err)
+	}
+	tmp, err := os.MkdirTemp(c.cacheDir, ".converting-")
+	if err != nil {
+		return fmt.Errorf("creating conversion dir: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	out := filepath.Join(tmp, "layout")
+	args, err := c.args(w, src, m, "oci:"+out)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, c.lazyconv, args...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("lazyconv %v: %w\n%s", args, err, tail(b, 3000))
+	}
+	if err := os.Rename(out, dir); err != nil {
+		return fmt.Errorf("storing conversion: %w", err)
+	}
+	return nil
+}
+
+func (c *converter) args(w Workload, src string, m Mode, dst string) ([]string, error) {
+	switch m.conversion() {
+	case "estargz":
+		return []string{"convert", "--plain-http", "--quiet", src, dst}, nil
+	case "zstd:chunked":
+		return []string{"convert", "--plain-http", "--quiet", "--format", "zstd:chunked", src, dst}, nil
+	case "estargz-optimized":
+		cmd, err := json.Marshal(w.Cmd)
+		if err != nil {
+			return nil, fmt.Errorf("encoding command: %w", err)
+		}
+		args := []string{"optimize", "--plain-http", "--quiet", "--runtime", c.runc, "--network",
+			"--cmd", string(cmd), "--timeout", "60s"}
+		if line := w.recordLine(); line != "" {
+			args = append(args, "--wait-line", line)
+		}
+		return append(args, src, dst), nil
+	}
+	return nil, fmt.Errorf("mode %s has no conversion", m)
+}
+
+// conversion names the image format a mode runs.
+func (m Mode) conversion() string {
+	switch m {
+	case Lazy, External:
+		return "estargz"
+	case Optimized:
+		return "estargz-optimized"
+	case ZstdChunked:
+		return "zstd:chunked"
+	}
+	return ""
+}
+
+// pushLayout pushes the first manifest of the OCI layout at dir to ref,
+// byte for byte, so the layer annotations (TOC digests) are kept.
+func pushLayout(dir, ref string) error {
+	idx, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		return fmt.Errorf("reading layout %s: %w", dir, err)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return fmt.Errorf("reading layout %s: %w", dir, err)
+	}
+	if len(m.Manifests) == 0 {
+		return fmt.Errorf("layout %s holds no image", dir)
+	}
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		return fmt.Errorf("parsing %s: %w", ref, err)
+	}
+	d := m.Manifests[0]
+	if d.MediaType.IsIndex() {
+		child, err := idx.ImageIndex(d.Digest)
+		if err != nil {
+			return fmt.Errorf("reading index %s: %w", d.Digest, err)
+		}
+		return wrapPush(ref, remote.WriteIndex(r, child))
+	}
+	img, err := idx.Image(d.Digest)
+	if err != nil {
+		return fmt.Errorf("reading image %s: %w", d.Digest, err)
+	}
+	return wrapPush(ref, remote.Write(r, img))
+}
+
+func wrapPush(ref string, err error) error {
+	if err != nil {
+		return fmt.Errorf("pushing %s: %w", ref, err)
+	}
+	return nil
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}

@@ -1,0 +1,102 @@
+package bench
+
+import (
+	"image"
+	_ "image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lazysnap/lazysnap/internal/testenv"
+)
+
+// tinyWorkloads exercise both ready signals: a stdout line, and a probe.
+func tinyWorkloads() []Workload {
+	return []Workload{
+		{Name: "line", Build: buildTiny, Ready: ReadySignal{Line: "quick brown fox"},
+			Cmd: []string{"/bin/cat", "/data/small/file000", "/data/ready/file000"}},
+		{Name: "probe", Build: buildTiny, Ready: ReadySignal{Probe: []string{"/p2/busybox", "test", "-e", "/tmp/up"}},
+			RecordLine: "started",
+			Cmd: []string{"/bin/sh", "-c",
+				"read -r x </data/small/file000; echo started; echo >/tmp/up; exec /p1/busybox sleep 600"}},
+	}
+}
+
+// TestHarness runs every mode once on a tiny image, then checks the
+// measures, the files written, and that teardown left nothing behind.
+func TestHarness(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts containerd and lazysnap per case")
+	}
+	testenv.RequireFUSE(t)
+	requireBinaries(t)
+	out := t.TempDir()
+	s, err := New(WithWorkloads(tinyWorkloads()...), WithReps(1), WithRate(1_000_000_000),
+		WithDelay(2*time.Millisecond), WithSettle(500*time.Millisecond, 20*time.Second), WithCacheDir(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep *Report
+	t.Run("run", func(t *testing.T) {
+		rep = s.Run(t.Context(), t, testRunner(t))
+	})
+	if t.Failed() {
+		return
+	}
+	checkResults(t, rep)
+	checkFiles(t, rep, out)
+	left, err := s.Footprint().Leftovers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) > 0 {
+		t.Errorf("teardown left %v", left)
+	}
+}
+
+func checkResults(t *testing.T, rep *Report) {
+	t.Helper()
+	if want := len(tinyWorkloads()) * len(DefaultModes()); len(rep.Results) != want {
+		t.Fatalf("%d results; want %d (every workload in every mode)", len(rep.Results), want)
+	}
+	for _, r := range rep.Results {
+		if r.ReadySeconds <= 0 || r.BytesAtReady <= 0 || r.RequestsAtReady <= 0 || r.BytesTotal < r.BytesAtReady {
+			t.Errorf("%s/%s: implausible result %+v", r.Workload, r.Mode, r)
+		}
+	}
+	for _, w := range tinyWorkloads() {
+		full, _ := rep.find(w.Name, Overlayfs)
+		for _, m := range []Mode{Lazy, Optimized, ZstdChunked} {
+			lazy, _ := rep.find(w.Name, m)
+			if lazy.MBAtReady.Median >= full.MBAtReady.Median {
+				t.Errorf("%s/%s fetched %.2f MB before ready; overlayfs %.2f MB: want less",
+					w.Name, m, lazy.MBAtReady.Median, full.MBAtReady.Median)
+			}
+		}
+	}
+}
+
+func checkFiles(t *testing.T, rep *Report, dir string) {
+	t.Helper()
+	if err := rep.WriteFiles(dir); err != nil {
+		t.Fatal(err)
+	}
+	var table strings.Builder
+	if err := rep.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + table.String())
+	if _, err := os.Stat(filepath.Join(dir, "results.json")); err != nil {
+		t.Error(err)
+	}
+	f, err := os.Open(filepath.Join(dir, "chart.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, format, err := image.Decode(f); err != nil || format != "png" {
+		t.Errorf("chart.png: format %q, %v", format, err)
+	}
+}

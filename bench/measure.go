@@ -1,0 +1,178 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/containerd/v2/plugins"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/lazysnap/lazysnap/internal/testenv"
+)
+
+// benchCase is one workload in one mode, at one repetition.
+type benchCase struct {
+	workload Workload
+	mode     Mode
+	rep      int
+	// ref is the mode's image, pulled through the counting proxy.
+	ref string
+}
+
+func (c benchCase) name() string { return fmt.Sprintf("%s/%s/rep%d", c.workload.Name, c.mode, c.rep+1) }
+
+// containerID is the benchmark container's id in each case's containerd.
+const containerID = "bench"
+
+// measure runs one case on a cold node: the clock starts at pull start,
+// after containerd (and lazysnap) are up.
+func (e *env) measure(ctx context.Context, tb testing.TB, c benchCase) (Result, error) {
+	cd := e.startNode(tb, c.mode)
+	r := Result{Workload: c.workload.Name, Mode: c.mode, Rep: c.rep + 1}
+	e.proxy.Reset()
+	start := time.Now()
+	if err := e.pull(ctx, cd, c); err != nil {
+		return r, err
+	}
+	pulled := time.Now()
+	ctr, task, out, err := createTask(ctx, cd, c)
+	if err != nil {
+		return r, err
+	}
+	created := time.Now()
+	e.footprint.addPID(int(task.Pid()))
+	readyCtx, cancel := context.WithTimeout(ctx, e.readyTimeout)
+	defer cancel()
+	if err := startUntilReady(readyCtx, ctr, task, out, c.workload.Ready); err != nil {
+		return r, fmt.Errorf("waiting for ready (at most %s): %w", e.readyTimeout, err)
+	}
+	ready := time.Now()
+	r.BytesAtReady, r.RequestsAtReady = e.proxy.BlobBytes(), e.proxy.BlobGets()
+	r.PullSeconds, r.CreateSeconds = pulled.Sub(start).Seconds(), created.Sub(pulled).Seconds()
+	r.RunSeconds, r.ReadySeconds = ready.Sub(created).Seconds(), ready.Sub(start).Seconds()
+	r.BytesTotal, r.RequestsTotal, r.TotalSettled = e.settle(ctx)
+	return r, nil
+}
+
+// pull runs `lazysnap pull` for every mode: the same containerd client
+// pull, with unpacking and the remote-snapshot labels, so only the
+// snapshotter differs (overlayfs downloads and unpacks every layer).
+func (e *env) pull(ctx context.Context, cd *testenv.Containerd, c benchCase) error {
+	cmd := exec.CommandContext(ctx, e.lazysnapBin, "pull", "--address", cd.Address, "--namespace", cd.Namespace,
+		"--hosts-dir", cd.HostsDir, "--snapshotter", c.mode.snapshotter(), "--plain-http", c.ref)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("lazysnap pull %s: %w\n%s", c.ref, err, tail(out.Bytes(), 3000))
+	}
+	return nil
+}
+
+// createTask creates the container (preparing its snapshot) and its task
+// (mounting the rootfs, runc create), as `ctr run --net-host` would, with
+// the node's runc, runc root and FIFO dir.
+func createTask(ctx context.Context, cd *testenv.Containerd, c benchCase) (client.Container, client.Task, *lineWatcher, error) {
+	img, err := cd.Client.GetImage(ctx, c.ref)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("getting image %s: %w", c.ref, err)
+	}
+	ctr, err := cd.Client.NewContainer(ctx, containerID,
+		client.WithSnapshotter(c.mode.snapshotter()),
+		client.WithNewSnapshot(containerID, img),
+		client.WithRuntime(plugins.RuntimeRuncV2, &runcoptions.Options{BinaryName: cd.Runc, Root: cd.RuncRoot()}),
+		client.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs(c.workload.Cmd...),
+			oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostHostsFile, oci.WithHostResolvconf))
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("creating container: %w", err)
+	}
+	out := newLineWatcher(c.workload.Ready.Line)
+	task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, out, out), cio.WithFIFODir(cd.FIFODir())))
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("creating task: %w", err)
+	}
+	return ctr, task, out, nil
+}
+
+// startUntilReady starts the task and waits for its ready signal; a task
+// that exits first is an error.
+func startUntilReady(ctx context.Context, ctr client.Container, task client.Task, out *lineWatcher, sig ReadySignal) error {
+	exited, err := task.Wait(ctx)
+	if err != nil {
+		return fmt.Errorf("waiting for task: %w", err)
+	}
+	if err := task.Start(ctx); err != nil {
+		return fmt.Errorf("starting task: %w", err)
+	}
+	ready := out.ready
+	probeErr := make(chan error, 1)
+	if len(sig.Probe) > 0 {
+		probeCtx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		ready = make(chan struct{})
+		go func() { probeErr <- closeWhenProbed(probeCtx, ctr, task, sig.Probe, ready) }()
+	}
+	select {
+	case <-ready:
+		return nil
+	case err := <-probeErr:
+		return err
+	case st := <-exited:
+		return readyAfterExit(task, out, st)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// readyAfterExit tells whether a workload that exited (python printing its
+// line and exiting) printed its ready line: its output may still be in the
+// FIFO when the exit is reported, so the copy must finish first.
+func readyAfterExit(task client.Task, out *lineWatcher, st client.ExitStatus) error {
+	if io := task.IO(); io != nil {
+		io.Wait()
+	}
+	select {
+	case <-out.ready:
+		return nil
+	default:
+		return fmt.Errorf("workload exited (status %d) before ready; output:\n%s", st.ExitCode(), out.output())
+	}
+}
+
+func closeWhenProbed(ctx context.Context, ctr client.Container, task client.Task, probe []string, ready chan struct{}) error {
+	if err := probeUntilReady(ctx, ctr, task, probe); err != nil {
+		return fmt.Errorf("probing %s: %w", strings.Join(probe, " "), err)
+	}
+	close(ready)
+	return nil
+}
+
+// settle waits until the registry has served no blob bytes for the quiet
+// period (background fetch done), or the cap passes, and returns the
+// totals since pull start and whether they settled.
+func (e *env) settle(ctx context.Context) (int64, int64, bool) {
+	deadline := time.Now().Add(e.settleCap)
+	last, quietSince := e.proxy.BlobBytes(), time.Now()
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return e.proxy.BlobBytes(), e.proxy.BlobGets(), false
+		case <-time.After(100 * time.Millisecond):
+		}
+		if n := e.proxy.BlobBytes(); n != last {
+			last, quietSince = n, time.Now()
+		}
+		if time.Since(quietSince) >= e.settleQuiet {
+			return e.proxy.BlobBytes(), e.proxy.BlobGets(), true
+		}
+	}
+	return e.proxy.BlobBytes(), e.proxy.BlobGets(), false
+}

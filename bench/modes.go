@@ -1,0 +1,72 @@
+package bench
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Mode is one way of getting an image onto a node.
+type Mode string
+
+const (
+	// Overlayfs pulls the gzip image in full with the overlayfs snapshotter.
+	Overlayfs Mode = "overlayfs"
+	// Lazy runs the plain eStargz conversion on lazysnap.
+	Lazy Mode = "lazysnap"
+	// Optimized runs the eStargz conversion with the workload's start-up
+	// files first (lazyconv optimize) on lazysnap.
+	Optimized Mode = "lazysnap-optimized"
+	// ZstdChunked runs the zstd:chunked conversion on lazysnap.
+	ZstdChunked Mode = "lazysnap-zstdchunked"
+	// External runs the plain eStargz conversion on another snapshotter,
+	// reached at a socket the user gives.
+	External Mode = "external"
+)
+
+// DefaultModes are the modes a run has unless told otherwise; External is
+// added when a snapshotter socket is given.
+func DefaultModes() []Mode { return []Mode{Overlayfs, Lazy, Optimized, ZstdChunked} }
+
+// ParseModes reads a comma-separated list of mode names.
+func ParseModes(s string) ([]Mode, error) {
+	var modes []Mode
+	for _, name := range strings.Split(s, ",") {
+		m := Mode(strings.TrimSpace(name))
+		switch m {
+		case Overlayfs, Lazy, Optimized, ZstdChunked, External:
+			modes = append(modes, m)
+		default:
+			return nil, fmt.Errorf("unknown mode %q (want %s, %s, %s, %s or %s)",
+				m, Overlayfs, Lazy, Optimized, ZstdChunked, External)
+		}
+	}
+	return modes, nil
+}
+
+// snapshotter is the containerd snapshotter the mode pulls into.
+func (m Mode) snapshotter() string {
+	switch m {
+	case Overlayfs:
+		return "overlayfs"
+	case External:
+		return externalSnapshotter
+	}
+	return "lazysnap"
+}
+
+// usesLazysnap says whether the case starts a lazysnap serve.
+func (m Mode) usesLazysnap() bool { return m.snapshotter() == "lazysnap" }
+
+// externalSnapshotter is the proxy plugin name the other snapshotter gets
+// in the benchmark's containerd.
+const externalSnapshotter = "external"
+
+// rotate returns modes starting at index n (mod len): the order changes per
+// repetition so that drift of the machine hits every mode alike.
+func rotate(modes []Mode, n int) []Mode {
+	if len(modes) == 0 {
+		return nil
+	}
+	n %= len(modes)
+	return append(append([]Mode{}, modes[n:]...), modes[:n]...)
+}

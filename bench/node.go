@@ -1,0 +1,37 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/lazysnap/lazysnap/internal/testenv"
+)
+
+// startNode starts a cold node for one case: a fresh containerd with its
+// own root and, for lazysnap modes, a fresh lazysnap serve (and the fused
+// helper it starts) with an empty cache. tb's cleanup tears it down.
+func (e *env) startNode(tb testing.TB, m Mode) *testenv.Containerd {
+	tb.Helper()
+	opts := []testenv.ContainerdOption{testenv.WithRegistryHost(e.proxy.Host)}
+	switch {
+	case m.usesLazysnap():
+		opts = append(opts, testenv.WithLazysnap())
+	case m == External:
+		opts = append(opts, testenv.WithProxySnapshotter(externalSnapshotter))
+	}
+	cd := testenv.StartContainerd(tb, opts...)
+	e.footprint.addNode(cd)
+	switch {
+	case m.usesLazysnap():
+		cfg := fmt.Sprintf("hosts_dir = %q\n", cd.HostsDir)
+		testenv.StartLazysnap(tb, cd, testenv.WithLazysnapConfig(cfg))
+	case m == External:
+		// containerd dials a proxy plugin on first use, so linking its
+		// socket path to the other snapshotter's socket now is enough.
+		if err := os.Symlink(e.externalSocket, cd.Proxy.Socket); err != nil {
+			tb.Fatalf("linking the external snapshotter's socket: %v", err)
+		}
+	}
+	return cd
+}

@@ -1,0 +1,43 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+)
+
+// WriteTable prints the summaries: medians with their range over
+// repetitions, and the speed-up over overlayfs.
+func (r *Report) WriteTable(out io.Writer) error {
+	c := r.Config
+	fmt.Fprintf(out, "link %.0f Mbit/s, +%.0f ms per request; %d repetitions; bytes and requests are registry blob GETs; lazysnap %.12s\n",
+		c.RateMbit, c.DelayMS, c.Reps, c.Binaries["lazysnap"])
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "image\tmode\tready s\tpull s\tcreate s\trun s\tMB@ready\treq@ready\tMB total\treq total\tvs overlayfs\t")
+	for _, s := range r.Summaries {
+		settled := ""
+		if !s.Settled {
+			settled = "+" // the totals are a lower bound: the settle cap cut the wait
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s%s\t%s%s\t%s\t\n", s.Workload, s.Mode,
+			amount(s.Ready, "%.2f"), amount(s.Pull, "%.2f"), amount(s.Create, "%.2f"), amount(s.Run, "%.2f"),
+			amount(s.MBAtReady, "%.1f"), amount(s.RequestsAtReady, "%.0f"),
+			amount(s.MBTotal, "%.1f"), settled, amount(s.RequestsTotal, "%.0f"), settled, speedup(s.Speedup))
+	}
+	return w.Flush()
+}
+
+// amount prints "median (min–max)", or the median alone when all agree.
+func amount(s Spread, format string) string {
+	if s.Min == s.Max {
+		return fmt.Sprintf(format, s.Median)
+	}
+	return fmt.Sprintf(format+" ("+format+"–"+format+")", s.Median, s.Min, s.Max)
+}
+
+func speedup(x float64) string {
+	if x == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1fx", x)
+}
