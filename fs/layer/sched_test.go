@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 )
 
 // TestBackgroundWaitsForForeground: no background request is admitted while
@@ -43,4 +44,33 @@ func TestBackgroundWaitsForForeground(t *testing.T) {
 	if st := s.Stats(); st.BackgroundActive != 0 || st.BackgroundRequests != 1 {
 		t.Fatalf("stats after release %+v", st)
 	}
+}
+
+// TestBackgroundWaitsForQuietPeriod: after a foreground fetch ends, no
+// background request starts until reads have paused for the quiet period;
+// with none, one starts at once.
+func TestBackgroundWaitsForQuietPeriod(t *testing.T) {
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel() // admission must succeed at once or not at all
+
+	s := NewScheduler(WithQuietPeriod(time.Hour))
+	s.beginForeground()()
+	if _, err := s.admitBackground(canceled, 1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("admission right after a read, inside the quiet period: %v, want context.Canceled", err)
+	}
+
+	s = NewScheduler(WithQuietPeriod(0))
+	s.beginForeground()()
+	release, err := s.admitBackground(canceled, 1)
+	if err != nil {
+		t.Fatalf("admission without a quiet period: %v", err)
+	}
+	release()
+
+	s = NewScheduler(WithQuietPeriod(time.Hour))
+	release, err = s.admitBackground(canceled, 1) // no read ever: nothing to wait for
+	if err != nil {
+		t.Fatalf("admission on an idle node: %v", err)
+	}
+	release()
 }
