@@ -27,6 +27,7 @@ type config struct {
 	Prefetch        prefetchConfig        `toml:"prefetch"`
 	BackgroundFetch backgroundFetchConfig `toml:"background_fetch"`
 	Trace           traceConfig           `toml:"trace"`
+	CRIImageService criImageServiceConfig `toml:"cri_image_service"`
 }
 
 type cacheConfig struct {
@@ -46,6 +47,13 @@ type prefetchConfig struct {
 type backgroundFetchConfig struct {
 	Enable         bool  `toml:"enable"`
 	BytesPerSecond int64 `toml:"bytes_per_second"`
+}
+
+// criImageServiceConfig is the CRI image-service proxy the kubelet can use
+// as its image endpoint, so pull credentials reach lazysnap.
+type criImageServiceConfig struct {
+	Address           string `toml:"address"`
+	ContainerdAddress string `toml:"containerd_address"`
 }
 
 type traceConfig struct {
@@ -70,7 +78,8 @@ func defaultConfig() config {
 			Enable:         true,
 			BytesPerSecond: 0,
 		},
-		Trace: traceConfig{Enable: true, MaxFiles: 10000},
+		Trace:           traceConfig{Enable: true, MaxFiles: 10000},
+		CRIImageService: criImageServiceConfig{Address: "", ContainerdAddress: "/run/containerd/containerd.sock"},
 	}
 }
 
@@ -112,6 +121,8 @@ func (c config) validate() error {
 		return errors.New("config: prefetch.wait_timeout must not be negative")
 	case c.Trace.MaxFiles < 1:
 		return errors.New("config: trace.max_files must be at least 1")
+	case c.CRIImageService.Address != "" && c.CRIImageService.ContainerdAddress == "":
+		return errors.New("config: cri_image_service.containerd_address must be set when cri_image_service.address is")
 	}
 	_, err := c.slogLevel()
 	return err

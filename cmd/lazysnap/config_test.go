@@ -37,6 +37,8 @@ fuse_manager = false
 max_concurrency = 3
 [prefetch]
 wait_timeout = "1m30s"
+[cri_image_service]
+address = "/run/lazysnap/cri-image.sock"
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -45,6 +47,7 @@ wait_timeout = "1m30s"
 	want.Root, want.FuseManager = "/srv/lazysnap", false
 	want.Fetch.MaxConcurrency = 3
 	want.Prefetch.WaitTimeout = duration(90 * time.Second)
+	want.CRIImageService.Address = "/run/lazysnap/cri-image.sock"
 	if cfg != want {
 		t.Fatalf("got %+v\nwant %+v", cfg, want)
 	}
@@ -52,11 +55,12 @@ wait_timeout = "1m30s"
 
 func TestConfigRejects(t *testing.T) {
 	for name, body := range map[string]string{
-		"unknown key":     "rot = \"/x\"\n",
-		"unknown section": "[cache]\nmax_byte = 1\n",
-		"bad duration":    "[prefetch]\nwait_timeout = \"soon\"\n",
-		"bad log level":   "log_level = \"chatty\"\n",
-		"no concurrency":  "[fetch]\nmax_concurrency = 0\n",
+		"unknown key":                  "rot = \"/x\"\n",
+		"unknown section":              "[cache]\nmax_byte = 1\n",
+		"bad duration":                 "[prefetch]\nwait_timeout = \"soon\"\n",
+		"bad log level":                "log_level = \"chatty\"\n",
+		"no concurrency":               "[fetch]\nmax_concurrency = 0\n",
+		"cri proxy without containerd": "[cri_image_service]\naddress = \"/x.sock\"\ncontainerd_address = \"\"\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := loadConfig(writeConfig(t, body)); err == nil {

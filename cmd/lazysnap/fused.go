@@ -16,12 +16,14 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	lazyfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/fs/remote"
+	"github.com/lazysnap/lazysnap/internal/credstore"
 	"github.com/lazysnap/lazysnap/internal/fused"
 )
 
@@ -39,7 +41,11 @@ type layerFS interface {
 // newLayerFS builds package fs's FS from the config: the config is turned
 // into options here, in the command, so package fs never sees it.
 func newLayerFS(_ context.Context, cfg config, log *slog.Logger) (layerFS, error) {
+	// Credentials from CRI pulls (POST /credentials, or serve's own proxy
+	// with fuse_manager off) win over the host's docker config.
+	creds := credstore.New()
 	resolver := remote.NewResolver(
+		remote.WithKeychain(authn.NewMultiKeychain(creds, authn.DefaultKeychain)),
 		remote.WithHostsDir(cfg.HostsDir),
 		remote.WithMaxConcurrency(cfg.Fetch.MaxConcurrency),
 		remote.WithLogger(log),
@@ -64,17 +70,23 @@ func newLayerFS(_ context.Context, cfg config, log *slog.Logger) (layerFS, error
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(fsys.Collector())
-	return statsAdapter{FS: fsys, metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}, nil
+	return statsAdapter{FS: fsys, metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), creds: creds}, nil
 }
 
 // traceDir is where fused keeps the first-open trace of each image.
 func traceDir(root string) string { return filepath.Join(root, "traces") }
 
 // statsAdapter exposes the per-layer status of package fs to fused's /stats
-// endpoint and its metrics to /metrics.
+// endpoint and its metrics to /metrics, and takes credentials for its
+// resolver on /credentials.
 type statsAdapter struct {
 	*lazyfs.FS
 	metrics http.Handler
+	creds   *credstore.Store
+}
+
+func (a statsAdapter) SetCredentials(ctx context.Context, host, repository string, cfg authn.AuthConfig) error {
+	return a.creds.SetCredentials(ctx, host, repository, cfg)
 }
 
 func (a statsAdapter) Stats(context.Context) (any, error) { return a.FS.Status(), nil }

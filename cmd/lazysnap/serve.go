@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
+	"github.com/lazysnap/lazysnap/internal/criproxy"
 	"github.com/lazysnap/lazysnap/snapshot"
 )
 
@@ -86,7 +87,30 @@ func runServe(ctx context.Context, cfg config, configPath string) error {
 		return err
 	}
 	defer sn.Close()
-	return serveGRPC(ctx, cfg, sn, reg, log)
+	proxy, err := newCRIProxy(cfg, fsys, log)
+	if err != nil {
+		return err
+	}
+	if proxy != nil {
+		defer proxy.Close()
+	}
+	return serveGRPC(ctx, cfg, sn, proxy, reg, log)
+}
+
+// newCRIProxy returns the CRI image-service proxy when cri_image_service
+// is configured, else nil. Pull credentials go to whatever mounts layers:
+// fused (through its client) or package fs in this process. With neither,
+// they go nowhere: every layer is then pulled normally by containerd, which
+// has the credentials itself.
+func newCRIProxy(cfg config, fsys snapshot.FileSystem, log *slog.Logger) (*criproxy.Proxy, error) {
+	if cfg.CRIImageService.Address == "" {
+		return nil, nil
+	}
+	opts := []criproxy.Option{criproxy.WithLogger(log)}
+	if sink, ok := fsys.(criproxy.CredentialSink); ok {
+		opts = append(opts, criproxy.WithCredentialSink(sink))
+	}
+	return criproxy.New(cfg.CRIImageService.ContainerdAddress, opts...)
 }
 
 // openFileSystem returns what mounts remote layers: a client of `lazysnap
@@ -118,10 +142,17 @@ func openFileSystem(ctx context.Context, cfg config, configPath string, log *slo
 // serveGRPC serves containerd's snapshot API (and /metrics when
 // configured) until ctx is done. containerd's snapshot service turns the
 // snapshotter's errdefs errors into gRPC status codes.
-func serveGRPC(ctx context.Context, cfg config, sn *snapshot.Snapshotter, reg *prometheus.Registry, log *slog.Logger) error {
+func serveGRPC(ctx context.Context, cfg config, sn *snapshot.Snapshotter, proxy *criproxy.Proxy, reg *prometheus.Registry, log *slog.Logger) error {
 	l, err := listenUnix(ctx, cfg.Address)
 	if err != nil {
 		return err
+	}
+	var proxyListener net.Listener
+	if proxy != nil {
+		if proxyListener, err = listenUnix(ctx, cfg.CRIImageService.Address); err != nil {
+			l.Close()
+			return fmt.Errorf("cri image service: %w", err)
+		}
 	}
 	srv := grpc.NewServer()
 	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(sn))
@@ -139,6 +170,9 @@ func serveGRPC(ctx context.Context, cfg config, sn *snapshot.Snapshotter, reg *p
 	if metrics != nil {
 		g.Go(func() error { return listenAndServe(metrics) })
 	}
+	if proxy != nil {
+		g.Go(func() error { return proxy.Serve(gctx, proxyListener) })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		srv.GracefulStop()
@@ -147,7 +181,8 @@ func serveGRPC(ctx context.Context, cfg config, sn *snapshot.Snapshotter, reg *p
 		}
 		return nil
 	})
-	log.InfoContext(ctx, "serving", "address", cfg.Address, "root", cfg.Root, "metrics", cfg.MetricsAddress)
+	log.InfoContext(ctx, "serving", "address", cfg.Address, "root", cfg.Root, "metrics", cfg.MetricsAddress,
+		"cri_image_service", cfg.CRIImageService.Address)
 	return g.Wait()
 }
 

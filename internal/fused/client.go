@@ -57,7 +57,7 @@ func (c *Client) Healthz(ctx context.Context) error {
 	return err
 }
 
-func (c *Client) post(ctx context.Context, op string, req mountRequest) error {
+func (c *Client) post(ctx context.Context, op string, req any) error {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return fmt.Errorf("fused %s: %w", op, err)

@@ -6,9 +6,14 @@
 //	POST /mount    {"mountpoint": "...", "labels": {...}}   204 or error
 //	POST /check    {"mountpoint": "...", "labels": {...}}   204 or error
 //	POST /unmount  {"mountpoint": "..."}                    204 or error
+//	POST /credentials {"host": "...", "repository": "...", "auth": {...}}
+//	               204 or error: registry credentials from a CRI pull (see
+//	               credentials.go); kept in memory, never logged
 //	GET  /stats    200 with the file system's stats as JSON
 //	GET  /metrics  200 with the file system's Prometheus metrics (text format)
 //	GET  /healthz  200 "ok"
+//	GET  /debug/pprof/...  the Go runtime's profiles (net/http/pprof), for
+//	                        operators looking at fused's memory or CPU
 //
 // Errors are {"error": "...", "kind": "not-found"}, kind naming the errdefs
 // category, which the client turns back into an errdefs error.
@@ -19,6 +24,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/containerd/errdefs"
 )
@@ -66,6 +72,7 @@ func NewServer(fsys Interface) http.Handler {
 	mux.HandleFunc("POST /unmount", s.call(func(ctx context.Context, r mountRequest) error {
 		return fsys.Unmount(ctx, r.Mountpoint)
 	}))
+	mux.HandleFunc("POST /credentials", s.credentials)
 	mux.HandleFunc("GET /stats", s.stats)
 	if mp, ok := fsys.(MetricsProvider); ok {
 		mux.Handle("GET /metrics", mp.MetricsHandler())
@@ -73,7 +80,21 @@ func NewServer(fsys Interface) http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
+	registerPprof(mux)
 	return mux
+}
+
+// registerPprof serves the runtime profiles on mux. They are registered
+// explicitly because importing net/http/pprof only registers them on
+// http.DefaultServeMux, which fused does not serve. The socket is the
+// daemon's own (mode 0700 directory), so the profiles are for root only.
+func registerPprof(mux *http.ServeMux) {
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index) // heap, goroutine, allocs... by name
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }
 
 // call decodes a mountRequest, runs fn with the request's context (a
