@@ -31,7 +31,12 @@ func TestBackgroundFetchCompletes(t *testing.T) {
 
 	f := newFS(t, lfs.WithPrefetch(true), lfs.WithBackgroundFetch(true))
 	mp := mount(t, f, proxy.Host+"/bg/app:v1", l)
-	waitFor(t, "the background fetch", func() bool { return statusOf(t, f, mp).State == lfs.StateComplete })
+	// The layer is complete once every chunk is present, a moment before
+	// the background fetch records its end: wait for both.
+	waitFor(t, "the background fetch", func() bool {
+		st := statusOf(t, f, mp)
+		return st.State == lfs.StateComplete && !st.BackgroundDoneAt.IsZero()
+	})
 	st := statusOf(t, f, mp)
 	if st.FetchedPercent != 100 || st.ChunksPresent != st.ChunksTotal || st.BackgroundDoneAt.IsZero() {
 		t.Fatalf("complete layer reports %.1f%%, %d of %d chunks, done at %v",

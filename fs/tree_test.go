@@ -212,6 +212,9 @@ func checkEntry(t *testing.T, p, rel string, w *want) {
 		if got, err := os.Readlink(p); err != nil || got != w.link {
 			t.Errorf("%s: readlink %q, %v, want %q", rel, got, err, w.link)
 		}
+		if st.Size != int64(len(w.link)) {
+			t.Errorf("%s: lstat size %d, want the target's length %d", rel, st.Size, len(w.link))
+		}
 	}
 	checkXattrs(t, p, rel, w.xattrs)
 }

@@ -304,6 +304,7 @@ func (b *builder) emit() error {
 		names = append(names, n)
 	}
 	slices.Sort(names) // "" (the root) sorts first
+	b.x.inodes = make([]inode, 0, len(names))
 	for _, n := range names {
 		p := b.byName[n]
 		if p.target != nil {
@@ -324,8 +325,18 @@ func (b *builder) emit() error {
 		links = append(links, link{dir: b.byName[parent(n)].id, name: base(n), ino: ino})
 	}
 	b.addDents(links)
-	b.x.arena = b.arena.String()
+	b.trim()
 	return nil
+}
+
+// trim reallocates the tables that grew by appending to their exact size:
+// up to half of their capacity is unused, and the index lives as long as
+// the mount.
+func (b *builder) trim() {
+	b.x.inodes = slices.Clip(b.x.inodes) // allocated at its final size
+	b.x.chunks = slices.Clone(b.x.chunks)
+	b.x.digests = slices.Clone(b.x.digests)
+	b.x.arena = strings.Clone(b.arena.String())
 }
 
 // addDents writes each directory's entries, sorted by name, and counts links.

@@ -115,8 +115,14 @@ func (x *Index) Valid(id ID) bool { return id >= 0 && int(id) < len(x.inodes) }
 // Attr returns the attributes of id.
 func (x *Index) Attr(id ID) Attr {
 	n := &x.inodes[id]
+	size := n.size
+	if n.mode&syscall.S_IFMT == syscall.S_IFLNK {
+		// lstat reports a symlink's size as its target's length; programs
+		// size readlink buffers by it.
+		size = int64(n.count)
+	}
 	return Attr{
-		Mode: n.mode, UID: n.uid, GID: n.gid, Size: n.size,
+		Mode: n.mode, UID: n.uid, GID: n.gid, Size: size,
 		Mtime: n.mtime, MtimeNs: n.mtimeNs, Nlink: n.nlink,
 		DevMajor: n.devMajor, DevMinor: n.devMinor,
 	}
@@ -246,6 +252,11 @@ func (x *Index) RegularFiles() iter.Seq[ID] {
 // stored before it are the ones the image wants first. It returns 0 when
 // the layer has no landmark or says that nothing should be prefetched.
 func (x *Index) PrefetchEnd() int64 { return x.prefetchEnd }
+
+// DigestIndex returns the position of regular file id's content digest in
+// Digests(), or -1 when it has no content. Callers that keep Digests() use
+// it to share one string per digest instead of building one per call.
+func (x *Index) DigestIndex(id ID) int { return int(x.inodes[id].digest) }
 
 // Digests returns the distinct content digests of the layer's files.
 func (x *Index) Digests() []digest.Digest {

@@ -172,6 +172,19 @@ func checkTree(t *testing.T, x *Index, payloadEnd int64) {
 		}
 	}
 	walk(Root, 0)
+	checkDigests(t, x)
+}
+
+// checkDigests checks that DigestIndex points into Digests() at the
+// digest Digest returns, for every inode.
+func checkDigests(t *testing.T, x *Index) {
+	ds := x.Digests()
+	for id := ID(0); x.Valid(id); id++ {
+		i, want := x.DigestIndex(id), x.Digest(id)
+		if (i < 0) != (want == "") || i >= len(ds) || i >= 0 && ds[i] != want {
+			t.Fatalf("inode %d: DigestIndex %d of %d digests, Digest %q", id, i, len(ds), want)
+		}
+	}
 }
 
 func checkChunks(t *testing.T, x *Index, id ID, payloadEnd int64) {

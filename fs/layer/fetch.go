@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 
@@ -298,11 +299,11 @@ func (l *Layer) fetchOnce(ctx context.Context, run []target, class fetchClass, c
 // readFrame decompresses one compressed frame and stores the chunks ts it
 // holds (sorted by inner offset), each only after its digest matches.
 func (l *Layer) readFrame(frame io.Reader, ts []target, complete func()) error {
-	zr, err := l.toc.decompressor.Reader(frame)
+	zr, release, err := l.frameReader(frame)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errBadChunk, err)
 	}
-	defer zr.Close()
+	defer release()
 	var pos int64
 	for _, t := range ts {
 		c := t.chunk()
@@ -327,6 +328,20 @@ func (l *Layer) readFrame(frame io.Reader, ts []target, complete func()) error {
 		complete()
 	}
 	return nil
+}
+
+// frameReader returns a decompressor of one frame and a function that
+// releases it. gzip readers are reused (see gzipFrames).
+func (l *Layer) frameReader(frame io.Reader) (io.Reader, func(), error) {
+	switch l.toc.decompressor.(type) {
+	case *estargz.GzipDecompressor, *estargz.LegacyGzipDecompressor:
+		return l.frames.open(frame)
+	}
+	zr, err := l.toc.decompressor.Reader(frame)
+	if err != nil {
+		return nil, nil, err
+	}
+	return zr, func() { zr.Close() }, nil
 }
 
 // countingReader counts the compressed bytes received, tracks the blob

@@ -96,6 +96,12 @@ type Layer struct {
 
 	stats   counters
 	present presence
+
+	// digests are the index's Digests(), built once: the cache keys the
+	// layer's holds and its entries by these strings, so files share them
+	// instead of each open building (and the cache keeping) another copy.
+	digests []digest.Digest
+	frames  gzipFrames
 }
 
 // New returns a Layer reading toc's files through store, and records in the
@@ -119,7 +125,8 @@ func New(toc *TOC, store *cache.Store, opts ...Option) (*Layer, error) {
 		l.opts.owner = fmt.Sprintf("%s@%p", toc.blob.Digest(), l)
 	}
 	l.present.init(l.idx)
-	if err := store.Hold(l.opts.owner, l.idx.Digests()); err != nil {
+	l.digests = l.idx.Digests()
+	if err := store.Hold(l.opts.owner, l.digests); err != nil {
 		return nil, fmt.Errorf("holding the files of layer %s in the cache: %w", toc.blob.Digest(), err)
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
@@ -179,7 +186,7 @@ func (l *Layer) OpenFile(id index.ID) (*File, error) {
 	if !l.idx.Valid(id) || l.idx.Mode(id)&syscall.S_IFMT != syscall.S_IFREG {
 		return nil, fmt.Errorf("inode %d of layer %s is no regular file: %w", id, l.Digest(), errdefs.ErrInvalidArgument)
 	}
-	f := &File{l: l, id: id, size: l.idx.Attr(id).Size, digest: l.idx.Digest(id), chunks: l.idx.Chunks(id)}
+	f := &File{l: l, id: id, size: l.idx.Attr(id).Size, digest: l.fileDigest(id), chunks: l.idx.Chunks(id)}
 	if f.size == 0 {
 		return f, nil
 	}
@@ -189,6 +196,14 @@ func (l *Layer) OpenFile(id index.ID) (*File, error) {
 	}
 	f.entry = e
 	return f, nil
+}
+
+// fileDigest returns the content digest of regular file id, "" for none.
+func (l *Layer) fileDigest(id index.ID) digest.Digest {
+	if i := l.idx.DigestIndex(id); i >= 0 {
+		return l.digests[i]
+	}
+	return ""
 }
 
 // Size returns the file's size.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"os"
 	"syscall"
 	"time"
 
@@ -79,34 +80,79 @@ func Mount(mountpoint string, l *layer.Layer, opts ...Option) (*fuse.Server, err
 	if o.firstOpen != nil {
 		t.opened = newOpenedSet(l.Index().Len(), o.firstOpen)
 	}
+	mo := mountOptions(l, o)
+	if os.Geteuid() == 0 {
+		small := mo
+		smallRequestBuffers(&small)
+		server, err := mountTree(mountpoint, t, small, o.timeout)
+		if err == nil {
+			return server, nil
+		}
+		// Mount as before, fusermount included, with go-fuse's buffers.
+		o.logger.Debug("direct mount failed; retrying", "mountpoint", mountpoint, "error", err)
+	}
+	server, err := mountTree(mountpoint, t, mo, o.timeout)
+	if err != nil {
+		return nil, fmt.Errorf("mounting layer %s at %s: %w", l.Digest(), mountpoint, err)
+	}
+	return server, nil
+}
+
+func mountOptions(l *layer.Layer, o options) fuse.MountOptions {
+	return fuse.MountOptions{
+		AllowOther:   o.allowOther,
+		FsName:       "lazysnap:" + l.Digest().Encoded()[:12],
+		Name:         "lazysnap",
+		Options:      []string{"default_permissions"},
+		MaxReadAhead: o.maxReadAhead,
+		// As root we mount without fusermount. Read-only, but devices
+		// and set-user-ID files of the image keep working.
+		DirectMount:          true,
+		DirectMountFlags:     syscall.MS_RDONLY,
+		EnableSymlinkCaching: true,
+		MaxBackground:        64,
+		Debug:                o.debug,
+		Logger:               log.New(slogWriter{o.logger}, "", 0),
+	}
+}
+
+// mountTree serves t at mountpoint, from a fresh root node each time: a
+// failed mount may have attached the old one to its bridge.
+func mountTree(mountpoint string, t *tree, mo fuse.MountOptions, timeout time.Duration) (*fuse.Server, error) {
 	root := &dirNode{base: base{t: t, id: index.Root}}
-	timeout := o.timeout
-	server, err := gofs.Mount(mountpoint, root, &gofs.Options{
-		MountOptions: fuse.MountOptions{
-			AllowOther:   o.allowOther,
-			FsName:       "lazysnap:" + l.Digest().Encoded()[:12],
-			Name:         "lazysnap",
-			Options:      []string{"default_permissions"},
-			MaxReadAhead: o.maxReadAhead,
-			// As root we mount without fusermount. Read-only, but devices
-			// and set-user-ID files of the image keep working.
-			DirectMount:          true,
-			DirectMountFlags:     syscall.MS_RDONLY,
-			EnableSymlinkCaching: true,
-			MaxBackground:        64,
-			Debug:                o.debug,
-			Logger:               log.New(slogWriter{o.logger}, "", 0),
-		},
+	return gofs.Mount(mountpoint, root, &gofs.Options{
+		MountOptions:    mo,
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &timeout,
 		NullPermissions: true, // report modes exactly as the TOC has them
 		RootStableAttr:  &gofs.StableAttr{Ino: 1},
 	})
-	if err != nil {
-		return nil, fmt.Errorf("mounting layer %s at %s: %w", l.Digest(), mountpoint, err)
-	}
-	return server, nil
+}
+
+// maxReadBytes is the largest READ the kernel sends: 128 KiB, the size the
+// kernel uses by default and go-fuse negotiated before smallRequestBuffers.
+const maxReadBytes = 128 << 10
+
+// smallRequestBuffers shrinks the buffers go-fuse reads kernel requests
+// into, without shrinking reads.
+//
+// go-fuse sizes each request buffer for the largest WRITE (MaxWrite, 128 KiB
+// by default) and keeps one per reader goroutine, up to three per mount even
+// when idle: about 400 KiB a mount. A read-only mount never receives a WRITE
+// (nor a SETXATTR, the other request with a large payload), so the kernel's
+// minimum max_write of 4 KiB suffices, which makes the buffers 12 KiB; a
+// request that did not fit would fail with EIO, not hang. But go-fuse also
+// derives the READ size from MaxWrite, twice: the max_read mount option and
+// the max_pages of INIT. So max_read is given again after go-fuse's own (the
+// last one wins) and max_pages is left to the kernel, whose default is 32
+// pages. fusermount would put go-fuse's max_read last: the mount must be
+// direct, hence root.
+func smallRequestBuffers(mo *fuse.MountOptions) {
+	mo.DirectMountStrict = true
+	mo.MaxWrite = 4096
+	mo.Options = append(mo.Options, fmt.Sprintf("max_read=%d", maxReadBytes))
+	mo.DisabledCapabilities |= fuse.CAP_MAX_PAGES
 }
 
 // slogWriter sends go-fuse's log lines to slog.
