@@ -159,6 +159,7 @@ func (f *FS) mountLayer(toc *layer.TOC, mountpoint, ref string) (*mounted, error
 		layer.WithOwner("mount:"+mountpoint),
 		layer.WithConcurrency(f.opts.concurrency),
 		layer.WithMaxRequestBytes(f.opts.maxRequestBytes),
+		layer.WithReadAhead(f.opts.readAhead),
 		layer.WithLogger(f.opts.logger))
 	if err != nil {
 		return nil, err

@@ -19,6 +19,7 @@ type options struct {
 	logger          *slog.Logger
 	concurrency     int
 	maxRequestBytes int64
+	readAhead       int64
 	passthrough     bool
 	prefetch        bool
 	prefetchWait    time.Duration
@@ -38,6 +39,7 @@ func defaultOptions() options {
 		logger:          slog.Default(),
 		concurrency:     4,                // The default is 4 requests at once per read.
 		maxRequestBytes: 4 << 20,          // The default is 4 MiB.
+		readAhead:       256 << 10,        // The default is 256 KiB.
 		passthrough:     true,             // The default uses FUSE passthrough where possible.
 		prefetchWait:    0,                // The default is not to wait.
 		traceMaxFiles:   10000,            // The default is 10000 files per image.
@@ -71,6 +73,11 @@ func WithFetchConcurrency(n int) Option { return func(o *options) { o.concurrenc
 // WithMaxRequestBytes caps the compressed bytes one coalesced Range request
 // of a read asks for. The default is 4 MiB.
 func WithMaxRequestBytes(n int64) Option { return func(o *options) { o.maxRequestBytes = n } }
+
+// WithReadAhead sets how many compressed bytes a read that misses also
+// fetches past its own chunks, to bring the uncached files stored next in
+// the layer (see layer.WithReadAhead); 0 disables it. The default is 256 KiB.
+func WithReadAhead(n int64) Option { return func(o *options) { o.readAhead = max(0, n) } }
 
 // WithPassthrough sets whether completely cached files are served by the
 // kernel from the cache file (FUSE passthrough). The default is true.

@@ -37,6 +37,7 @@ type cacheConfig struct {
 type fetchConfig struct {
 	MaxConcurrency  int   `toml:"max_concurrency"`
 	MaxRequestBytes int64 `toml:"max_request_bytes"`
+	ReadAheadBytes  int64 `toml:"read_ahead_bytes"`
 }
 
 type prefetchConfig struct {
@@ -72,7 +73,7 @@ func defaultConfig() config {
 		FuseManager:    true,
 		MemoryLimit:    96 << 20,
 		Cache:          cacheConfig{MaxBytes: 10 << 30},
-		Fetch:          fetchConfig{MaxConcurrency: 8, MaxRequestBytes: 4 << 20},
+		Fetch:          fetchConfig{MaxConcurrency: 8, MaxRequestBytes: 4 << 20, ReadAheadBytes: 256 << 10},
 		Prefetch:       prefetchConfig{Enable: true, WaitTimeout: duration(10 * time.Second)},
 		BackgroundFetch: backgroundFetchConfig{
 			Enable:         true,

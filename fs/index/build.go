@@ -326,7 +326,24 @@ func (b *builder) emit() error {
 	}
 	b.addDents(links)
 	b.trim()
+	b.sortBlobOrder()
 	return nil
+}
+
+// sortBlobOrder lists the chunks in blob order, for read-ahead. The TOC
+// lists them in that order, but the chunk table follows inode IDs (name
+// order), so they are sorted once here.
+func (b *builder) sortBlobOrder() {
+	cs := b.x.chunks
+	order := make([]uint32, len(cs))
+	for i := range order {
+		order[i] = uint32(i)
+	}
+	slices.SortFunc(order, func(i, j uint32) int {
+		return cmp.Or(cmp.Compare(cs[i].BlobOffset, cs[j].BlobOffset),
+			cmp.Compare(cs[i].InnerOffset, cs[j].InnerOffset), cmp.Compare(i, j))
+	})
+	b.x.byBlob = order
 }
 
 // trim reallocates the tables that grew by appending to their exact size:
@@ -335,6 +352,7 @@ func (b *builder) emit() error {
 func (b *builder) trim() {
 	b.x.inodes = slices.Clip(b.x.inodes) // allocated at its final size
 	b.x.chunks = slices.Clone(b.x.chunks)
+	b.x.owner = slices.Clone(b.x.owner)
 	b.x.digests = slices.Clone(b.x.digests)
 	b.x.arena = strings.Clone(b.arena.String())
 }
@@ -486,6 +504,7 @@ func (b *builder) addChunks(n *inode, p *pending) error {
 			return err
 		}
 		b.x.chunks = append(b.x.chunks, c)
+		b.x.owner = append(b.x.owner, p.id)
 		off = c.End()
 	}
 	if off != e.Size {

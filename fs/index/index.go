@@ -91,9 +91,14 @@ type dent struct {
 // Index is an immutable, compact tree of one layer. It is safe for
 // concurrent use.
 type Index struct {
-	inodes  []inode
-	dents   []dent
-	chunks  []Chunk
+	inodes []inode
+	dents  []dent
+	chunks []Chunk
+	// byBlob lists the positions in chunks in blob order (BlobOffset, then
+	// InnerOffset), and owner the regular file of each chunk: chunks is in
+	// inode order, and read-ahead walks the blob. 8 bytes per chunk.
+	byBlob  []uint32
+	owner   []ID
 	digests [][32]byte
 	arena   string
 	xattrs  map[ID][]Xattr
@@ -237,6 +242,38 @@ func (x *Index) ChunkRange(id ID, off, n int64) (lo, hi int) {
 	return lo, hi
 }
 
+// BlobNext returns the chunk stored next in the blob after chunk i of
+// regular file id (blob order is TOC order: the files of the tar in turn),
+// as a file and the chunk's index in Chunks of that file; ok is false after
+// the last chunk. A chunk sharing the frame of the one before it follows
+// it.
+func (x *Index) BlobNext(id ID, i int) (next ID, j int, ok bool) {
+	pos := x.blobPos(int(x.inodes[id].first) + i)
+	if pos < 0 || pos+1 >= len(x.byBlob) {
+		return 0, 0, false
+	}
+	k := x.byBlob[pos+1]
+	next = x.owner[k]
+	return next, int(k - x.inodes[next].first), true
+}
+
+// blobPos returns the position in byBlob of chunk k of the chunk table,
+// or -1: a binary search by blob offset, then a short scan over chunks that
+// share a frame.
+func (x *Index) blobPos(k int) int {
+	c := &x.chunks[k]
+	i := sort.Search(len(x.byBlob), func(i int) bool {
+		o := &x.chunks[x.byBlob[i]]
+		return o.BlobOffset > c.BlobOffset || o.BlobOffset == c.BlobOffset && o.InnerOffset >= c.InnerOffset
+	})
+	for ; i < len(x.byBlob) && x.chunks[x.byBlob[i]].BlobOffset == c.BlobOffset; i++ {
+		if int(x.byBlob[i]) == k {
+			return i
+		}
+	}
+	return -1
+}
+
 // RegularFiles iterates over every regular file with content, in ID order.
 func (x *Index) RegularFiles() iter.Seq[ID] {
 	return func(yield func(ID) bool) {
@@ -269,9 +306,9 @@ func (x *Index) Digests() []digest.Digest {
 
 // SizeBytes estimates the heap bytes the index holds, for memory reports.
 func (x *Index) SizeBytes() int64 {
-	const inodeSize, dentSize, chunkSize, digestSize = 64, 12, 72, 32
+	const inodeSize, dentSize, chunkSize, blobOrderSize, digestSize = 64, 12, 72, 8, 32
 	n := int64(len(x.inodes))*inodeSize + int64(len(x.dents))*dentSize +
-		int64(len(x.chunks))*chunkSize + int64(len(x.digests))*digestSize + int64(len(x.arena))
+		int64(len(x.chunks))*(chunkSize+blobOrderSize) + int64(len(x.digests))*digestSize + int64(len(x.arena))
 	for _, xs := range x.xattrs {
 		for _, a := range xs {
 			n += int64(len(a.Name)+len(a.Value)) + 40

@@ -279,3 +279,37 @@ func BenchmarkLookup(b *testing.B) {
 		}
 	}
 }
+
+// TestBlobNext walks the chunks in blob order although the names (and so
+// the inode IDs and the chunk table) sort the other way round.
+func TestBlobNext(t *testing.T) {
+	toc := `{"entries":[` +
+		`{"name":"z","type":"reg","size":8,"offset":10,"chunkSize":4,"digest":"` + dA + `","chunkDigest":"` + dA + `"},` +
+		`{"type":"chunk","offset":20,"chunkOffset":4,"chunkSize":4,"chunkDigest":"` + dB + `"},` +
+		`{"name":"m","type":"reg","size":3,"offset":30,"digest":"` + dB + `"},` +
+		`{"name":"a","type":"reg","size":3,"offset":40,"digest":"` + dA + `"}]}`
+	x, err := Build(parse(t, toc), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	look := func(name string) ID {
+		id, ok := x.Lookup(Root, name)
+		if !ok {
+			t.Fatalf("%s not found", name)
+		}
+		return id
+	}
+	z, m, a := look("z"), look("m"), look("a")
+	type ref struct {
+		id ID
+		i  int
+	}
+	var got []ref
+	for id, i, ok := z, 0, true; ok; id, i, ok = x.BlobNext(id, i) {
+		got = append(got, ref{id, i})
+	}
+	want := []ref{{z, 0}, {z, 1}, {m, 0}, {a, 0}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("blob order %v, want %v", got, want)
+	}
+}

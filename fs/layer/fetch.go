@@ -149,7 +149,21 @@ func (l *Layer) fetchTargets(ctx context.Context, ts []target, p plan) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(p.concurrency)
-	for _, run := range coalesce(mine, p.maxBytes, p.maxGap) {
+	runs := coalesce(mine, p.maxBytes, p.maxGap)
+	for k, run := range runs {
+		if k == len(runs)-1 && p.class == classRead && l.opts.readAhead > 0 && l.streams.begin() {
+			// The read's last request (in blob order) goes on into the
+			// files stored after it.
+			tail, done := l.readAhead(run[len(run)-1])
+			if len(tail) > 0 {
+				own := len(run)
+				run = append(run, tail...)
+				g.Go(func() error { return l.fetchRunAhead(gctx, run, own, done) })
+				continue
+			}
+			done()
+			l.streams.end()
+		}
 		g.Go(func() error { return l.fetchRun(gctx, run, p.class) })
 	}
 	if err := g.Wait(); err != nil {
@@ -214,17 +228,32 @@ var errBadChunk = errors.New("chunk does not verify")
 // verification is fetched once more (from that chunk on); a second failure
 // fails the run with ErrCorrupt. Every flight of the run is finished,
 // whatever happens.
-func (l *Layer) fetchRun(ctx context.Context, run []target, class fetchClass) (err error) {
+func (l *Layer) fetchRun(ctx context.Context, run []target, class fetchClass) error {
+	return l.fetchRunSplit(ctx, run, class, len(run), nil)
+}
+
+// fetchRunSplit is fetchRun, calling ownDone (when not nil) once: with nil
+// as soon as the first own chunks of run are stored, or with the run's
+// error if it ends before.
+func (l *Layer) fetchRunSplit(ctx context.Context, run []target, class fetchClass, own int,
+	ownDone func(error)) (err error) {
 	done := 0
 	defer func() {
 		for _, t := range run[done:] {
 			l.opts.flights.finish(t.key(), t.fl, cmp.Or(err, error(errAborted)))
+		}
+		if ownDone != nil {
+			ownDone(cmp.Or(err, error(errAborted)))
 		}
 	}()
 	complete := func() {
 		t := run[done]
 		l.opts.flights.finish(t.key(), t.fl, nil)
 		done++
+		if done == own && ownDone != nil {
+			ownDone(nil)
+			ownDone = nil
+		}
 	}
 	for attempt := 0; attempt < 2; attempt++ {
 		err = l.fetchOnce(ctx, run[done:], class, complete)

@@ -29,6 +29,7 @@ type options struct {
 	maxPrefetchBytes int64
 	maxGapBytes      int64
 	concurrency      int
+	readAhead        int64
 	flights          *Flights
 	sched            *Scheduler
 	owner            string
@@ -42,6 +43,7 @@ func defaultOptions() options {
 		maxPrefetchBytes: 32 << 20,  // The default is 32 MiB.
 		maxGapBytes:      256 << 10, // The default is 256 KiB.
 		concurrency:      4,         // The default is 4 requests at once per read.
+		readAhead:        256 << 10, // The default is 256 KiB.
 		logger:           slog.Default(),
 	}
 }
@@ -61,6 +63,15 @@ func WithMaxPrefetchBytes(n int64) Option { return func(o *options) { o.maxPrefe
 // next wanted chunk instead of sending another request. The default is
 // 256 KiB.
 func WithMaxGapBytes(n int64) Option { return func(o *options) { o.maxGapBytes = max(0, n) } }
+
+// WithReadAhead sets how many compressed bytes past a read's last missing
+// chunk its request goes on reading, to bring the chunks of the files
+// stored next in the layer (its neighbours in the tar) that are not cached
+// yet; the read returns as soon as its own chunks are stored. 0 disables
+// read-ahead. The default is 256 KiB (measured with python importing numpy
+// over 200 Mbit/s + 20 ms: 182 requests to ready without, 67 with 256 KiB,
+// 41 with 1 MiB but more bytes and no faster).
+func WithReadAhead(n int64) Option { return func(o *options) { o.readAhead = max(0, n) } }
 
 // WithScheduler shares the scheduler that puts reads before background
 // fetches between layers. The default is a scheduler private to the layer.
@@ -102,6 +113,7 @@ type Layer struct {
 	// instead of each open building (and the cache keeping) another copy.
 	digests []digest.Digest
 	frames  gzipFrames
+	streams streams // read-ahead streams outliving their read
 }
 
 // New returns a Layer reading toc's files through store, and records in the
@@ -153,6 +165,7 @@ func (l *Layer) Digest() digest.Digest { return l.toc.blob.Digest() }
 // holds. Reads after Close fail.
 func (l *Layer) Close() error {
 	l.cancel()
+	l.streams.close()
 	if err := l.store.Drop(l.opts.owner); err != nil {
 		return fmt.Errorf("releasing the cache holds of layer %s: %w", l.Digest(), err)
 	}

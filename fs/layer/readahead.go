@@ -1,0 +1,126 @@
+package layer
+
+import (
+	"context"
+	"sync"
+
+	"github.com/lazysnap/lazysnap/fs/index"
+)
+
+// maxReadAheadChunks bounds the chunks one read-ahead claims, whatever the
+// budget: each holds its file's cache entry open until the stream ends, and
+// a layer of tiny files would otherwise open thousands at once.
+const maxReadAheadChunks = 512
+
+// readAhead claims, for a read whose last chunk (in blob order) is from,
+// the chunks stored right after it in the blob that are neither present
+// nor being fetched, up to the read-ahead budget of compressed bytes past
+// from's frame. In images the files after a file in the tar are its
+// neighbours in its directory or package, which a starting program tends
+// to open next, one round trip each: reading them in the same request
+// costs little more than the bytes.
+//
+// It stops at the first chunk of from's own file: a large file's further
+// chunks are the kernel's read-ahead to ask for (so a 1-byte read of a
+// large file still fetches one chunk), and at the first chunk present or
+// claimed: the bytes after it were most likely fetched with it already.
+// The chunks are claimed as prefetch flights, so a reader waits for them
+// only while the stream flows close to them (worthWaiting). done closes the
+// files opened for the chunks; the caller calls it when the stream ends.
+func (l *Layer) readAhead(from target) (tail []target, done func()) {
+	files := map[index.ID]*File{}
+	done = func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}
+	end := from.chunk().BlobEnd
+	id, i := from.f.id, from.i
+	for len(tail) < maxReadAheadChunks {
+		var ok bool
+		if id, i, ok = l.idx.BlobNext(id, i); !ok || id == from.f.id {
+			break
+		}
+		c := l.idx.Chunks(id)[i]
+		if c.BlobEnd-end > l.opts.readAhead {
+			break
+		}
+		f := files[id]
+		if f == nil {
+			var err error
+			if f, err = l.OpenFile(id); err != nil {
+				break // read-ahead is a bet: it never fails a read
+			}
+			files[id] = f
+		}
+		if f.entry.Has(c.FileOffset, c.Size) {
+			l.present.mark(id, i, c.Size)
+			break
+		}
+		t := target{f: f, i: i}
+		fl, own := l.opts.flights.claim(t.key(), classPrefetch, c.BlobOffset)
+		if !own {
+			break
+		}
+		t.fl = fl
+		tail = append(tail, t)
+	}
+	return tail, done
+}
+
+// fetchRunAhead fetches run, whose first own chunks are the read's and the
+// rest read-ahead, with one request, and returns once the read's chunks are
+// stored (or failed): the request goes on streaming the read-ahead chunks
+// on its own, under the layer's context, so the read never waits for them.
+// If ctx ends before the read's chunks are stored, the request is
+// cancelled. done is called when the stream ends.
+func (l *Layer) fetchRunAhead(ctx context.Context, run []target, own int, done func()) error {
+	rctx, cancel := context.WithCancel(l.ctx)
+	ownDone := make(chan error, 1)
+	go func() {
+		defer l.streams.end()
+		defer done()
+		defer cancel()
+		err := l.fetchRunSplit(rctx, run, classRead, own, func(err error) { ownDone <- err })
+		if err != nil && !isContextErr(err) {
+			l.opts.logger.Debug("read-ahead stopped", "layer", l.Digest(), "error", err)
+		}
+	}()
+	select {
+	case err := <-ownDone:
+		return err
+	case <-ctx.Done():
+		cancel()
+		// The read's File must outlive the writes into its entry.
+		return <-ownDone
+	}
+}
+
+// streams counts the read-ahead streams still running, so that Close waits
+// for them to close their cache entries before it drops the layer's holds.
+type streams struct {
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// begin records a stream, unless the layer is closing.
+func (s *streams) begin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *streams) end() { s.wg.Done() }
+
+// close refuses new streams and waits for the running ones.
+func (s *streams) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.wg.Wait()
+}
