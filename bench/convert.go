@@ -21,28 +21,40 @@ import (
 // converter makes each mode's image of a workload with lazyconv, and keeps
 // it as an OCI layout in a cache folder keyed by the source digest, the
 // mode, the workload and the lazyconv binary itself, so that a rebuilt
-// converter never serves stale conversions.
+// converter never serves stale conversions. The traced conversion's key
+// also has the lazysnap binary, which recorded the trace.
 type converter struct {
-	cacheDir string
-	lazyconv string
-	runc     string
-	binSum   string
+	cacheDir    string
+	lazyconv    string
+	runc        string
+	binSum      string
+	lazysnapSum string
 }
 
-func newConverter(cacheDir, lazyconv, runc string) (*converter, error) {
+func newConverter(cacheDir, lazyconv, lazysnap, runc string) (*converter, error) {
 	sum, err := fileSHA256(lazyconv)
 	if err != nil {
 		return nil, fmt.Errorf("hashing lazyconv: %w", err)
 	}
-	return &converter{cacheDir: cacheDir, lazyconv: lazyconv, runc: runc, binSum: sum}, nil
+	lsSum, err := fileSHA256(lazysnap)
+	if err != nil {
+		return nil, fmt.Errorf("hashing lazysnap: %w", err)
+	}
+	return &converter{cacheDir: cacheDir, lazyconv: lazyconv, runc: runc, binSum: sum, lazysnapSum: lsSum}, nil
 }
 
+// traceFunc records the workload's trace and writes it, in the
+// --prioritize format, to the file at path. It is called only when the
+// traced conversion is not cached, since it runs the workload on a node.
+type traceFunc func(ctx context.Context, path string) error
+
 // publish converts src for mode (or reuses the cached conversion) and
-// pushes the result to dst, a plain-HTTP registry reference.
-func (c *converter) publish(ctx context.Context, w Workload, src *testenv.Image, m Mode, dst string) error {
+// pushes the result to dst, a plain-HTTP registry reference. learn is used
+// by the traced mode only.
+func (c *converter) publish(ctx context.Context, w Workload, src *testenv.Image, m Mode, dst string, learn traceFunc) error {
 	dir := filepath.Join(c.cacheDir, c.key(w, src.Digest, m))
 	if _, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
-		if err := c.convert(ctx, w, src.Ref, m, dir); err != nil {
+		if err := c.convert(ctx, w, src.Ref, m, dir, learn); err != nil {
 			return err
 		}
 	}
@@ -53,12 +65,22 @@ func (c *converter) key(w Workload, srcDigest string, m Mode) string {
 	h := sha256.New()
 	cmd, _ := json.Marshal(w.Cmd)
 	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n", c.binSum, srcDigest, m.conversion(), cmd, w.recordLine())
+	if m == Traced {
+		// The trace depends on the recorder and on when the run stopped
+		// (ready); the other keys stay as they were, so rebuilding
+		// lazysnap keeps their cached conversions.
+		fmt.Fprintf(h, "%s\n%s\n", c.lazysnapSum, w.Ready)
+	}
 	return hex.EncodeToString(h.Sum(nil))[:32]
 }
 
+// tracePath is where the trace a traced conversion was made from is kept,
+// beside its layout, for a look at what was prioritized.
+func tracePath(layoutDir string) string { return layoutDir + ".trace.txt" }
+
 // convert writes the conversion to a temporary layout renamed to dir only
 // once complete, so an interrupted run leaves no half layout in the cache.
-func (c *converter) convert(ctx context.Context, w Workload, src string, m Mode, dir string) error {
+func (c *converter) convert(ctx context.Context, w Workload, src string, m Mode, dir string, learn traceFunc) error {
 	if err := os.MkdirAll(c.cacheDir, 0o755); err != nil {
 		return fmt.Errorf("creating conversion cache: %w", err)
 	}
@@ -68,7 +90,16 @@ func (c *converter) convert(ctx context.Context, w Workload, src string, m Mode,
 	}
 	defer os.RemoveAll(tmp)
 	out := filepath.Join(tmp, "layout")
-	args, err := c.args(w, src, m, "oci:"+out)
+	trace := filepath.Join(tmp, "trace.txt")
+	if m == Traced {
+		if learn == nil {
+			return fmt.Errorf("mode %s needs a trace", m)
+		}
+		if err := learn(ctx, trace); err != nil {
+			return fmt.Errorf("recording the trace: %w", err)
+		}
+	}
+	args, err := c.args(w, src, m, "oci:"+out, trace)
 	if err != nil {
 		return err
 	}
@@ -76,16 +107,24 @@ func (c *converter) convert(ctx context.Context, w Workload, src string, m Mode,
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("lazyconv %v: %w\n%s", args, err, tail(b, 3000))
 	}
+	if m == Traced {
+		// Before the layout, whose index.json marks the entry complete.
+		if err := os.Rename(trace, tracePath(dir)); err != nil {
+			return fmt.Errorf("storing trace: %w", err)
+		}
+	}
 	if err := os.Rename(out, dir); err != nil {
 		return fmt.Errorf("storing conversion: %w", err)
 	}
 	return nil
 }
 
-func (c *converter) args(w Workload, src string, m Mode, dst string) ([]string, error) {
+func (c *converter) args(w Workload, src string, m Mode, dst, trace string) ([]string, error) {
 	switch m.conversion() {
 	case "estargz":
 		return []string{"convert", "--plain-http", "--quiet", src, dst}, nil
+	case "estargz-traced":
+		return []string{"convert", "--plain-http", "--quiet", "--prioritize", trace, src, dst}, nil
 	case "zstd:chunked":
 		return []string{"convert", "--plain-http", "--quiet", "--format", "zstd:chunked", src, dst}, nil
 	case "estargz-optimized":
@@ -110,6 +149,8 @@ func (m Mode) conversion() string {
 		return "estargz"
 	case Optimized:
 		return "estargz-optimized"
+	case Traced:
+		return "estargz-traced"
 	case ZstdChunked:
 		return "zstd:chunked"
 	}

@@ -44,7 +44,7 @@ func (e *env) prepare(ctx context.Context, tb testing.TB) (map[string]map[Mode]s
 	if err := e.shaped.Unshape(); err != nil {
 		tb.Fatal(err)
 	}
-	conv, err := newConverter(e.cacheDir, testenv.LazyconvBin(), testenv.Tool(tb, "runc"))
+	conv, err := newConverter(e.cacheDir, testenv.LazyconvBin(), e.lazysnapBin, testenv.Tool(tb, "runc"))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func (e *env) prepare(ctx context.Context, tb testing.TB) (map[string]map[Mode]s
 		sizes[w.Name] = src.CompressedSize
 		refs[w.Name] = map[Mode]string{}
 		for _, m := range e.modes {
-			ref, err := e.publish(ctx, conv, w, src, m)
+			ref, err := e.publish(ctx, tb, conv, w, src, m)
 			if err != nil {
 				tb.Fatalf("preparing %s for %s: %v", w.Name, m, err)
 			}
@@ -69,14 +69,26 @@ func (e *env) prepare(ctx context.Context, tb testing.TB) (map[string]map[Mode]s
 }
 
 // publish returns the registry ref of w's image in mode m, converting it
-// (or taking the cached conversion) when the mode needs one.
-func (e *env) publish(ctx context.Context, conv *converter, w Workload, src *testenv.Image, m Mode) (string, error) {
+// (or taking the cached conversion) when the mode needs one. The traced
+// mode's trace is recorded running the plain conversion, so that one is
+// published first.
+func (e *env) publish(ctx context.Context, tb testing.TB, conv *converter, w Workload, src *testenv.Image, m Mode) (string, error) {
 	if m.conversion() == "" {
 		return src.Ref, nil
 	}
+	var learn traceFunc
+	if m == Traced {
+		plain, err := e.publish(ctx, tb, conv, w, src, Lazy)
+		if err != nil {
+			return "", err
+		}
+		learn = func(ctx context.Context, path string) error {
+			return e.recordTrace(ctx, tb, w, testenv.RefVia(plain, e.proxy.Host), path)
+		}
+	}
 	e.logger.Info("converting (or taking the cached conversion)", "workload", w.Name, "format", m.conversion())
 	dst := e.shaped.Direct.Ref(fmt.Sprintf("bench-%s:%s", w.Name, safeTag(m.conversion())))
-	if err := conv.publish(ctx, w, src, m, dst); err != nil {
+	if err := conv.publish(ctx, w, src, m, dst, learn); err != nil {
 		return "", err
 	}
 	return dst, nil

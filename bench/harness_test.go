@@ -32,9 +32,9 @@ func TestHarness(t *testing.T) {
 	}
 	testenv.RequireFUSE(t)
 	requireBinaries(t)
-	out := t.TempDir()
+	out, cache := t.TempDir(), t.TempDir()
 	s, err := New(WithWorkloads(tinyWorkloads()...), WithReps(1), WithRate(1_000_000_000),
-		WithDelay(2*time.Millisecond), WithSettle(500*time.Millisecond, 20*time.Second), WithCacheDir(t.TempDir()))
+		WithDelay(2*time.Millisecond), WithSettle(500*time.Millisecond, 20*time.Second), WithCacheDir(cache))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,6 +46,7 @@ func TestHarness(t *testing.T) {
 		return
 	}
 	checkResults(t, rep)
+	checkTraces(t, cache)
 	checkFiles(t, rep, out)
 	left, err := s.Footprint().Leftovers()
 	if err != nil {
@@ -68,12 +69,35 @@ func checkResults(t *testing.T, rep *Report) {
 	}
 	for _, w := range tinyWorkloads() {
 		full, _ := rep.find(w.Name, Overlayfs)
-		for _, m := range []Mode{Lazy, Optimized, ZstdChunked} {
+		for _, m := range []Mode{Lazy, Optimized, Traced, ZstdChunked} {
 			lazy, _ := rep.find(w.Name, m)
 			if lazy.MBAtReady.Median >= full.MBAtReady.Median {
 				t.Errorf("%s/%s fetched %.2f MB before ready; overlayfs %.2f MB: want less",
 					w.Name, m, lazy.MBAtReady.Median, full.MBAtReady.Median)
 			}
+		}
+	}
+}
+
+// checkTraces checks that the traced conversions were made from what the
+// workloads read on the scratch node: both read /data/small/file000 and
+// neither opens the 8 MiB of /data/big.
+func checkTraces(t *testing.T, cache string) {
+	t.Helper()
+	traces, err := filepath.Glob(filepath.Join(cache, "*.trace.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(traces) != len(tinyWorkloads()) {
+		t.Fatalf("%d traces kept in the cache (%q); want one per workload", len(traces), traces)
+	}
+	for _, p := range traces {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(b); !strings.Contains(got, "/data/small/file000") || strings.Contains(got, "/data/big/") {
+			t.Errorf("trace %s:\n%s\nwant /data/small/file000 and nothing under /data/big", p, got)
 		}
 	}
 }

@@ -16,6 +16,10 @@ const (
 	// Optimized runs the eStargz conversion with the workload's start-up
 	// files first (lazyconv optimize) on lazysnap.
 	Optimized Mode = "lazysnap-optimized"
+	// Traced runs the eStargz conversion prioritized by the trace lazysnap
+	// recorded on a scratch node running the plain conversion, as a user
+	// would learn it on a staging node (lazysnap trace export).
+	Traced Mode = "lazysnap-traced"
 	// ZstdChunked runs the zstd:chunked conversion on lazysnap.
 	ZstdChunked Mode = "lazysnap-zstdchunked"
 	// External runs the plain eStargz conversion on another snapshotter,
@@ -25,7 +29,7 @@ const (
 
 // DefaultModes are the modes a run has unless told otherwise; External is
 // added when a snapshotter socket is given.
-func DefaultModes() []Mode { return []Mode{Overlayfs, Lazy, Optimized, ZstdChunked} }
+func DefaultModes() []Mode { return []Mode{Overlayfs, Lazy, Optimized, Traced, ZstdChunked} }
 
 // ParseModes reads a comma-separated list of mode names.
 func ParseModes(s string) ([]Mode, error) {
@@ -33,11 +37,11 @@ func ParseModes(s string) ([]Mode, error) {
 	for _, name := range strings.Split(s, ",") {
 		m := Mode(strings.TrimSpace(name))
 		switch m {
-		case Overlayfs, Lazy, Optimized, ZstdChunked, External:
+		case Overlayfs, Lazy, Optimized, Traced, ZstdChunked, External:
 			modes = append(modes, m)
 		default:
-			return nil, fmt.Errorf("unknown mode %q (want %s, %s, %s, %s or %s)",
-				m, Overlayfs, Lazy, Optimized, ZstdChunked, External)
+			return nil, fmt.Errorf("unknown mode %q (want %s, %s, %s, %s, %s or %s)",
+				m, Overlayfs, Lazy, Optimized, Traced, ZstdChunked, External)
 		}
 	}
 	return modes, nil
