@@ -74,7 +74,7 @@ func defaultConfig() config {
 		MemoryLimit:    96 << 20,
 		Cache:          cacheConfig{MaxBytes: 10 << 30},
 		Fetch:          fetchConfig{MaxConcurrency: 8, MaxRequestBytes: 4 << 20, ReadAheadBytes: 256 << 10},
-		Prefetch:       prefetchConfig{Enable: true, WaitTimeout: duration(10 * time.Second)},
+		Prefetch:       prefetchConfig{Enable: true, WaitTimeout: 0},
 		BackgroundFetch: backgroundFetchConfig{
 			Enable:         true,
 			BytesPerSecond: 0,
