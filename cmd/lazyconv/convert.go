@@ -112,15 +112,11 @@ func runConvert(cmd *cobra.Command, g *globals, f *convertFlags, srcArg, dstArg 
 	if err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp(g.tmpDir, "lazyconv-src-")
+	in, cleanup, err := readSource(ctx, src, g.tmpDir)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp) // an unpacked oci-archive source
-	in, err := src.read(ctx, tmp)
-	if err != nil {
-		return err
-	}
+	defer cleanup()
 	return convertAndWrite(ctx, cmd.OutOrStdout(), in, src, dst, opts)
 }
 

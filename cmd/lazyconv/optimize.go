@@ -106,10 +106,11 @@ func runOptimize(cmd *cobra.Command, g *globals, f *optimizeFlags, srcArg, dstAr
 	if err != nil {
 		return err
 	}
-	in, err := src.read(ctx, g.tmpDir)
+	in, cleanup, err := readSource(ctx, src, g.tmpDir)
 	if err != nil {
 		return err
 	}
+	defer cleanup()
 	trace, err := recordArtifact(ctx, in, f.convert.platform, recOpts)
 	if err != nil {
 		return fmt.Errorf("recording %s: %w", src, err)

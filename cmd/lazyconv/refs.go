@@ -89,6 +89,21 @@ func remoteOptions(ctx context.Context) []remote.Option {
 }
 
 // read opens what l names. tmp is a directory for unpacking archives.
+// readSource reads the image at l, unpacking an oci-archive into a private
+// temp dir under tmpDir; the caller calls cleanup once done with the image.
+func readSource(ctx context.Context, l *location, tmpDir string) (a artifact, cleanup func(), err error) {
+	tmp, err := os.MkdirTemp(tmpDir, "lazyconv-src-")
+	if err != nil {
+		return artifact{}, nil, err
+	}
+	cleanup = func() { os.RemoveAll(tmp) }
+	if a, err = l.read(ctx, tmp); err != nil {
+		cleanup()
+		return artifact{}, nil, err
+	}
+	return a, cleanup, nil
+}
+
 func (l *location) read(ctx context.Context, tmp string) (artifact, error) {
 	switch l.kind {
 	case "registry":

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
@@ -31,15 +30,11 @@ func newVerifyCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			tmp, err := os.MkdirTemp(g.tmpDir, "lazyconv-src-")
+			a, cleanup, err := readSource(ctx, loc, g.tmpDir)
 			if err != nil {
 				return err
 			}
-			defer os.RemoveAll(tmp) // an unpacked oci-archive source
-			a, err := loc.read(ctx, tmp)
-			if err != nil {
-				return err
-			}
+			defer cleanup()
 			imgs := []artifact{a}
 			if a.idx != nil {
 				found, err := partial.FindImages(a.idx, func(v1.Descriptor) bool { return true })
