@@ -39,7 +39,7 @@ func defaultOptions() options {
 		logger:          slog.Default(),
 		concurrency:     4,                // The default is 4 requests at once per read.
 		maxRequestBytes: 4 << 20,          // The default is 4 MiB.
-		readAhead:       256 << 10,        // The default is 256 KiB.
+		readAhead:       0,                // The default is off.
 		passthrough:     true,             // The default uses FUSE passthrough where possible.
 		prefetchWait:    0,                // The default is not to wait.
 		traceMaxFiles:   10000,            // The default is 10000 files per image.
@@ -76,7 +76,7 @@ func WithMaxRequestBytes(n int64) Option { return func(o *options) { o.maxReques
 
 // WithReadAhead sets how many compressed bytes a read that misses also
 // fetches past its own chunks, to bring the uncached files stored next in
-// the layer (see layer.WithReadAhead); 0 disables it. The default is 256 KiB.
+// the layer (see layer.WithReadAhead); 0 disables it. The default is 0 (off).
 func WithReadAhead(n int64) Option { return func(o *options) { o.readAhead = max(0, n) } }
 
 // WithPassthrough sets whether completely cached files are served by the

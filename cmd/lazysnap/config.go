@@ -73,7 +73,7 @@ func defaultConfig() config {
 		FuseManager:    true,
 		MemoryLimit:    96 << 20,
 		Cache:          cacheConfig{MaxBytes: 10 << 30},
-		Fetch:          fetchConfig{MaxConcurrency: 8, MaxRequestBytes: 4 << 20, ReadAheadBytes: 256 << 10},
+		Fetch:          fetchConfig{MaxConcurrency: 8, MaxRequestBytes: 4 << 20, ReadAheadBytes: 0},
 		Prefetch:       prefetchConfig{Enable: true, WaitTimeout: 0},
 		BackgroundFetch: backgroundFetchConfig{
 			Enable:         true,
