@@ -153,7 +153,7 @@ func (s *Store) Entry(d digest.Digest, size int64) (*Entry, error) {
 // createLocked creates the files of a new entry, opened.
 func (s *Store) createLocked(d digest.Digest, size int64) (*entryState, error) {
 	st := newEntryState(s.dir, d, size)
-	if err := os.MkdirAll(filepath.Dir(st.dataPath), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(st.dataPath()), 0o700); err != nil {
 		return nil, fmt.Errorf("cache: create entry %s: %w", d, err)
 	}
 	if err := st.create(); err != nil {

@@ -183,7 +183,7 @@ func TestPersistence(t *testing.T) {
 		t.Errorf("ReadAt after reopen: %v", err)
 	}
 	// Loading compacted the journal to one record per span.
-	fi, err := os.Stat(e.state.journalPath)
+	fi, err := os.Stat(e.state.journalPath())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +201,7 @@ func TestTornJournalTail(t *testing.T) {
 		t.Fatal(err)
 	}
 	write(t, e, c, 0, 100)
-	jpath := e.state.journalPath
+	jpath := e.state.journalPath()
 	e.Close()
 	s.Close()
 

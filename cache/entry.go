@@ -18,10 +18,9 @@ import (
 
 // entryState is the state all handles of one digest share.
 type entryState struct {
-	digest      digest.Digest
-	size        int64
-	dataPath    string
-	journalPath string
+	digest digest.Digest
+	size   int64
+	dir    string // the store's directory, shared by every entry
 
 	// Guarded by Store.mu. data is opened when refs goes from 0 to 1;
 	// handles use it without locks since it cannot change while they are
@@ -37,14 +36,22 @@ type entryState struct {
 }
 
 func newEntryState(dir string, d digest.Digest, size int64) *entryState {
-	data := filepath.Join(dir, "files", string(d.Algorithm()), d.Encoded())
-	return &entryState{digest: d, size: size, dataPath: data, journalPath: data + ".ranges"}
+	return &entryState{digest: d, size: size, dir: dir}
 }
+
+// dataPath and journalPath are built when needed rather than kept: a node
+// holds an entry for every file of every mounted layer, and two paths each
+// cost more than the rest of the entry.
+func (st *entryState) dataPath() string {
+	return filepath.Join(st.dir, "files", string(st.digest.Algorithm()), st.digest.Encoded())
+}
+
+func (st *entryState) journalPath() string { return st.dataPath() + ".ranges" }
 
 // create makes a fresh sparse data file and an empty journal, and opens
 // them. Leftovers of an entry the store forgot are overwritten.
 func (st *entryState) create() error {
-	f, err := os.OpenFile(st.dataPath, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := os.OpenFile(st.dataPath(), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("create data file: %w", err)
 	}
@@ -54,7 +61,7 @@ func (st *entryState) create() error {
 		return fmt.Errorf("size data file: %w", err)
 	}
 	f.Close()
-	if err := writeJournal(st.journalPath, &intervals{}); err != nil {
+	if err := writeJournal(st.journalPath(), &intervals{}); err != nil {
 		return err
 	}
 	return st.openFiles()
@@ -62,13 +69,13 @@ func (st *entryState) create() error {
 
 // openFiles opens the data file and journal for the first handle.
 func (st *entryState) openFiles() error {
-	f, err := os.OpenFile(st.dataPath, os.O_RDWR, 0)
+	f, err := os.OpenFile(st.dataPath(), os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("open data file: %w", err)
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.journal, err = openJournal(st.journalPath); err != nil {
+	if st.journal, err = openJournal(st.journalPath()); err != nil {
 		f.Close()
 		return err
 	}
@@ -88,7 +95,7 @@ func (st *entryState) closeFiles() error {
 // remove deletes the entry's files. Missing files are not an error.
 func (st *entryState) remove() error {
 	var errs []error
-	for _, p := range []string{st.journalPath, st.dataPath} {
+	for _, p := range []string{st.journalPath(), st.dataPath()} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}
@@ -118,10 +125,10 @@ func (st *entryState) markPresent(start, end int64) (int64, error) {
 }
 
 func (st *entryState) compactLocked() error {
-	if err := writeJournal(st.journalPath, &st.present); err != nil {
+	if err := writeJournal(st.journalPath(), &st.present); err != nil {
 		return err
 	}
-	j, err := openJournal(st.journalPath)
+	j, err := openJournal(st.journalPath())
 	if err != nil {
 		return err
 	}
@@ -262,7 +269,7 @@ func (e *Entry) File() (*os.File, error) {
 	if !e.Complete() {
 		return nil, fmt.Errorf("cache: file %s is incomplete: %w: %w", st.digest, ErrNotPresent, errdefs.ErrFailedPrecondition)
 	}
-	f, err := os.Open(st.dataPath)
+	f, err := os.Open(st.dataPath())
 	if err != nil {
 		return nil, fmt.Errorf("cache: file %s: %w", st.digest, err)
 	}

@@ -96,12 +96,12 @@ func (s *Store) loadAlgorithm(dir string, alg digest.Algorithm) ([]loadedEntry, 
 // entry had nothing present and was deleted.
 func (s *Store) loadEntry(d digest.Digest) (le loadedEntry, ok bool, err error) {
 	st := newEntryState(s.dir, d, 0)
-	fi, err := os.Stat(st.dataPath)
+	fi, err := os.Stat(st.dataPath())
 	if err != nil {
 		return le, false, fmt.Errorf("load entry %s: %w", d, err)
 	}
 	st.size = fi.Size()
-	present, compact, err := loadJournal(st.journalPath, st.size)
+	present, compact, err := loadJournal(st.journalPath(), st.size)
 	if err != nil {
 		return le, false, fmt.Errorf("load entry %s: %w", d, err)
 	}
@@ -109,12 +109,12 @@ func (s *Store) loadEntry(d digest.Digest) (le loadedEntry, ok bool, err error) 
 		return le, false, st.remove()
 	}
 	mod := fi.ModTime()
-	if jfi, err := os.Stat(st.journalPath); err == nil {
+	if jfi, err := os.Stat(st.journalPath()); err == nil {
 		mod = jfi.ModTime()
 	}
 	if compact {
 		s.opts.logger.Debug("cache: compacting presence journal", "digest", d)
-		if err := writeJournal(st.journalPath, &present); err != nil {
+		if err := writeJournal(st.journalPath(), &present); err != nil {
 			return le, false, fmt.Errorf("load entry %s: %w", d, err)
 		}
 	}
