@@ -15,8 +15,9 @@ func TestSpread(t *testing.T) {
 
 func TestRotate(t *testing.T) {
 	ms := DefaultModes()
-	got := rotate(ms, 5)
+	n := len(ms) + 1 // a full turn and one more: the same as rotating by 1
+	got := rotate(ms, n)
 	if len(got) != len(ms) || got[0] != ms[1] || got[len(got)-1] != ms[0] {
-		t.Errorf("rotate(%v, 5) = %v", ms, got)
+		t.Errorf("rotate(%v, %d) = %v", ms, n, got)
 	}
 }
