@@ -6,10 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
-	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"os/exec"
 	"path"
@@ -17,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -73,7 +68,7 @@ func TestOptimizedPrefetchRequests(t *testing.T) {
 	// Background fetch would send requests of its own; only prefetch and
 	// reads are to be seen at the proxy.
 	e.extraConfig = "[background_fetch]\nenable = false\n"
-	rec := startRangeRecorder(t, e.reg.Host)
+	rec := testenv.StartCountingProxy(t, e.reg.Host)
 	e.start(t, testenv.WithRegistryHost(rec.Host))
 	img := testenv.BuildImage(t, e.reg, "prefetch:gzip", prefetchLayers()...)
 
@@ -91,8 +86,8 @@ func TestOptimizedPrefetchRequests(t *testing.T) {
 	if out != want {
 		t.Fatalf("workload output\n got: %s\nwant: %s", out, want)
 	}
-	assertPrefetchRequests(t, rec.requests(), layouts)
-	assertFetchedOnDemand(t, rec.requests(), layouts, unlistedFile)
+	assertPrefetchRequests(t, rangeRequests(rec), layouts)
+	assertFetchedOnDemand(t, rangeRequests(rec), layouts, unlistedFile)
 }
 
 // assertPrefetchRequests checks each layer's split of the requests that
@@ -453,61 +448,19 @@ func splitFetches(reqs []rangeRequest, l layerLayout) fetchSplit {
 	return s
 }
 
-// rangeRequest is one blob GET seen by a rangeRecorder.
+// rangeRequest is one blob GET with its byte range.
 type rangeRequest struct {
 	blob string // digest
 	r    byteRange
 }
 
-// rangeRecorder is a reverse proxy in front of a registry that records
-// every blob GET with its byte range, in arrival order (testenv's
-// CountingProxy only counts).
-type rangeRecorder struct {
-	// Host is "127.0.0.1:PORT".
-	Host string
-
-	mu   sync.Mutex
-	reqs []rangeRequest
-}
-
-func startRangeRecorder(t *testing.T, target string) *rangeRecorder {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listening for the range recorder: %v", err)
+// rangeRequests returns the blob GETs p saw, with their byte ranges.
+func rangeRequests(p *testenv.CountingProxy) []rangeRequest {
+	var out []rangeRequest
+	for _, g := range p.Gets() {
+		out = append(out, rangeRequest{blob: g.Blob, r: parseRange(g.Range)})
 	}
-	p := &rangeRecorder{Host: l.Addr().String()}
-	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
-	srv := &http.Server{Handler: p.wrap(rp)}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			t.Logf("range recorder: %v", err)
-		}
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
-	return p
-}
-
-func (p *rangeRecorder) wrap(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, blob, ok := strings.Cut(r.URL.Path, "/blobs/"); ok && r.Method == http.MethodGet {
-			p.mu.Lock()
-			p.reqs = append(p.reqs, rangeRequest{blob: blob, r: parseRange(r.Header.Get("Range"))})
-			p.mu.Unlock()
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-func (p *rangeRecorder) requests() []rangeRequest {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return slices.Clone(p.reqs)
+	return out
 }
 
 // parseRange reads "bytes=A-B". Anything else (no Range, several ranges, a

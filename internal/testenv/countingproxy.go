@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
@@ -20,6 +22,15 @@ type CountingProxy struct {
 	blobBytes atomic.Int64
 	blobGets  atomic.Int64
 	rangeGets atomic.Int64
+
+	mu   sync.Mutex
+	gets []BlobGet // in arrival order
+}
+
+// BlobGet is one blob GET the proxy forwarded.
+type BlobGet struct {
+	Blob  string // the digest in the URL
+	Range string // the Range header, "" for none
 }
 
 // StartCountingProxy proxies to target ("HOST:PORT", plain HTTP) until the
@@ -56,8 +67,18 @@ func (p *CountingProxy) BlobGets() int64 { return p.blobGets.Load() }
 // RangeGets is the number of blob GETs carrying a Range header.
 func (p *CountingProxy) RangeGets() int64 { return p.rangeGets.Load() }
 
-// Reset zeroes the counters.
+// Gets returns every blob GET since the last Reset, in arrival order.
+func (p *CountingProxy) Gets() []BlobGet {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.gets)
+}
+
+// Reset zeroes the counters and forgets the recorded GETs.
 func (p *CountingProxy) Reset() {
+	p.mu.Lock()
+	p.gets = nil
+	p.mu.Unlock()
 	p.blobBytes.Store(0)
 	p.blobGets.Store(0)
 	p.rangeGets.Store(0)
@@ -65,10 +86,14 @@ func (p *CountingProxy) Reset() {
 
 func (p *CountingProxy) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet || !strings.Contains(r.URL.Path, "/blobs/") {
+		_, blob, isBlob := strings.Cut(r.URL.Path, "/blobs/")
+		if r.Method != http.MethodGet || !isBlob {
 			next.ServeHTTP(w, r)
 			return
 		}
+		p.mu.Lock()
+		p.gets = append(p.gets, BlobGet{Blob: blob, Range: r.Header.Get("Range")})
+		p.mu.Unlock()
 		p.blobGets.Add(1)
 		if r.Header.Get("Range") != "" {
 			p.rangeGets.Add(1)
