@@ -205,11 +205,16 @@ func (c *Containerd) CtrCommand(ctx context.Context, args ...string) *exec.Cmd {
 // Ctr runs ctr with args and returns its standard output; the error carries
 // standard error (which also holds containerd's cgroup v1 warnings).
 func (c *Containerd) Ctr(args ...string) (string, error) {
+	return runCaptured(c.CtrCommand(context.Background(), args...), "ctr", args)
+}
+
+// runCaptured runs cmd and returns its standard output; a failure names the
+// command and carries its standard error.
+func runCaptured(cmd *exec.Cmd, name string, args []string) (string, error) {
 	var stdout, stderr bytes.Buffer
-	cmd := c.CtrCommand(context.Background(), args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("ctr %s: %w: %s", strings.Join(args, " "), err, stderr.String())
+		return stdout.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, stderr.String())
 	}
 	return stdout.String(), nil
 }

@@ -1,9 +1,7 @@
 package testenv
 
 import (
-	"bytes"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,13 +15,7 @@ import (
 func (c *Containerd) Crictl(args ...string) (string, error) {
 	ep := "unix://" + c.Address
 	full := append([]string{"--runtime-endpoint", ep, "--image-endpoint", ep, "--timeout", "5m"}, args...)
-	cmd := exec.Command(Tool(c.t, "crictl"), full...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("crictl %s: %w: %s", strings.Join(args, " "), err, stderr.String())
-	}
-	return stdout.String(), nil
+	return runCaptured(exec.Command(Tool(c.t, "crictl"), full...), "crictl", args)
 }
 
 // MustCrictl runs crictl and fails the test if it fails.

@@ -127,14 +127,46 @@ type Registry struct {
 // Ref returns a reference to repo:tag in this registry.
 func (r *Registry) Ref(repoTag string) string { return r.Host + "/" + repoTag }
 
+// RegistryOption configures StartRegistry.
+type RegistryOption func(*registryOptions)
+
+type registryOptions struct {
+	dataDir  string // "" = a fresh temp dir
+	htpasswd string // "" = no authentication
+}
+
+// WithRegistryData serves the blobs and manifests stored in dir (another
+// registry's Registry.Dir), for a second registry over the same content.
+// The default is an empty store of its own.
+func WithRegistryData(dir string) RegistryOption {
+	return func(o *registryOptions) { o.dataDir = dir }
+}
+
+// WithRegistryHtpasswd requires basic authentication against the htpasswd
+// file at path. The default is no authentication.
+func WithRegistryHtpasswd(path string) RegistryOption {
+	return func(o *registryOptions) { o.htpasswd = path }
+}
+
 // StartRegistry starts the real distribution registry (v3) on a free port
-// with filesystem storage in a temp dir. It serves HTTP Range GETs on blobs.
-func StartRegistry(t testing.TB) *Registry {
+// with filesystem storage, by default in a temp dir. It serves HTTP Range
+// GETs on blobs.
+func StartRegistry(t testing.TB, opts ...RegistryOption) *Registry {
 	t.Helper()
+	var o registryOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	bin := Tool(t, "registry")
 	dir := t.TempDir()
-	port := FreePort(t)
-	host := fmt.Sprintf("127.0.0.1:%d", port)
+	if o.dataDir == "" {
+		o.dataDir = dir
+	}
+	host := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	var auth string
+	if o.htpasswd != "" {
+		auth = fmt.Sprintf("auth:\n  htpasswd:\n    realm: lazysnap-test\n    path: %s\n", o.htpasswd)
+	}
 	cfg := fmt.Sprintf(`version: 0.1
 log:
   level: warn
@@ -145,14 +177,14 @@ storage:
     rootdirectory: %s
   delete:
     enabled: true
-http:
+%shttp:
   addr: %s
-`, filepath.Join(dir, "data"), host)
+`, filepath.Join(o.dataDir, "data"), auth, host)
 	cfgPath := filepath.Join(dir, "config.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	StartProcess(t, "registry", exec.Command(bin, "serve", cfgPath))
 	WaitTCP(t, host, 30*time.Second)
-	return &Registry{Host: host, Dir: dir}
+	return &Registry{Host: host, Dir: o.dataDir}
 }

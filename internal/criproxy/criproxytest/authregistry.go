@@ -4,12 +4,9 @@
 package criproxytest
 
 import (
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -35,27 +32,5 @@ func StartAuthRegistry(t testing.TB, plain *testenv.Registry, user, password str
 	if err := os.WriteFile(htpasswd, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	host := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	cfg := fmt.Sprintf(`version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: %s
-auth:
-  htpasswd:
-    realm: lazysnap-test
-    path: %s
-http:
-  addr: %s
-`, filepath.Join(plain.Dir, "data"), htpasswd, host)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	testenv.StartProcess(t, "auth-registry", exec.Command(testenv.Tool(t, "registry"), "serve", cfgPath))
-	testenv.WaitTCP(t, host, 30*time.Second)
-	return &testenv.Registry{Host: host, Dir: plain.Dir}
+	return testenv.StartRegistry(t, testenv.WithRegistryData(plain.Dir), testenv.WithRegistryHtpasswd(htpasswd))
 }
