@@ -25,6 +25,7 @@ import (
 	"github.com/lazysnap/lazysnap/fs/remote"
 	"github.com/lazysnap/lazysnap/internal/credstore"
 	"github.com/lazysnap/lazysnap/internal/fused"
+	"github.com/lazysnap/lazysnap/internal/unixsock"
 )
 
 // fusedStartTimeout bounds how long serve waits for a fused it started to
@@ -132,7 +133,10 @@ func runFused(ctx context.Context, cfg config, socket string) error {
 		return err
 	}
 	setMemoryLimit(cfg.MemoryLimit)
-	l, err := listenUnix(ctx, socket)
+	if err := privateState(cfg.Root); err != nil {
+		return err
+	}
+	l, err := listenUnix(ctx, cfg, socket)
 	if err != nil {
 		return err
 	}
@@ -141,7 +145,7 @@ func runFused(ctx context.Context, cfg config, socket string) error {
 		l.Close()
 		return err
 	}
-	srv := &http.Server{Handler: fused.NewServer(fsys)}
+	srv := fused.NewHTTPServer(fsys)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(l) }()
 	log.InfoContext(ctx, "fused serving", "socket", socket)
@@ -161,25 +165,33 @@ func runFused(ctx context.Context, cfg config, socket string) error {
 	return err
 }
 
-// listenUnix listens on path, replacing a stale socket file but refusing
-// to steal the socket of a server that still answers.
-func listenUnix(ctx context.Context, path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("creating socket directory: %w", err)
+// listenUnix listens on the unix socket path, 0600 whatever the umask
+// (package unixsock). Its directory is made 0700 when lazysnap owns it:
+// the state root, the default socket directory /run/lazysnap, or a
+// directory it has to create. Any other existing directory, /run say, is
+// left as it is.
+func listenUnix(ctx context.Context, cfg config, path string) (net.Listener, error) {
+	dir := filepath.Dir(path)
+	own := dir == filepath.Clean(cfg.Root) || dir == filepath.Dir(defaultConfig().Address)
+	return unixsock.Listen(ctx, path, unixsock.WithOwnDir(own))
+}
+
+// privateState creates the state root 0700 and makes it and the
+// subdirectories serve and fused keep there (snapshots, cache, traces) 0700,
+// even when something else made them (a DaemonSet's hostPath is 0755): they
+// hold layer contents of private images and snapshot metadata. Other users
+// need no path through them: containers see layers through overlayfs, which
+// reaches its lower and upper directories with its mounter's credentials.
+func privateState(root string) error {
+	if err := os.MkdirAll(root, unixsock.DirMode); err != nil {
+		return fmt.Errorf("creating state directory: %w", err)
 	}
-	var d net.Dialer
-	if c, err := d.DialContext(ctx, "unix", path); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("%s: another server is listening: %w", path, errdefs.ErrAlreadyExists)
+	for _, d := range []string{root, filepath.Join(root, "snapshots"), filepath.Join(root, "cache"), traceDir(root)} {
+		if err := os.Chmod(d, unixsock.DirMode); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("making state directory private: %w", err)
+		}
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("removing stale socket: %w", err)
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listening on %s: %w", path, err)
-	}
-	return l, nil
+	return nil
 }
 
 // ensureFused returns a client of the fused serving ROOT, starting one when
@@ -212,7 +224,7 @@ func startFused(cfg config, configPath, socket string) (<-chan error, error) {
 	if err != nil {
 		return nil, fmt.Errorf("finding the lazysnap binary: %w", err)
 	}
-	if err := os.MkdirAll(cfg.Root, 0o700); err != nil {
+	if err := privateState(cfg.Root); err != nil {
 		return nil, err
 	}
 	out, err := os.OpenFile(fusedLog(cfg.Root), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/lazysnap/lazysnap/internal/criproxy"
+	"github.com/lazysnap/lazysnap/internal/unixsock"
 	"github.com/lazysnap/lazysnap/snapshot"
 )
 
@@ -76,6 +77,9 @@ func (f serveFlags) apply(cmd *cobra.Command, cfg *config) {
 func runServe(ctx context.Context, cfg config, configPath string) error {
 	log, err := cfg.logger()
 	if err != nil {
+		return err
+	}
+	if err := privateState(cfg.Root); err != nil {
 		return err
 	}
 	fsys, closeFS := openFileSystem(ctx, cfg, configPath, log)
@@ -143,16 +147,20 @@ func openFileSystem(ctx context.Context, cfg config, configPath string, log *slo
 // configured) until ctx is done. containerd's snapshot service turns the
 // snapshotter's errdefs errors into gRPC status codes.
 func serveGRPC(ctx context.Context, cfg config, sn *snapshot.Snapshotter, proxy *criproxy.Proxy, reg *prometheus.Registry, log *slog.Logger) error {
-	l, err := listenUnix(ctx, cfg.Address)
+	l, err := listenUnix(ctx, cfg, cfg.Address)
 	if err != nil {
 		return err
 	}
+	// containerd and the kubelet run as root: no one else has business on
+	// these sockets, whatever their mode.
+	l = unixsock.TrustedOnly(l, log)
 	var proxyListener net.Listener
 	if proxy != nil {
-		if proxyListener, err = listenUnix(ctx, cfg.CRIImageService.Address); err != nil {
+		if proxyListener, err = listenUnix(ctx, cfg, cfg.CRIImageService.Address); err != nil {
 			l.Close()
 			return fmt.Errorf("cri image service: %w", err)
 		}
+		proxyListener = unixsock.TrustedOnly(proxyListener, log)
 	}
 	srv := grpc.NewServer()
 	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(sn))

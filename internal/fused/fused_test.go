@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"path/filepath"
 	"reflect"
@@ -13,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/lazysnap/lazysnap/internal/unixsock"
 )
 
 // recordingFS records what reached it and fails with a chosen error: it
@@ -51,11 +52,11 @@ func (f *recordingFS) Stats(context.Context) (any, error) {
 func serve(t *testing.T, fsys Interface) *Client {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "fused.sock")
-	l, err := net.Listen("unix", sock)
+	l, err := unixsock.Listen(context.Background(), sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: NewServer(fsys)}
+	srv := NewHTTPServer(fsys)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(l) }()
 	t.Cleanup(func() {

@@ -15,6 +15,9 @@
 //	GET  /debug/pprof/...  the Go runtime's profiles (net/http/pprof), for
 //	                        operators looking at fused's memory or CPU
 //
+// Only root (or the user fused runs as) is served: NewHTTPServer answers
+// 403 to any other peer, whatever the socket's mode.
+//
 // Errors are {"error": "...", "kind": "not-found"}, kind naming the errdefs
 // category, which the client turns back into an errdefs error.
 package fused
@@ -27,6 +30,8 @@ import (
 	"net/http/pprof"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/lazysnap/lazysnap/internal/unixsock"
 )
 
 // Interface is what the server serves; package fs's FS implements it.
@@ -59,7 +64,32 @@ type mountRequest struct {
 
 type server struct{ fsys Interface }
 
-// NewServer returns the handler that serves fsys.
+// NewHTTPServer returns the server of fsys for a unix socket listener: it
+// answers 403 to a peer that is not root (or fused's own user). The
+// socket's 0600 mode keeps others out already; this check holds when that
+// mode is loosened, and covers the credentials and profiles it serves.
+func NewHTTPServer(fsys Interface) *http.Server {
+	return &http.Server{Handler: trustedPeersOnly(NewServer(fsys)), ConnContext: unixsock.ConnContext}
+}
+
+// trustedPeersOnly refuses requests whose connection's peer is unknown or
+// not unixsock.Trusted.
+func trustedPeersOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		uid, ok := unixsock.PeerFromContext(r.Context())
+		switch {
+		case !ok:
+			writeError(w, fmt.Errorf("unknown peer: %w", errdefs.ErrPermissionDenied))
+		case !unixsock.Trusted(uid):
+			writeError(w, fmt.Errorf("peer uid %d: %w", uid, errdefs.ErrPermissionDenied))
+		default:
+			h.ServeHTTP(w, r)
+		}
+	})
+}
+
+// NewServer returns the handler that serves fsys, with no peer check: use
+// NewHTTPServer to serve it on a socket.
 func NewServer(fsys Interface) http.Handler {
 	s := server{fsys: fsys}
 	mux := http.NewServeMux()
@@ -86,8 +116,8 @@ func NewServer(fsys Interface) http.Handler {
 
 // registerPprof serves the runtime profiles on mux. They are registered
 // explicitly because importing net/http/pprof only registers them on
-// http.DefaultServeMux, which fused does not serve. The socket is the
-// daemon's own (mode 0700 directory), so the profiles are for root only.
+// http.DefaultServeMux, which fused does not serve. NewHTTPServer serves
+// them to root only, like the rest of the API.
 func registerPprof(mux *http.ServeMux) {
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index) // heap, goroutine, allocs... by name
 	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)

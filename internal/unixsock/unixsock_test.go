@@ -114,7 +114,8 @@ func TestListenDirRule(t *testing.T) {
 		t.Errorf("shared directory mode %v, want it left 0755", got)
 	}
 	unixsocktest.OpenPath(t, shared)
-	if got := unixsocktest.Probe(t, unixsocktest.Nobody, sock, unixsocktest.Read); got != "dial EACCES" {
+	pr := unixsocktest.NewProber(t)
+	if got := pr.Probe(unixsocktest.Nobody, sock, unixsocktest.Read); got != "dial EACCES" {
 		t.Errorf("uid %d connecting to the socket in a 0755 directory: %q, want dial EACCES", unixsocktest.Nobody, got)
 	}
 }
@@ -159,13 +160,14 @@ func TestTrustedOnly(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "x.sock")
 	serveHello(unixsock.TrustedOnly(listen(t, sock), slog.New(slog.DiscardHandler)))
 	unixsocktest.OpenPath(t, filepath.Dir(sock))
+	pr := unixsocktest.NewProber(t)
 	if err := os.Chmod(sock, 0o666); err != nil {
 		t.Fatal(err)
 	}
-	if got := unixsocktest.Probe(t, unixsocktest.Nobody, sock, unixsocktest.Read); got != "eof" {
+	if got := pr.Probe(unixsocktest.Nobody, sock, unixsocktest.Read); got != "eof" {
 		t.Errorf("uid %d through a 0666 socket: %q, want eof", unixsocktest.Nobody, got)
 	}
-	if got := unixsocktest.Probe(t, 0, sock, unixsocktest.Read); got != "data" {
+	if got := pr.Probe(0, sock, unixsocktest.Read); got != "data" {
 		t.Errorf("root: %q, want data", got)
 	}
 }

@@ -34,7 +34,7 @@ const (
 )
 
 // Nobody is the uid (and gid) of the unprivileged user probes run as.
-const Nobody = 65534
+const Nobody uint32 = 65534
 
 const (
 	envSocket = "LAZYSNAP_UNIXSOCKTEST_SOCKET"
@@ -94,12 +94,26 @@ func errnoName(err error) string {
 	return err.Error()
 }
 
+// Prober runs probes from a copy of the test binary.
+type Prober struct {
+	t   testing.TB
+	bin string
+}
+
+// NewProber copies the test binary where any user can run it: the go
+// command builds it in a directory only its owner can enter.
+func NewProber(t testing.TB) *Prober {
+	t.Helper()
+	return &Prober{t: t, bin: probeBinary(t)}
+}
+
 // Probe connects to socket as uid (with gid uid and no supplementary
 // groups) from a child process and returns its report, such as "dial
 // EACCES", "http 403", "eof" or "data".
-func Probe(t testing.TB, uid uint32, socket string, kind Kind) string {
+func (p *Prober) Probe(uid uint32, socket string, kind Kind) string {
+	t := p.t
 	t.Helper()
-	cmd := exec.Command(probeBinary(t))
+	cmd := exec.Command(p.bin)
 	cmd.Dir = "/"
 	cmd.Env = append(os.Environ(), envSocket+"="+socket, envKind+"="+string(kind))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}}
@@ -110,8 +124,6 @@ func Probe(t testing.TB, uid uint32, socket string, kind Kind) string {
 	return strings.TrimSpace(string(out))
 }
 
-// probeBinary returns a copy of the test binary any user can run: the go
-// command builds it in a directory only its owner can enter.
 func probeBinary(t testing.TB) string {
 	t.Helper()
 	exe, err := os.Executable()
