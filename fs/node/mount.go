@@ -105,8 +105,14 @@ func mountOptions(l *layer.Layer, o options) fuse.MountOptions {
 		Name:         "lazysnap",
 		Options:      []string{"default_permissions"},
 		MaxReadAhead: o.maxReadAhead,
-		// As root we mount without fusermount. Read-only, but devices
-		// and set-user-ID files of the image keep working.
+		// As root we mount without fusermount. Read-only, but not
+		// nosuid or nodev: a container reaching the layer through
+		// overlayfs would not mind (overlayfs checks its own mount's
+		// flags), but a view of one layer is a read-only bind of this
+		// mount, which keeps them, and its set-user-ID programs and
+		// devices would then fail where overlayfs's work
+		// (TestSetuidAndDevicesLikeOverlayfs). Other users of the host
+		// cannot reach the mount: the state root is 0700.
 		DirectMount:          true,
 		DirectMountFlags:     syscall.MS_RDONLY,
 		EnableSymlinkCaching: true,
