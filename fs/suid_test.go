@@ -95,8 +95,9 @@ func runAs(t *testing.T, root string) string {
 
 // readOnlyBindOf bind-mounts dir read-only as containerd mounts the
 // snapshotter's bind mounts (package snapshot returns one for a view of a
-// single layer, `ctr run --read-only` of a one-layer image): the remount
-// keeps the source's nosuid, nodev and noexec.
+// single layer, `ctr run --read-only` of a one-layer image): outside a user
+// namespace its read-only remount sets exactly ro, dropping the source's
+// nosuid and nodev (core/mount/mount_linux.go).
 func readOnlyBindOf(t *testing.T, dir string) string {
 	t.Helper()
 	target := t.TempDir()
@@ -108,12 +109,7 @@ func readOnlyBindOf(t *testing.T, dir string) string {
 			t.Errorf("unmounting bind mount: %v", err)
 		}
 	})
-	var st unix.Statfs_t
-	if err := unix.Statfs(target, &st); err != nil {
-		t.Fatal(err)
-	}
-	kept := uintptr(st.Flags) & (unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
-	if err := unix.Mount("", target, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|kept, ""); err != nil {
+	if err := unix.Mount("", target, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
 		t.Fatalf("remounting bind mount read-only: %v", err)
 	}
 	unixsocktest.OpenPath(t, target)
@@ -148,14 +144,11 @@ func plainCopy(t *testing.T, probe []byte) string {
 
 // TestSetuidAndDevicesLikeOverlayfs runs a set-user-ID-root program of a
 // layer as uid 1000, and has it open a character device (c 1 3) of the
-// layer, in the two ways a container sees a lazysnap layer: through an
-// overlay whose lower dir is the FUSE mount, and through a read-only bind
-// of the FUSE mount (a view of one layer). Each must behave as on a plain
-// directory, as with containerd's overlayfs snapshotter: euid 0, device
-// usable. A nosuid or nodev FUSE mount passes the overlay case (overlayfs
-// checks its own mount's flags) but fails the bind case, so fs/node mounts
-// layers with neither; the state root's 0700 mode keeps other users of the
-// host away from the FUSE mounts instead.
+// layer. On the FUSE mount itself, which is nosuid and nodev, both are
+// inert. In the two ways a container sees a lazysnap layer, through an
+// overlay whose lower dir is the FUSE mount and through a read-only bind
+// of it (a view of one layer), both work as on a plain directory, as with
+// containerd's overlayfs snapshotter: euid 0, device usable.
 func TestSetuidAndDevicesLikeOverlayfs(t *testing.T) {
 	testenv.RequireFUSE(t)
 	if _, err := exec.LookPath("setpriv"); err != nil {
@@ -173,6 +166,13 @@ func TestSetuidAndDevicesLikeOverlayfs(t *testing.T) {
 	lower := mount(t, newFS(t), push(t, reg.Host, "suid/app:v1", l), l)
 	plain := plainCopy(t, probe)
 
+	if f := mountFlags(t, lower); f&unix.ST_NOSUID == 0 || f&unix.ST_NODEV == 0 {
+		t.Errorf("layer mount flags %#x, want nosuid and nodev", f)
+	}
+	unixsocktest.OpenPath(t, lower)
+	if got := runAs(t, lower); got != "euid=1000 dev=EACCES" {
+		t.Errorf("on the FUSE mount itself: %q, want euid=1000 dev=EACCES", got)
+	}
 	const want = "euid=0 dev=ok"
 	for _, c := range []struct {
 		name   string

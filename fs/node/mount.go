@@ -105,16 +105,16 @@ func mountOptions(l *layer.Layer, o options) fuse.MountOptions {
 		Name:         "lazysnap",
 		Options:      []string{"default_permissions"},
 		MaxReadAhead: o.maxReadAhead,
-		// As root we mount without fusermount. Read-only, but not
-		// nosuid or nodev: a container reaching the layer through
-		// overlayfs would not mind (overlayfs checks its own mount's
-		// flags), but a view of one layer is a read-only bind of this
-		// mount, which keeps them, and its set-user-ID programs and
-		// devices would then fail where overlayfs's work
-		// (TestSetuidAndDevicesLikeOverlayfs). Other users of the host
-		// cannot reach the mount: the state root is 0700.
+		// As root we mount without fusermount: read-only, nosuid and
+		// nodev, so that no one reaching the mount itself can run an
+		// image's set-user-ID programs or open its devices. Containers
+		// keep them: overlayfs checks its own mount's flags, not its
+		// lower dirs', and containerd's read-only remount of a bind
+		// mount (a view of one layer) drops them outside a user
+		// namespace (TestSetuidAndDevicesLikeOverlayfs,
+		// integration's TestSetuidAndDevicesInContainers).
 		DirectMount:          true,
-		DirectMountFlags:     syscall.MS_RDONLY,
+		DirectMountFlags:     syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
 		EnableSymlinkCaching: true,
 		MaxBackground:        64,
 		Debug:                o.debug,
