@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"syscall"
 
 	"github.com/containerd/errdefs"
@@ -116,6 +117,7 @@ type Layer struct {
 	digests []digest.Digest
 	frames  gzipFrames
 	streams streams // read-ahead streams outliving their read
+	checks  checks  // cached chunks being verified
 }
 
 // New returns a Layer reading toc's files through store, and records in the
@@ -322,12 +324,31 @@ func (f *File) missing(ctx context.Context, lo, hi int) []int {
 // but not verified since, against its digest, once per process: bytes on
 // disk can rot, and the cache file may have been changed behind our back.
 // It reports whether the chunk is present and good. A bad chunk is dropped
-// from the cache, so that the caller fetches it like a missing one.
+// from the cache, so that the caller fetches it like a missing one. The
+// kernel sends the reads of one chunk together: one of them checks it, the
+// others wait for that.
 func (f *File) verifyCached(ctx context.Context, i int) bool {
 	c := f.chunks[i]
 	if !f.entry.Has(c.FileOffset, c.Size) {
 		return false
 	}
+	k := flightKey{f.digest, c.FileOffset}
+	done, own := f.l.checks.begin(k)
+	if !own {
+		select {
+		case <-done:
+			return f.entry.Verified(c.FileOffset, c.Size)
+		case <-ctx.Done():
+			return false // the fetch that follows fails with ctx's error
+		}
+	}
+	defer f.l.checks.end(k, done)
+	return f.checkChunk(ctx, c)
+}
+
+// checkChunk reads chunk c from the cache and compares it with its digest:
+// a match marks it verified, a mismatch drops it.
+func (f *File) checkChunk(ctx context.Context, c index.Chunk) bool {
 	buf := make([]byte, c.Size)
 	if _, err := f.entry.ReadAt(buf, c.FileOffset); err != nil {
 		// Dropped by another reader meanwhile, or unreadable: fetch it.
@@ -350,6 +371,36 @@ func (f *File) verifyCached(ctx context.Context, i int) bool {
 			"file", f.digest, "offset", c.FileOffset, "error", err)
 	}
 	return false
+}
+
+// checks records the cached chunks being verified, so that concurrent
+// readers of a chunk hash it once. The zero value is ready to use.
+type checks struct {
+	mu sync.Mutex
+	m  map[flightKey]chan struct{}
+}
+
+// begin returns the channel closed when k's check ends, and whether the
+// caller owns the check (and must end it).
+func (c *checks) begin(k flightKey) (chan struct{}, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if done, ok := c.m[k]; ok {
+		return done, false
+	}
+	if c.m == nil {
+		c.m = map[flightKey]chan struct{}{}
+	}
+	done := make(chan struct{})
+	c.m[k] = done
+	return done, true
+}
+
+func (c *checks) end(k flightKey, done chan struct{}) {
+	c.mu.Lock()
+	delete(c.m, k)
+	c.mu.Unlock()
+	close(done)
 }
 
 // ErrCorrupt marks a chunk that failed verification twice. It wraps
