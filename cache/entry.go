@@ -190,6 +190,11 @@ func (st *entryState) markVerified(start, end int64) bool {
 func (st *entryState) discard(start, end int64) (int64, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.journal.f == nil {
+		// The store was closed under the handle: rewriting the journal
+		// now would leave it open.
+		return 0, os.ErrClosed
+	}
 	var removed int64
 	for _, g := range st.verified.gaps(start, end) {
 		removed += st.present.remove(g.start, g.end)
