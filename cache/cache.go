@@ -8,7 +8,11 @@
 // passthrough).
 //
 // The cache trusts its caller to write only verified bytes: callers verify
-// every chunk against its chunk digest before WriteAt.
+// every chunk against its chunk digest before WriteAt. Bytes on disk can rot
+// between runs, though, so the cache also remembers, in memory only, which
+// bytes this process wrote or was told it checked (Verified, MarkVerified);
+// bytes loaded from an earlier run are present but unverified until the
+// caller checks them, and Discard drops those that fail.
 //
 // On disk, a store directory holds files/<algorithm>/<hex> (the sparse data)
 // and files/<algorithm>/<hex>.ranges (its presence journal, see journal.go).

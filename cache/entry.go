@@ -30,9 +30,13 @@ type entryState struct {
 	bytes int64 // present bytes as accounted by the store
 	data  *os.File
 
-	mu      sync.Mutex // guards present and journal
+	mu      sync.Mutex // guards present, verified and journal
 	present intervals
-	journal journal
+	// verified are the present bytes this process wrote or checked, a
+	// subset of present. It lives in memory only: bytes on disk from an
+	// earlier run may have rotted since, so they are checked once again.
+	verified intervals
+	journal  journal
 }
 
 func newEntryState(dir string, d digest.Digest, size int64) *entryState {
@@ -103,19 +107,22 @@ func (st *entryState) remove() error {
 	return errors.Join(errs...)
 }
 
-// markPresent records [start, end) in the journal and then in memory, and
-// returns how many bytes became present. Once the entry is complete, the
-// journal is compacted to one record.
+// markPresent records [start, end) in the journal and then in memory, as
+// present and verified, and returns how many bytes became present. Once the
+// entry is complete, the journal is compacted to one record.
 func (st *entryState) markPresent(start, end int64) (int64, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.present.contains(start, end) {
+		// Fresh verified bytes may overwrite bytes loaded unverified.
+		st.verified.add(start, end)
 		return 0, nil
 	}
 	if err := st.journal.append(span{start, end}); err != nil {
 		return 0, err
 	}
 	added := st.present.add(start, end)
+	st.verified.add(start, end)
 	if st.present.bytes == st.size && st.journal.size > int64(len(journalMagic)+recordSize) {
 		// Compaction only saves space: on failure the long journal stays
 		// valid, and a complete entry appends nothing more.
@@ -142,6 +149,60 @@ func (st *entryState) has(start, end int64) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return st.present.contains(start, end)
+}
+
+// isVerified reports whether [start, end) is present and verified.
+func (st *entryState) isVerified(start, end int64) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.verified.contains(start, end)
+}
+
+// markVerified records that the present bytes [start, end) were checked.
+// It reports false, recording nothing, if part of the range is no longer
+// present: another reader discarded it meanwhile.
+func (st *entryState) markVerified(start, end int64) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if !st.present.contains(start, end) {
+		return false
+	}
+	st.verified.add(start, end)
+	return true
+}
+
+// discard forgets the unverified present bytes of [start, end), in memory
+// and then in the journal, and returns how many there were.
+//
+// Verified bytes are kept: they were written or checked by this process,
+// and a reader may be about to return them. Then the journal is rewritten
+// whole (atomically, see writeJournal) rather than given a removal record,
+// so its format stays "present spans" only. A crash before the rename
+// leaves the old journal, which claims the bad bytes again; the next run
+// checks them before use, as it checks everything it loads, and discards
+// them again. If the rewrite fails, memory and journal disagree the same
+// way, with the same outcome.
+//
+// The data file is left as it is rather than punched: the bytes are no
+// longer claimed and the refetch that follows overwrites them, while a
+// punch could race with a WriteAt of the same range, whose data lands
+// before its presence is recorded and outside this lock.
+func (st *entryState) discard(start, end int64) (int64, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.journal.f == nil {
+		// The store was closed under the handle: rewriting the journal
+		// now would leave it open.
+		return 0, os.ErrClosed
+	}
+	var removed int64
+	for _, g := range st.verified.gaps(start, end) {
+		removed += st.present.remove(g.start, g.end)
+	}
+	if removed == 0 {
+		return 0, nil
+	}
+	return removed, st.compactLocked()
 }
 
 // Entry is one cached file. Safe for concurrent use.
@@ -177,6 +238,61 @@ func (e *Entry) Has(off, n int64) bool {
 	return true
 }
 
+// Verified reports whether [off, off+n) is fully present and was written
+// (WriteAt) or checked (MarkVerified) by this process. Bytes loaded from an
+// earlier run are present but not verified. Like Has, the range is cut at
+// the end of the file. Unlike Has, a false answer counts no miss.
+func (e *Entry) Verified(off, n int64) bool {
+	st := e.state
+	if e.closed.Load() || off < 0 || n < 0 {
+		return false
+	}
+	if off >= st.size {
+		return true
+	}
+	return st.isVerified(off, clampEnd(off, n, st.size))
+}
+
+// MarkVerified records that the caller checked the present bytes
+// [off, off+n) against their digest. It reports false, recording nothing,
+// if the range is not (or no longer) fully present.
+func (e *Entry) MarkVerified(off, n int64) bool {
+	st := e.state
+	if e.closed.Load() || off < 0 || n < 0 {
+		return false
+	}
+	if off >= st.size {
+		return true
+	}
+	return st.markVerified(off, clampEnd(off, n, st.size))
+}
+
+// Discard marks the bytes of [off, off+n) that are present but not
+// verified as missing, in memory and in the persisted record, for a caller
+// that found them corrupt. It returns how many bytes it dropped: 0 when
+// another reader dropped or rewrote them first. The caller fetches the
+// range again as it would any missing range.
+func (e *Entry) Discard(off, n int64) (int64, error) {
+	st := e.state
+	if e.closed.Load() {
+		return 0, fmt.Errorf("cache: discard %s: %w", st.digest, os.ErrClosed)
+	}
+	if off < 0 || n < 0 {
+		return 0, fmt.Errorf("cache: discard %s [%d, +%d): %w", st.digest, off, n, errdefs.ErrInvalidArgument)
+	}
+	if off >= st.size {
+		return 0, nil
+	}
+	removed, err := st.discard(off, clampEnd(off, n, st.size))
+	if removed > 0 {
+		e.store.account(st, -removed)
+	}
+	if err != nil {
+		return removed, fmt.Errorf("cache: discard %s [%d, +%d): %w", st.digest, off, n, err)
+	}
+	return removed, nil
+}
+
 // ReadAt reads present bytes. Reading a range that is not present is an
 // error (ErrNotPresent), never zeros. Like os.File.ReadAt, it returns io.EOF
 // with fewer bytes than asked when the range passes the end of the file.
@@ -209,8 +325,9 @@ func (e *Entry) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// WriteAt stores verified bytes at off and then marks them present. The
-// presence record is persisted so a restarted daemon finds them.
+// WriteAt stores verified bytes at off and then marks them present and
+// verified. The presence record is persisted so a restarted daemon finds
+// them; that they were verified is not.
 //
 // A full disk fails with an error wrapping errdefs.ErrResourceExhausted and
 // syscall.ENOSPC, and the range stays absent.
@@ -257,10 +374,12 @@ func (e *Entry) Complete() bool {
 	return st.present.bytes == st.size
 }
 
-// File returns the backing file, read-only, for passthrough once Complete.
-// The caller closes it. It fails with ErrNotPresent (and
-// errdefs.ErrFailedPrecondition) if the entry is not complete, since the
-// holes would read as zeros.
+// File returns the backing file, read-only, for passthrough once every
+// byte is present and verified (Verified(0, size)). The caller closes it.
+// It fails with ErrNotPresent (and errdefs.ErrFailedPrecondition) if the
+// entry is not complete, since the holes would read as zeros, and with
+// errdefs.ErrFailedPrecondition if some bytes are not verified yet: the
+// kernel reads the file without asking us, so nothing could check them.
 func (e *Entry) File() (*os.File, error) {
 	st := e.state
 	if e.closed.Load() {
@@ -268,6 +387,9 @@ func (e *Entry) File() (*os.File, error) {
 	}
 	if !e.Complete() {
 		return nil, fmt.Errorf("cache: file %s is incomplete: %w: %w", st.digest, ErrNotPresent, errdefs.ErrFailedPrecondition)
+	}
+	if !e.Verified(0, st.size) {
+		return nil, fmt.Errorf("cache: file %s is not verified yet: %w", st.digest, errdefs.ErrFailedPrecondition)
 	}
 	f, err := os.Open(st.dataPath())
 	if err != nil {

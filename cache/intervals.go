@@ -57,3 +57,50 @@ func (iv *intervals) contains(start, end int64) bool {
 	i := sort.Search(len(iv.spans), func(k int) bool { return iv.spans[k].end > start })
 	return i < len(iv.spans) && iv.spans[i].start <= start && iv.spans[i].end >= end
 }
+
+// remove deletes [start, end) from the set and returns how many bytes were
+// in it.
+func (iv *intervals) remove(start, end int64) (removed int64) {
+	if start >= end {
+		return 0
+	}
+	// i is the first span that ends after start, j one past the last span
+	// that starts before end: spans[i:j] overlap the range.
+	i := sort.Search(len(iv.spans), func(k int) bool { return iv.spans[k].end > start })
+	j := i
+	for j < len(iv.spans) && iv.spans[j].start < end {
+		j++
+	}
+	if i == j {
+		return 0
+	}
+	var keep []span
+	for _, s := range iv.spans[i:j] {
+		removed += min(s.end, end) - max(s.start, start)
+		if s.start < start {
+			keep = append(keep, span{s.start, start})
+		}
+		if s.end > end {
+			keep = append(keep, span{end, s.end})
+		}
+	}
+	iv.spans = slices.Replace(iv.spans, i, j, keep...)
+	iv.bytes -= removed
+	return removed
+}
+
+// gaps returns the parts of [start, end) that are not in the set, in order.
+func (iv *intervals) gaps(start, end int64) []span {
+	var out []span
+	i := sort.Search(len(iv.spans), func(k int) bool { return iv.spans[k].end > start })
+	for ; start < end && i < len(iv.spans) && iv.spans[i].start < end; i++ {
+		if s := iv.spans[i]; s.start > start {
+			out = append(out, span{start, s.start})
+		}
+		start = max(start, iv.spans[i].end)
+	}
+	if start < end {
+		out = append(out, span{start, end})
+	}
+	return out
+}

@@ -9,6 +9,7 @@ type collector struct {
 	f *FS
 
 	bytesFetched, requests, backgroundRequests, cacheHits *prometheus.Desc
+	cacheCorruptions                                      *prometheus.Desc
 	fetchedRatio, prefetchDone, backgroundDone, layers    *prometheus.Desc
 }
 
@@ -26,6 +27,7 @@ func (f *FS) Collector() prometheus.Collector {
 		requests:           desc("layer_requests_total", "Range requests sent for the layer (TOC and footer included).", metricLabels),
 		backgroundRequests: desc("layer_background_requests_total", "Range requests of the layer's background fetch.", metricLabels),
 		cacheHits:          desc("layer_cache_hits_total", "Reads of the layer served from the cache without fetching.", metricLabels),
+		cacheCorruptions:   desc("layer_cache_corruptions_total", "Chunks cached by an earlier run that failed verification.", metricLabels),
 		fetchedRatio:       desc("layer_fetched_ratio", "Share (0 to 1) of the layer's file bytes present in the cache.", metricLabels),
 		prefetchDone:       desc("layer_prefetch_complete", "1 once the layer's prioritized region is in the cache.", metricLabels),
 		backgroundDone:     desc("layer_complete", "1 once every chunk of the layer is in the cache.", metricLabels),
@@ -35,7 +37,7 @@ func (f *FS) Collector() prometheus.Collector {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.bytesFetched, c.requests, c.backgroundRequests, c.cacheHits,
-		c.fetchedRatio, c.prefetchDone, c.backgroundDone, c.layers} {
+		c.cacheCorruptions, c.fetchedRatio, c.prefetchDone, c.backgroundDone, c.layers} {
 		ch <- d
 	}
 }
@@ -55,6 +57,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.requests, s.Requests)
 		counter(c.backgroundRequests, s.BackgroundRequests)
 		counter(c.cacheHits, s.CacheHits)
+		counter(c.cacheCorruptions, s.CacheCorruptions)
 		gauge(c.fetchedRatio, s.FetchedPercent/100)
 		gauge(c.prefetchDone, boolValue(s.PrefetchDone))
 		gauge(c.backgroundDone, boolValue(s.State == StateComplete))

@@ -7,11 +7,13 @@ package layer
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"syscall"
 
 	"github.com/containerd/errdefs"
@@ -115,6 +117,7 @@ type Layer struct {
 	digests []digest.Digest
 	frames  gzipFrames
 	streams streams // read-ahead streams outliving their read
+	checks  checks  // cached chunks being verified
 }
 
 // New returns a Layer reading toc's files through store, and records in the
@@ -223,14 +226,17 @@ func (l *Layer) fileDigest(id index.ID) digest.Digest {
 // Size returns the file's size.
 func (f *File) Size() int64 { return f.size }
 
-// Complete reports whether every byte of the file is in the cache.
-func (f *File) Complete() bool { return f.entry == nil || f.entry.Complete() }
+// Complete reports whether every byte of the file is in the cache and was
+// verified by this process: only then may the kernel read the cache file
+// directly, since nothing checks what it reads there. A file cached by an
+// earlier run becomes complete as reads verify its chunks.
+func (f *File) Complete() bool { return f.entry == nil || f.entry.Verified(0, f.size) }
 
 // BackingFile returns the cache file holding the whole content, for the
 // kernel to read directly (FUSE passthrough). It fails unless Complete.
 func (f *File) BackingFile() (*os.File, error) {
-	if f.entry == nil || !f.entry.Complete() {
-		return nil, fmt.Errorf("file %s is not completely cached: %w", f.digest, errdefs.ErrFailedPrecondition)
+	if !f.Complete() || f.entry == nil {
+		return nil, fmt.Errorf("file %s is not completely cached and verified: %w", f.digest, errdefs.ErrFailedPrecondition)
 	}
 	return f.entry.File()
 }
@@ -261,7 +267,7 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	n := min(int64(len(p)), f.size-off)
 	p = p[:n]
 	lo, hi := f.l.idx.ChunkRange(f.id, off, n)
-	if missing := f.missing(lo, hi); len(missing) == 0 {
+	if missing := f.missing(ctx, lo, hi); len(missing) == 0 {
 		f.l.stats.cacheHits.Add(1)
 	} else if err := f.fetchMissing(ctx, lo, hi, missing); err != nil {
 		return 0, err
@@ -289,7 +295,7 @@ func (f *File) fetchMissing(ctx context.Context, lo, hi int, missing []int) erro
 		if err := f.l.fetchChunks(ctx, f, missing); err != nil {
 			return err
 		}
-		if missing = f.missing(lo, hi); len(missing) == 0 {
+		if missing = f.missing(ctx, lo, hi); len(missing) == 0 {
 			return nil
 		}
 		if round == maxEnsureRounds {
@@ -299,18 +305,102 @@ func (f *File) fetchMissing(ctx context.Context, lo, hi int, missing []int) erro
 	}
 }
 
-// missing returns the indices in [lo, hi) of the chunks not in the cache.
-func (f *File) missing(lo, hi int) []int {
+// missing returns the indices in [lo, hi) of the chunks not in the cache,
+// or in it but not verified by this process and failing verification now.
+func (f *File) missing(ctx context.Context, lo, hi int) []int {
 	var out []int
 	for i := lo; i < hi; i++ {
 		c := f.chunks[i]
-		if f.entry.Has(c.FileOffset, c.Size) {
+		if f.entry.Verified(c.FileOffset, c.Size) || f.verifyCached(ctx, i) {
 			f.l.present.mark(f.id, i, c.Size)
 			continue
 		}
 		out = append(out, i)
 	}
 	return out
+}
+
+// verifyCached checks chunk i, present in the cache from an earlier run
+// but not verified since, against its digest, once per process: bytes on
+// disk can rot, and the cache file may have been changed behind our back.
+// It reports whether the chunk is present and good. A bad chunk is dropped
+// from the cache, so that the caller fetches it like a missing one. The
+// kernel sends the reads of one chunk together: one of them checks it, the
+// others wait for that.
+func (f *File) verifyCached(ctx context.Context, i int) bool {
+	c := f.chunks[i]
+	if !f.entry.Has(c.FileOffset, c.Size) {
+		return false
+	}
+	k := flightKey{f.digest, c.FileOffset}
+	done, own := f.l.checks.begin(k)
+	if !own {
+		select {
+		case <-done:
+			return f.entry.Verified(c.FileOffset, c.Size)
+		case <-ctx.Done():
+			return false // the fetch that follows fails with ctx's error
+		}
+	}
+	defer f.l.checks.end(k, done)
+	return f.checkChunk(ctx, c)
+}
+
+// checkChunk reads chunk c from the cache and compares it with its digest:
+// a match marks it verified, a mismatch drops it.
+func (f *File) checkChunk(ctx context.Context, c index.Chunk) bool {
+	buf := make([]byte, c.Size)
+	if _, err := f.entry.ReadAt(buf, c.FileOffset); err != nil {
+		// Dropped by another reader meanwhile, or unreadable: fetch it.
+		return false
+	}
+	if sha256.Sum256(buf) == c.Digest {
+		return f.entry.MarkVerified(c.FileOffset, c.Size)
+	}
+	dropped, err := f.entry.Discard(c.FileOffset, c.Size)
+	if dropped > 0 {
+		// Counted once, by the reader that dropped it.
+		f.l.stats.cacheCorruptions.Add(1)
+		f.l.opts.logger.WarnContext(ctx, "cached chunk failed verification; fetching it again",
+			"layer", f.l.Digest(), "file", f.digest, "inode", f.id, "offset", c.FileOffset, "size", c.Size)
+	}
+	if err != nil {
+		// The journal may still claim the chunk, and the next run checks
+		// it again; this run no longer trusts it.
+		f.l.opts.logger.WarnContext(ctx, "dropping a corrupt chunk from the cache", "layer", f.l.Digest(),
+			"file", f.digest, "offset", c.FileOffset, "error", err)
+	}
+	return false
+}
+
+// checks records the cached chunks being verified, so that concurrent
+// readers of a chunk hash it once. The zero value is ready to use.
+type checks struct {
+	mu sync.Mutex
+	m  map[flightKey]chan struct{}
+}
+
+// begin returns the channel closed when k's check ends, and whether the
+// caller owns the check (and must end it).
+func (c *checks) begin(k flightKey) (chan struct{}, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if done, ok := c.m[k]; ok {
+		return done, false
+	}
+	if c.m == nil {
+		c.m = map[flightKey]chan struct{}{}
+	}
+	done := make(chan struct{})
+	c.m[k] = done
+	return done, true
+}
+
+func (c *checks) end(k flightKey, done chan struct{}) {
+	c.mu.Lock()
+	delete(c.m, k)
+	c.mu.Unlock()
+	close(done)
 }
 
 // ErrCorrupt marks a chunk that failed verification twice. It wraps

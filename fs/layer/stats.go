@@ -18,6 +18,7 @@ type Stats struct {
 	BackgroundRequests int64 // of which background ones
 	CacheHits          int64 // reads served from the cache without fetching
 	VerifyFailures     int64 // chunks that failed verification (and were refetched or failed the read)
+	CacheCorruptions   int64 // chunks cached by an earlier run that failed verification and were dropped
 	ChunksPresent      int64 // chunks seen present in the cache
 	ChunksTotal        int64
 	BytesPresent       int64 // uncompressed bytes of present chunks
@@ -37,6 +38,7 @@ type counters struct {
 	backgroundRequests atomic.Int64
 	cacheHits          atomic.Int64
 	verifyFailures     atomic.Int64
+	cacheCorruptions   atomic.Int64
 	prefetchDoneAt     atomic.Int64 // unix nanoseconds, 0 until done
 	backgroundDoneAt   atomic.Int64
 }
@@ -61,6 +63,7 @@ func (l *Layer) Stats() Stats {
 		BackgroundRequests: l.stats.backgroundRequests.Load(),
 		CacheHits:          l.stats.cacheHits.Load(),
 		VerifyFailures:     l.stats.verifyFailures.Load(),
+		CacheCorruptions:   l.stats.cacheCorruptions.Load(),
 		IndexBytes:         l.idx.SizeBytes(),
 		IndexInodeCount:    l.idx.Len(),
 	}
