@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"strings"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -15,6 +16,19 @@ import (
 // LabelRemote marks a committed snapshot whose fs dir is a lazy mount of
 // the FileSystem; restart and removal look for it.
 const LabelRemote = "containerd.io/snapshot/lazysnap.remote"
+
+// LabelParentChainID tells the FileSystem the chain ID of the snapshot a
+// remote layer sits on, so that it can check the layer's content against
+// the chain ID the layer is committed as (package fs's LabelParentChainID:
+// the two packages do not import each other). Absent for a bottom layer.
+const LabelParentChainID = "containerd.io/snapshot/lazysnap.parent-chain-id"
+
+// parentChainID returns the chain ID in a parent's key: containerd's
+// metadata store hands backends keys like "default/12/sha256:..." for
+// snapshots it committed and the bare name for remote ones committed here.
+func parentChainID(parent string) string {
+	return parent[strings.LastIndexByte(parent, '/')+1:]
+}
 
 // remoteReq is what a Prepare needs to mount a layer lazily.
 type remoteReq struct {
@@ -51,6 +65,10 @@ func isRemote(labels map[string]string) bool {
 func (s *Snapshotter) prepareRemote(ctx context.Context, key, parent string, req remoteReq, opts []snapshots.Opt) ([]mount.Mount, error) {
 	if _, err := s.Stat(ctx, req.target); err == nil {
 		return nil, fmt.Errorf("target snapshot %q: %w", req.target, errdefs.ErrAlreadyExists)
+	}
+	if parent != "" {
+		req.labels = maps.Clone(req.labels)
+		req.labels[LabelParentChainID] = parentChainID(parent)
 	}
 	m, id, err := s.createSnapshot(ctx, snapshots.KindActive, key, parent, opts)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -30,6 +31,7 @@ type bindFS struct {
 	mu       sync.Mutex
 	mounted  map[string]bool
 	calls    []string
+	labels   []map[string]string // of each Mount
 	failWith error
 }
 
@@ -57,6 +59,9 @@ func (b *bindFS) count(call string) int {
 
 func (b *bindFS) Mount(_ context.Context, mountpoint string, labels map[string]string) error {
 	b.record("mount", mountpoint)
+	b.mu.Lock()
+	b.labels = append(b.labels, labels)
+	b.mu.Unlock()
 	if b.failWith != nil {
 		return b.failWith
 	}
@@ -173,6 +178,56 @@ func TestRemoteLayer(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(fsys.src, id, "layer")); err != nil {
 		t.Fatalf("Remove deleted through the mount: %v", err)
+	}
+}
+
+// TestRemoteLayerParentChainID: the FileSystem learns the chain ID of the
+// snapshot a remote layer sits on, whether containerd committed it (a key
+// like "default/12/sha256:...") or lazysnap did (the bare chain ID), so
+// that it can check the layer against the chain ID it is committed as.
+func TestRemoteLayerParentChainID(t *testing.T) {
+	testenv.RequireRoot(t)
+	ctx := context.Background()
+	fsys := newBindFS(t)
+	s, err := New(ctx, t.TempDir(), fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		s.Close()
+		for mp := range fsys.mounted {
+			fsys.Unmount(ctx, mp)
+		}
+	}()
+	const c1, c2 = "sha256:1111111111111111111111111111111111111111111111111111111111111111",
+		"sha256:2222222222222222222222222222222222222222222222222222222222222222"
+	if _, err := s.Prepare(ctx, "default/3/extract-1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, "default/4/"+c1, "default/3/extract-1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ parent, want string }{
+		{"default/4/" + c1, c1}, // committed by containerd's unpacker
+		{c2, c2},                // committed here, lazily
+	} {
+		target := "sha256:" + strings.Repeat(tc.want[7:8], 63) + "f"
+		if tc.parent == c2 {
+			if _, err := s.Prepare(ctx, "x-"+c2, "", remoteOpts(c2, "sha256:bbb")); !errdefs.IsAlreadyExists(err) {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.Prepare(ctx, "x-"+target, tc.parent, remoteOpts(target, "sha256:ccc")); !errdefs.IsAlreadyExists(err) {
+			t.Fatalf("remote Prepare on %s: %v", tc.parent, err)
+		}
+		got := fsys.labels[len(fsys.labels)-1]
+		if got[LabelParentChainID] != tc.want || got[snapshots.LabelSnapshotRef] != target {
+			t.Errorf("on parent %s the FileSystem got parent %q and target %q, want %q and %q",
+				tc.parent, got[LabelParentChainID], got[snapshots.LabelSnapshotRef], tc.want, target)
+		}
+	}
+	if got := fsys.labels[1]; got[snapshots.LabelSnapshotRef] != c2 || got[LabelParentChainID] != "" {
+		t.Errorf("bottom layer %s got parent chain ID %q", got[snapshots.LabelSnapshotRef], got[LabelParentChainID])
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/containerd/errdefs"
@@ -115,6 +116,8 @@ type Layer struct {
 	digests []digest.Digest
 	frames  gzipFrames
 	streams streams // read-ahead streams outliving their read
+
+	bad atomic.Pointer[error] // set by MarkBad
 }
 
 // New returns a Layer reading toc's files through store, and records in the
@@ -197,6 +200,9 @@ type File struct {
 
 // OpenFile opens regular file id for reading.
 func (l *Layer) OpenFile(id index.ID) (*File, error) {
+	if err := l.Bad(); err != nil {
+		return nil, err
+	}
 	if !l.idx.Valid(id) || l.idx.Mode(id)&syscall.S_IFMT != syscall.S_IFREG {
 		return nil, fmt.Errorf("inode %d of layer %s is no regular file: %w", id, l.Digest(), errdefs.ErrInvalidArgument)
 	}
@@ -257,6 +263,9 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	}
 	if off >= f.size {
 		return 0, io.EOF
+	}
+	if err := f.l.Bad(); err != nil {
+		return 0, err
 	}
 	n := min(int64(len(p)), f.size-off)
 	p = p[:n]
