@@ -31,6 +31,10 @@ const (
 	// LabelParentChainID is the chain ID of the snapshot the layer sits on,
 	// "" or absent for a bottom layer. The snapshotter adds it.
 	LabelParentChainID = "containerd.io/snapshot/lazysnap.parent-chain-id"
+	// LabelBad, set by the snapshotter on a layer found bad before (for
+	// example before a restart), holds why: the layer is mounted with
+	// every read refused, and not verified again.
+	LabelBad = "containerd.io/snapshot/lazysnap.bad"
 )
 
 // chainCheck is what a layer's content must add up to.
@@ -142,4 +146,21 @@ func (f *FS) recordVerified(m *mounted, diffID digest.Digest) {
 	if err != nil {
 		f.opts.logger.Warn("recording a verified layer", "layer", m.layer.Digest(), "error", err)
 	}
+}
+
+// BadLayers returns, by mountpoint, why each bad mounted layer is bad: for
+// the snapshotter to withdraw them from reuse.
+func (f *FS) BadLayers(context.Context) (map[string]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]string{}
+	for mp, m := range f.mounts {
+		if m == nil {
+			continue
+		}
+		if err := m.layer.Bad(); err != nil {
+			out[mp] = err.Error()
+		}
+	}
+	return out, nil
 }

@@ -200,3 +200,27 @@ func counterValue(t testing.TB, c prometheus.Collector, name string) float64 {
 	t.Fatalf("no single series %s", name)
 	return 0
 }
+
+// TestMountBadLayer: a layer the snapshotter recorded as bad (mounted again
+// after a restart) refuses reads at once and is not streamed again.
+func TestMountBadLayer(t *testing.T) {
+	testenv.RequireFUSE(t)
+	registry := testenv.StartRegistry(t)
+	l := diffIDLayer(t, 121)
+	ref := push(t, registry.Host, "diffid/bad:v1", l)
+	f := newFS(t)
+	ls := chainLabels(ref, l, "", l.diffID)
+	ls[lfs.LabelBad] = "found bad before the restart"
+	mp := mountWith(t, f, ls)
+	st := statusOf(t, f, mp)
+	if st.State != lfs.StateBad || st.DiffID != lfs.DiffIDMismatch {
+		t.Fatalf("state %q, diff_id %q, want bad and mismatch", st.State, st.DiffID)
+	}
+	if _, err := os.ReadFile(filepath.Join(mp, "app/small")); !errors.Is(err, syscall.EIO) {
+		t.Errorf("reading a file of a bad layer: %v, want EIO", err)
+	}
+	bad, err := f.BadLayers(context.Background())
+	if err != nil || bad[mp] == "" {
+		t.Errorf("BadLayers = %v, %v; want %s listed", bad, err, mp)
+	}
+}

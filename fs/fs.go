@@ -143,8 +143,10 @@ func (f *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 	if err != nil {
 		return err
 	}
-	chain, verify := parseChain(labels)
-	m, err := f.mountLayer(toc, mountpoint, t.ref, chain, verify && f.opts.verifyDiffID)
+	spec := mountSpec{ref: t.ref, bad: labels[LabelBad]}
+	spec.chain, spec.verify = parseChain(labels)
+	spec.verify = spec.verify && f.opts.verifyDiffID && spec.bad == ""
+	m, err := f.mountLayer(toc, mountpoint, spec)
 	if err != nil {
 		return err
 	}
@@ -160,7 +162,15 @@ func (f *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 }
 
 // mountLayer serves toc's layer at mountpoint and starts its fetches.
-func (f *FS) mountLayer(toc *layer.TOC, mountpoint, ref string, chain chainCheck, verify bool) (*mounted, error) {
+// mountSpec is what a Mount asks of the layer besides its blob.
+type mountSpec struct {
+	ref    string
+	chain  chainCheck
+	verify bool   // check the layer's content against chain
+	bad    string // the layer was found bad before: why
+}
+
+func (f *FS) mountLayer(toc *layer.TOC, mountpoint string, spec mountSpec) (*mounted, error) {
 	l, err := layer.New(toc, f.store,
 		layer.WithFlights(f.flights),
 		layer.WithScheduler(f.sched),
@@ -172,10 +182,16 @@ func (f *FS) mountLayer(toc *layer.TOC, mountpoint, ref string, chain chainCheck
 	if err != nil {
 		return nil, err
 	}
-	m := &mounted{layer: l, ref: ref, chain: chain, verify: verify}
-	m.diffID.Store(DiffIDOff)
-	if verify {
+	ref := spec.ref
+	m := &mounted{layer: l, ref: ref, chain: spec.chain, verify: spec.verify}
+	switch {
+	case spec.bad != "":
+		l.MarkBad(errors.New(spec.bad))
+		m.diffID.Store(DiffIDMismatch)
+	case spec.verify:
 		m.diffID.Store(DiffIDPending)
+	default:
+		m.diffID.Store(DiffIDOff)
 	}
 	nopts := []node.Option{
 		node.WithPassthrough(f.opts.passthrough),
