@@ -15,15 +15,21 @@ type fetches struct {
 	done       chan struct{} // closed when the goroutine returned
 }
 
-// startFetches starts l's prefetch and background fetch as the options ask.
-func (f *FS) startFetches(l *layer.Layer) *fetches {
+// startFetches starts the layer's prefetch, then its diff_id verification
+// (whose stream fills the cache) and its background fetch (of what the
+// stream did not bring), as the options ask.
+func (f *FS) startFetches(m *mounted) *fetches {
+	l := m.layer
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &fetches{cancel: cancel, prefetched: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
 		f.prefetch(ctx, l)
 		close(w.prefetched)
-		if f.opts.background {
+		if m.verify {
+			f.verifyChain(ctx, m)
+		}
+		if f.opts.background && l.Bad() == nil {
 			f.fetchAll(ctx, l)
 		}
 	}()

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/stargz-snapshotter/estargz"
@@ -42,6 +43,8 @@ type FS struct {
 	sched     *layer.Scheduler
 	traces    *traces // nil when not recording
 
+	diffIDMismatches atomic.Int64 // layers found not to match their chain ID
+
 	mu     sync.Mutex
 	mounts map[string]*mounted
 }
@@ -53,6 +56,10 @@ type mounted struct {
 	ref     string
 	fetches *fetches
 	traced  bool // holds a recorder of f.traces for ref
+
+	chain  chainCheck   // what the layer's content must add up to
+	verify bool         // whether to check it (chain labels present, verification on)
+	diffID atomic.Value // string: DiffIDPending, DiffIDVerified...
 }
 
 // New returns an FS.
@@ -136,7 +143,10 @@ func (f *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 	if err != nil {
 		return err
 	}
-	m, err := f.mountLayer(toc, mountpoint, t.ref)
+	spec := mountSpec{ref: t.ref, bad: labels[LabelBad]}
+	spec.chain, spec.verify = parseChain(labels)
+	spec.verify = spec.verify && f.opts.verifyDiffID && spec.bad == ""
+	m, err := f.mountLayer(toc, mountpoint, spec)
 	if err != nil {
 		return err
 	}
@@ -152,7 +162,15 @@ func (f *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 }
 
 // mountLayer serves toc's layer at mountpoint and starts its fetches.
-func (f *FS) mountLayer(toc *layer.TOC, mountpoint, ref string) (*mounted, error) {
+// mountSpec is what a Mount asks of the layer besides its blob.
+type mountSpec struct {
+	ref    string
+	chain  chainCheck
+	verify bool   // check the layer's content against chain
+	bad    string // the layer was found bad before: why
+}
+
+func (f *FS) mountLayer(toc *layer.TOC, mountpoint string, spec mountSpec) (*mounted, error) {
 	l, err := layer.New(toc, f.store,
 		layer.WithFlights(f.flights),
 		layer.WithScheduler(f.sched),
@@ -164,7 +182,17 @@ func (f *FS) mountLayer(toc *layer.TOC, mountpoint, ref string) (*mounted, error
 	if err != nil {
 		return nil, err
 	}
-	m := &mounted{layer: l, ref: ref}
+	ref := spec.ref
+	m := &mounted{layer: l, ref: ref, chain: spec.chain, verify: spec.verify}
+	switch {
+	case spec.bad != "":
+		l.MarkBad(errors.New(spec.bad))
+		m.diffID.Store(DiffIDMismatch)
+	case spec.verify:
+		m.diffID.Store(DiffIDPending)
+	default:
+		m.diffID.Store(DiffIDOff)
+	}
 	nopts := []node.Option{
 		node.WithPassthrough(f.opts.passthrough),
 		node.WithLogger(f.opts.logger),
@@ -178,7 +206,7 @@ func (f *FS) mountLayer(toc *layer.TOC, mountpoint, ref string) (*mounted, error
 		f.releaseTrace(m)
 		return nil, errors.Join(err, l.Close())
 	}
-	m.fetches = f.startFetches(l)
+	m.fetches = f.startFetches(m)
 	return m, nil
 }
 
@@ -227,6 +255,9 @@ func (f *FS) Check(ctx context.Context, mountpoint string, labels map[string]str
 	var st unix.Statfs_t
 	if err := unix.Statfs(mountpoint, &st); err != nil {
 		return fmt.Errorf("mount %s: %w: %w", mountpoint, err, errdefs.ErrUnavailable)
+	}
+	if err := m.layer.Bad(); err != nil {
+		return fmt.Errorf("layer at %s: %w", mountpoint, err)
 	}
 	if err := m.layer.Check(ctx); err != nil {
 		return fmt.Errorf("layer at %s: %w", mountpoint, err)

@@ -113,6 +113,7 @@ type builtLayer struct {
 	digest    digest.Digest
 	size      int64
 	tocDigest digest.Digest
+	diffID    digest.Digest // of the uncompressed tar, as an image config lists it
 	entries   []tentry
 }
 
@@ -143,7 +144,8 @@ func buildLayer(t testing.TB, es []tentry, opts ...estargz.Option) *builtLayer {
 		t.Fatal(err)
 	}
 	os.Remove(tarPath)
-	return &builtLayer{path: out.Name(), digest: dg.Digest(), size: n, tocDigest: blob.TOCDigest(), entries: es}
+	return &builtLayer{path: out.Name(), digest: dg.Digest(), size: n, tocDigest: blob.TOCDigest(),
+		diffID: blob.DiffID(), entries: es}
 }
 
 // push pushes an image of the layers to the registry at host and returns

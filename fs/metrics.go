@@ -11,6 +11,7 @@ type collector struct {
 	bytesFetched, requests, backgroundRequests, cacheHits *prometheus.Desc
 	cacheCorruptions                                      *prometheus.Desc
 	fetchedRatio, prefetchDone, backgroundDone, layers    *prometheus.Desc
+	diffIDVerified, bad, diffIDMismatches                 *prometheus.Desc
 }
 
 // Collector returns a Prometheus collector of the FS's per-layer counters,
@@ -32,12 +33,15 @@ func (f *FS) Collector() prometheus.Collector {
 		prefetchDone:       desc("layer_prefetch_complete", "1 once the layer's prioritized region is in the cache.", metricLabels),
 		backgroundDone:     desc("layer_complete", "1 once every chunk of the layer is in the cache.", metricLabels),
 		layers:             desc("mounted_layers", "Layers mounted.", nil),
+		diffIDVerified:     desc("layer_diffid_verified", "1 once the layer's blob was found to decompress to the diff_id its chain ID promises.", metricLabels),
+		bad:                desc("layer_bad", "1 when the layer's content does not match its diff_id: its reads fail.", metricLabels),
+		diffIDMismatches:   desc("diffid_mismatches_total", "Layers found not to decompress to the diff_id their chain ID promises.", nil),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.bytesFetched, c.requests, c.backgroundRequests, c.cacheHits,
-		c.cacheCorruptions, c.fetchedRatio, c.prefetchDone, c.backgroundDone, c.layers} {
+		c.cacheCorruptions, c.fetchedRatio, c.prefetchDone, c.backgroundDone, c.layers, c.diffIDVerified, c.bad, c.diffIDMismatches} {
 		ch <- d
 	}
 }
@@ -45,6 +49,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	status := c.f.Status()
 	ch <- prometheus.MustNewConstMetric(c.layers, prometheus.GaugeValue, float64(len(status)))
+	ch <- prometheus.MustNewConstMetric(c.diffIDMismatches, prometheus.CounterValue, float64(c.f.diffIDMismatches.Load()))
 	for _, s := range status {
 		lv := []string{s.ImageRef, s.Digest.String(), s.Mountpoint}
 		counter := func(d *prometheus.Desc, v int64) {
@@ -61,6 +66,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.fetchedRatio, s.FetchedPercent/100)
 		gauge(c.prefetchDone, boolValue(s.PrefetchDone))
 		gauge(c.backgroundDone, boolValue(s.State == StateComplete))
+		gauge(c.diffIDVerified, boolValue(s.DiffID == DiffIDVerified))
+		gauge(c.bad, boolValue(s.State == StateBad))
 	}
 }
 

@@ -29,6 +29,8 @@ type options struct {
 	traceMaxFiles   int
 	traceFlush      time.Duration
 	debug           bool
+	verifyDiffID    bool
+	verifiedDir     string
 }
 
 // defaultOptions holds every default in one place.
@@ -44,6 +46,7 @@ func defaultOptions() options {
 		prefetchWait:    0,                // The default is not to wait.
 		traceMaxFiles:   10000,            // The default is 10000 files per image.
 		traceFlush:      10 * time.Second, // The default is 10 seconds.
+		verifyDiffID:    true,             // The default verifies.
 	}
 }
 
@@ -122,3 +125,16 @@ func WithTraceFlushInterval(d time.Duration) Option { return func(o *options) { 
 
 // WithDebug logs every FUSE request. The default is false.
 func WithDebug(on bool) Option { return func(o *options) { o.debug = on } }
+
+// WithVerifyDiffID sets whether a layer mounted with chain labels (see
+// LabelChainID) is streamed whole in the background once, right after its
+// prefetch, to check that it decompresses to the diff_id its chain ID
+// promises; a layer that does not is marked bad and its reads fail. The
+// stream also fills the cache, so it stands in for most of the background
+// fetch; with WithBackgroundFetch off it still runs. The default is true.
+func WithVerifyDiffID(on bool) Option { return func(o *options) { o.verifyDiffID = on } }
+
+// WithVerifiedDir keeps a record per verified layer in dir, so that a layer
+// mounted again (after a restart) is not streamed again. "" keeps none. The
+// default is "".
+func WithVerifiedDir(dir string) Option { return func(o *options) { o.verifiedDir = dir } }

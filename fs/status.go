@@ -13,6 +13,7 @@ const (
 	StateFetching    = "fetching"    // the background fetch is filling the cache
 	StateLazy        = "lazy"        // fetched on demand only (background fetch off or failed)
 	StateComplete    = "complete"    // every chunk is in the cache
+	StateBad         = "bad"         // its content is not what the image promises; reads fail
 )
 
 // LayerStatus is one mounted layer as an operator sees it.
@@ -20,6 +21,8 @@ type LayerStatus struct {
 	Mountpoint string
 	ImageRef   string
 	State      string
+	DiffID     string // DiffIDPending, DiffIDVerified, DiffIDMismatch or DiffIDOff
+	Error      string `json:",omitempty"` // why the layer is bad
 	layer.Stats
 }
 
@@ -30,7 +33,12 @@ func (f *FS) Status() []LayerStatus {
 	for mp, m := range f.mounts {
 		if m != nil {
 			s := m.layer.Stats()
-			out = append(out, LayerStatus{Mountpoint: mp, ImageRef: m.ref, State: f.state(m, s), Stats: s})
+			st := LayerStatus{Mountpoint: mp, ImageRef: m.ref, State: f.state(m, s), Stats: s,
+				DiffID: m.diffID.Load().(string)}
+			if err := m.layer.Bad(); err != nil {
+				st.State, st.Error = StateBad, err.Error()
+			}
+			out = append(out, st)
 		}
 	}
 	f.mu.Unlock()

@@ -62,7 +62,7 @@ func (e *lazyEnv) start(t *testing.T, opts ...testenv.ContainerdOption) {
 // lazysnapConfig is the serve config the tests use: the registries are
 // plain HTTP, described in containerd's hosts dir (docs/config.md).
 func lazysnapConfig(cd *testenv.Containerd) string {
-	return fmt.Sprintf("hosts_dir = %q\n", cd.HostsDir)
+	return fmt.Sprintf("hosts_dir = %q\nwatch_interval = \"500ms\"\n[containerd]\naddress = %q\n", cd.HostsDir, cd.Address)
 }
 
 // convert runs `lazyconv convert --plain-http SRC DST` on the registry

@@ -34,6 +34,7 @@ var errNoFileSystem = fmt.Errorf("no lazy file system configured: %w", errdefs.E
 type metrics struct {
 	fallbacks    *prometheus.CounterVec
 	remoteMounts prometheus.Counter
+	badLayers    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -46,11 +47,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "lazysnap_snapshot_remote_mounts_total",
 			Help: "Layers mounted lazily instead of being pulled.",
 		}),
+		badLayers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lazysnap_snapshot_bad_layers_total",
+			Help: "Remote layers withdrawn from reuse because their content does not match their chain ID.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.fallbacks, m.remoteMounts} {
+	for _, c := range []prometheus.Collector{m.fallbacks, m.remoteMounts, m.badLayers} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering snapshot metrics: %w", err)
 		}

@@ -14,6 +14,7 @@ type options struct {
 	logger       *slog.Logger
 	registerer   prometheus.Registerer
 	mountOptions []string
+	forget       Forgetter
 }
 
 // defaultOptions holds every default of the package in one place.
@@ -43,4 +44,12 @@ func WithRegisterer(r prometheus.Registerer) Option {
 // the kernel knows that option, as containerd's overlay snapshotter does.
 func WithMountOptions(opts ...string) Option {
 	return func(o *options) { o.mountOptions = append(o.mountOptions, opts...) }
+}
+
+// WithForgetter sets how a bad remote layer is dropped from containerd's
+// metadata (see QuarantineBad). The default is nil: bad layers are
+// withdrawn from reuse here only, and containerd keeps offering the chain
+// ID until an operator removes it (`ctr snapshots rm`).
+func WithForgetter(f Forgetter) Option {
+	return func(o *options) { o.forget = f }
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"strings"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -15,6 +16,19 @@ import (
 // LabelRemote marks a committed snapshot whose fs dir is a lazy mount of
 // the FileSystem; restart and removal look for it.
 const LabelRemote = "containerd.io/snapshot/lazysnap.remote"
+
+// LabelParentChainID tells the FileSystem the chain ID of the snapshot a
+// remote layer sits on, so that it can check the layer's content against
+// the chain ID the layer is committed as (package fs's LabelParentChainID:
+// the two packages do not import each other). Absent for a bottom layer.
+const LabelParentChainID = "containerd.io/snapshot/lazysnap.parent-chain-id"
+
+// parentChainID returns the chain ID in a parent's key: containerd's
+// metadata store hands backends keys like "default/12/sha256:..." for
+// snapshots it committed and the bare name for remote ones committed here.
+func parentChainID(parent string) string {
+	return parent[strings.LastIndexByte(parent, '/')+1:]
+}
 
 // remoteReq is what a Prepare needs to mount a layer lazily.
 type remoteReq struct {
@@ -49,8 +63,16 @@ func isRemote(labels map[string]string) bool {
 // the mount fails, the active snapshot is what containerd unpacks into: the
 // fallback is simply returning its mounts.
 func (s *Snapshotter) prepareRemote(ctx context.Context, key, parent string, req remoteReq, opts []snapshots.Opt) ([]mount.Mount, error) {
-	if _, err := s.Stat(ctx, req.target); err == nil {
+	name, exists, err := s.targetName(ctx, req.target)
+	if err != nil {
+		return nil, err
+	}
+	if exists {
 		return nil, fmt.Errorf("target snapshot %q: %w", req.target, errdefs.ErrAlreadyExists)
+	}
+	if parent != "" {
+		req.labels = maps.Clone(req.labels)
+		req.labels[LabelParentChainID] = parentChainID(parent)
 	}
 	m, id, err := s.createSnapshot(ctx, snapshots.KindActive, key, parent, opts)
 	if err != nil {
@@ -60,13 +82,40 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, key, parent string, req
 		s.countFallback(ctx, req, err)
 		return m, nil
 	}
-	if err := s.commitRemote(ctx, key, id, req); err != nil {
+	if name == "" {
+		name = req.target + "@" + id
+	}
+	if err := s.commitRemote(ctx, key, id, name, req); err != nil {
 		s.abandonRemote(ctx, key, id)
 		return nil, err
 	}
 	s.metrics.remoteMounts.Inc()
 	s.log.InfoContext(ctx, "layer mounted lazily", "layer", req.labels[snapshotters.TargetLayerDigestLabel], "snapshot", req.target)
 	return nil, fmt.Errorf("layer mounted lazily as %q: %w", req.target, errdefs.ErrAlreadyExists)
+}
+
+// targetName tells whether a usable snapshot committed as target exists
+// (under its name, or under another name with target as its snapshot-ref
+// label), and otherwise the name to commit it as: target itself, or "" when
+// a bad layer, withdrawn from reuse, holds that name (the caller then
+// commits under a name of its own; containerd finds the snapshot by its
+// label).
+func (s *Snapshotter) targetName(ctx context.Context, target string) (name string, exists bool, err error) {
+	info, err := s.Stat(ctx, target)
+	switch {
+	case err == nil && !isBad(info.Labels):
+		return target, true, nil
+	case err != nil && !errdefs.IsNotFound(err):
+		return "", false, err
+	case err != nil:
+		return target, false, nil
+	}
+	filter := fmt.Sprintf(`kind==committed,labels.%q==%q`, snapshots.LabelSnapshotRef, target)
+	err = s.Walk(ctx, func(context.Context, snapshots.Info) error {
+		exists = true
+		return nil
+	}, filter)
+	return "", exists, err
 }
 
 func (s *Snapshotter) mountLayer(ctx context.Context, id string, labels map[string]string) error {
@@ -90,13 +139,13 @@ func (s *Snapshotter) countFallback(ctx context.Context, req remoteReq, err erro
 // they are what a restart needs to mount the layer again. Usage is 0: the
 // layer's bytes live in the cache, and walking the mount to measure it
 // would list the whole layer through FUSE.
-func (s *Snapshotter) commitRemote(ctx context.Context, key, id string, req remoteReq) error {
+func (s *Snapshotter) commitRemote(ctx context.Context, key, id, name string, req remoteReq) error {
 	labels := maps.Clone(req.labels)
 	labels[LabelRemote] = "true"
 	return s.ms.WithTransaction(ctx, true, func(ctx context.Context) error {
-		_, err := storage.CommitActive(ctx, key, req.target, snapshots.Usage{}, snapshots.WithLabels(labels))
+		_, err := storage.CommitActive(ctx, key, name, snapshots.Usage{}, snapshots.WithLabels(labels))
 		if err != nil {
-			return fmt.Errorf("committing remote layer %s as %q: %w", id, req.target, err)
+			return fmt.Errorf("committing remote layer %s as %q: %w", id, name, err)
 		}
 		return nil
 	})

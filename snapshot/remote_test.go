@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -30,7 +32,15 @@ type bindFS struct {
 	mu       sync.Mutex
 	mounted  map[string]bool
 	calls    []string
+	labels   []map[string]string // of each Mount
+	bad      map[string]string   // BadLayers' answer
 	failWith error
+}
+
+func (b *bindFS) BadLayers(context.Context) (map[string]string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return maps.Clone(b.bad), nil
 }
 
 func newBindFS(t *testing.T) *bindFS {
@@ -57,6 +67,9 @@ func (b *bindFS) count(call string) int {
 
 func (b *bindFS) Mount(_ context.Context, mountpoint string, labels map[string]string) error {
 	b.record("mount", mountpoint)
+	b.mu.Lock()
+	b.labels = append(b.labels, labels)
+	b.mu.Unlock()
 	if b.failWith != nil {
 		return b.failWith
 	}
@@ -173,6 +186,126 @@ func TestRemoteLayer(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(fsys.src, id, "layer")); err != nil {
 		t.Fatalf("Remove deleted through the mount: %v", err)
+	}
+}
+
+// TestRemoteLayerParentChainID: the FileSystem learns the chain ID of the
+// snapshot a remote layer sits on, whether containerd committed it (a key
+// like "default/12/sha256:...") or lazysnap did (the bare chain ID), so
+// that it can check the layer against the chain ID it is committed as.
+func TestRemoteLayerParentChainID(t *testing.T) {
+	testenv.RequireRoot(t)
+	ctx := context.Background()
+	fsys := newBindFS(t)
+	s, err := New(ctx, t.TempDir(), fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		s.Close()
+		for mp := range fsys.mounted {
+			fsys.Unmount(ctx, mp)
+		}
+	}()
+	const c1, c2 = "sha256:1111111111111111111111111111111111111111111111111111111111111111",
+		"sha256:2222222222222222222222222222222222222222222222222222222222222222"
+	if _, err := s.Prepare(ctx, "default/3/extract-1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, "default/4/"+c1, "default/3/extract-1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ parent, want string }{
+		{"default/4/" + c1, c1}, // committed by containerd's unpacker
+		{c2, c2},                // committed here, lazily
+	} {
+		target := "sha256:" + strings.Repeat(tc.want[7:8], 63) + "f"
+		if tc.parent == c2 {
+			if _, err := s.Prepare(ctx, "x-"+c2, "", remoteOpts(c2, "sha256:bbb")); !errdefs.IsAlreadyExists(err) {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.Prepare(ctx, "x-"+target, tc.parent, remoteOpts(target, "sha256:ccc")); !errdefs.IsAlreadyExists(err) {
+			t.Fatalf("remote Prepare on %s: %v", tc.parent, err)
+		}
+		got := fsys.labels[len(fsys.labels)-1]
+		if got[LabelParentChainID] != tc.want || got[snapshots.LabelSnapshotRef] != target {
+			t.Errorf("on parent %s the FileSystem got parent %q and target %q, want %q and %q",
+				tc.parent, got[LabelParentChainID], got[snapshots.LabelSnapshotRef], tc.want, target)
+		}
+	}
+	if got := fsys.labels[1]; got[snapshots.LabelSnapshotRef] != c2 || got[LabelParentChainID] != "" {
+		t.Errorf("bottom layer %s got parent chain ID %q", got[snapshots.LabelSnapshotRef], got[LabelParentChainID])
+	}
+}
+
+// TestQuarantineBad: a layer the FileSystem reports bad is labelled with
+// the reason, loses its snapshot-ref label, is handed to the Forgetter
+// (every round, until containerd has forgotten it), and a new remote
+// Prepare of the same chain ID commits a fresh snapshot beside it.
+func TestQuarantineBad(t *testing.T) {
+	testenv.RequireRoot(t)
+	ctx := context.Background()
+	root := t.TempDir()
+	fsys := newBindFS(t)
+	var forgotten []string
+	forget := func(_ context.Context, name string) error {
+		forgotten = append(forgotten, name)
+		return nil
+	}
+	s, err := New(ctx, root, fsys, WithForgetter(forget))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		s.Close()
+		for mp := range fsys.mounted {
+			fsys.Unmount(ctx, mp)
+		}
+	}()
+	if _, err := s.Prepare(ctx, "extract-1", "", remoteOpts("chain-1", "sha256:aaa")); !errdefs.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	if err := s.QuarantineBad(ctx); err != nil || len(forgotten) != 0 {
+		t.Fatalf("nothing bad: QuarantineBad = %v, forgotten %v", err, forgotten)
+	}
+	layers := mustRemoteLayers(ctx, t, s)
+	if len(layers) != 1 {
+		t.Fatalf("%d remote layers", len(layers))
+	}
+	fsys.bad = map[string]string{s.upperPath(layers[0].id): "lies"}
+	for range 2 {
+		if err := s.QuarantineBad(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	info, err := s.Stat(ctx, "chain-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Labels[LabelBad] != "lies" || info.Labels[LabelBadChainID] != "chain-1" || info.Labels[snapshots.LabelSnapshotRef] != "" {
+		t.Errorf("bad layer's labels: %v", info.Labels)
+	}
+	if len(forgotten) != 2 || forgotten[0] != "chain-1" {
+		t.Errorf("forgotten %v, want chain-1 once per round", forgotten)
+	}
+
+	if _, err := s.Prepare(ctx, "extract-2", "", remoteOpts("chain-1", "sha256:bbb")); !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("Prepare of a chain ID a bad layer held: %v, want ErrAlreadyExists", err)
+	}
+	var fresh []string
+	err = s.Walk(ctx, func(_ context.Context, i snapshots.Info) error {
+		fresh = append(fresh, i.Name)
+		return nil
+	}, fmt.Sprintf("labels.%q==chain-1", snapshots.LabelSnapshotRef))
+	if err != nil || len(fresh) != 1 || !strings.HasPrefix(fresh[0], "chain-1@") {
+		t.Fatalf("snapshots labelled chain-1: %v, %v; want one fresh one", fresh, err)
+	}
+	if _, err := s.Prepare(ctx, "extract-3", "", remoteOpts("chain-1", "sha256:bbb")); !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("Prepare again: %v", err)
+	}
+	if n := fsys.count("mount"); n != 2 {
+		t.Errorf("%d mounts, want 2: the fresh snapshot is reused", n)
 	}
 }
 

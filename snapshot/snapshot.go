@@ -31,6 +31,7 @@ type Snapshotter struct {
 	log       *slog.Logger
 	metrics   *metrics
 	mountOpts []string
+	forget    Forgetter
 }
 
 var _ snapshots.Snapshotter = (*Snapshotter)(nil)
@@ -56,7 +57,7 @@ func New(ctx context.Context, root string, fs FileSystem, opts ...Option) (*Snap
 	}
 	s := &Snapshotter{
 		root: root, ms: ms, fs: fs, log: o.logger, metrics: m,
-		mountOpts: overlayOptions(o.mountOptions),
+		mountOpts: overlayOptions(o.mountOptions), forget: o.forget,
 	}
 	if err := s.restoreRemote(ctx); err != nil {
 		ms.Close()

@@ -22,12 +22,26 @@ type config struct {
 	LogLevel        string                `toml:"log_level"`
 	FuseManager     bool                  `toml:"fuse_manager"`
 	MemoryLimit     int64                 `toml:"memory_limit_bytes"`
+	WatchInterval   duration              `toml:"watch_interval"`
+	Containerd      containerdConfig      `toml:"containerd"`
+	Verify          verifyConfig          `toml:"verify"`
 	Cache           cacheConfig           `toml:"cache"`
 	Fetch           fetchConfig           `toml:"fetch"`
 	Prefetch        prefetchConfig        `toml:"prefetch"`
 	BackgroundFetch backgroundFetchConfig `toml:"background_fetch"`
 	Trace           traceConfig           `toml:"trace"`
 	CRIImageService criImageServiceConfig `toml:"cri_image_service"`
+}
+
+// containerdConfig is the containerd lazysnap serves: serve withdraws
+// layers it found bad from containerd's metadata through its API.
+type containerdConfig struct {
+	Address     string `toml:"address"`
+	Snapshotter string `toml:"snapshotter"`
+}
+
+type verifyConfig struct {
+	DiffID bool `toml:"diff_id"`
 }
 
 type cacheConfig struct {
@@ -72,6 +86,9 @@ func defaultConfig() config {
 		LogLevel:       "info",
 		FuseManager:    true,
 		MemoryLimit:    96 << 20,
+		WatchInterval:  duration(5 * time.Second),
+		Containerd:     containerdConfig{Address: "/run/containerd/containerd.sock", Snapshotter: "lazysnap"},
+		Verify:         verifyConfig{DiffID: true},
 		Cache:          cacheConfig{MaxBytes: 10 << 30},
 		Fetch:          fetchConfig{MaxConcurrency: 8, MaxRequestBytes: 4 << 20, ReadAheadBytes: 0},
 		Prefetch:       prefetchConfig{Enable: true, WaitTimeout: 0},
@@ -120,6 +137,8 @@ func (c config) validate() error {
 		return errors.New("config: background_fetch.bytes_per_second must not be negative")
 	case c.Prefetch.WaitTimeout < 0:
 		return errors.New("config: prefetch.wait_timeout must not be negative")
+	case c.WatchInterval <= 0:
+		return errors.New("config: watch_interval must be positive")
 	case c.Trace.MaxFiles < 1:
 		return errors.New("config: trace.max_files must be at least 1")
 	case c.CRIImageService.Address != "" && c.CRIImageService.ContainerdAddress == "":

@@ -54,6 +54,8 @@ func newLayerFS(_ context.Context, cfg config, log *slog.Logger) (layerFS, error
 	opts := []lazyfs.Option{
 		lazyfs.WithResolver(resolver),
 		lazyfs.WithCacheDir(filepath.Join(cfg.Root, "cache")),
+		lazyfs.WithVerifiedDir(filepath.Join(cfg.Root, "verified")),
+		lazyfs.WithVerifyDiffID(cfg.Verify.DiffID),
 		lazyfs.WithCacheMaxBytes(cfg.Cache.MaxBytes),
 		lazyfs.WithMaxRequestBytes(cfg.Fetch.MaxRequestBytes),
 		lazyfs.WithReadAhead(cfg.Fetch.ReadAheadBytes),

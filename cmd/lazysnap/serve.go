@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/lazysnap/lazysnap/internal/criproxy"
+	"github.com/lazysnap/lazysnap/internal/ctrsnap"
 	"github.com/lazysnap/lazysnap/internal/unixsock"
 	"github.com/lazysnap/lazysnap/snapshot"
 )
@@ -86,7 +87,9 @@ func runServe(ctx context.Context, cfg config, configPath string) error {
 	defer closeFS()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	sn, err := snapshot.New(ctx, cfg.Root, fsys, snapshot.WithLogger(log), snapshot.WithRegisterer(reg))
+	forget := ctrsnap.NewForgetter(cfg.Containerd.Address, cfg.Containerd.Snapshotter)
+	sn, err := snapshot.New(ctx, cfg.Root, fsys, snapshot.WithLogger(log), snapshot.WithRegisterer(reg),
+		snapshot.WithForgetter(forget.Forget))
 	if err != nil {
 		return err
 	}
@@ -181,6 +184,7 @@ func serveGRPC(ctx context.Context, cfg config, sn *snapshot.Snapshotter, proxy 
 	if proxy != nil {
 		g.Go(func() error { return proxy.Serve(gctx, proxyListener) })
 	}
+	g.Go(func() error { return watchLayers(gctx, sn, time.Duration(cfg.WatchInterval), log) })
 	g.Go(func() error {
 		<-gctx.Done()
 		srv.GracefulStop()
@@ -192,6 +196,23 @@ func serveGRPC(ctx context.Context, cfg config, sn *snapshot.Snapshotter, proxy 
 	log.InfoContext(ctx, "serving", "address", cfg.Address, "root", cfg.Root, "metrics", cfg.MetricsAddress,
 		"cri_image_service", cfg.CRIImageService.Address)
 	return g.Wait()
+}
+
+// watchLayers withdraws the layers the file system found bad from reuse,
+// every interval, until ctx is done.
+func watchLayers(ctx context.Context, sn *snapshot.Snapshotter, interval time.Duration, log *slog.Logger) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := sn.QuarantineBad(ctx); err != nil && ctx.Err() == nil {
+			log.WarnContext(ctx, "withdrawing bad layers", "error", err)
+		}
+	}
 }
 
 func metricsHandler(reg *prometheus.Registry) http.Handler {

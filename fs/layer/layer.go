@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/containerd/errdefs"
@@ -118,6 +119,8 @@ type Layer struct {
 	frames  gzipFrames
 	streams streams // read-ahead streams outliving their read
 	checks  checks  // cached chunks being verified
+
+	bad atomic.Pointer[error] // set by MarkBad
 }
 
 // New returns a Layer reading toc's files through store, and records in the
@@ -200,6 +203,9 @@ type File struct {
 
 // OpenFile opens regular file id for reading.
 func (l *Layer) OpenFile(id index.ID) (*File, error) {
+	if err := l.Bad(); err != nil {
+		return nil, err
+	}
 	if !l.idx.Valid(id) || l.idx.Mode(id)&syscall.S_IFMT != syscall.S_IFREG {
 		return nil, fmt.Errorf("inode %d of layer %s is no regular file: %w", id, l.Digest(), errdefs.ErrInvalidArgument)
 	}
@@ -263,6 +269,9 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	}
 	if off >= f.size {
 		return 0, io.EOF
+	}
+	if err := f.l.Bad(); err != nil {
+		return 0, err
 	}
 	n := min(int64(len(p)), f.size-off)
 	p = p[:n]

@@ -51,6 +51,20 @@ func (c *Client) Stats(ctx context.Context) (json.RawMessage, error) {
 	return json.RawMessage(b), err
 }
 
+// BadLayers returns, by mountpoint, why each layer the server found bad is
+// bad.
+func (c *Client) BadLayers(ctx context.Context) (map[string]string, error) {
+	b, err := c.get(ctx, "bad-layers")
+	if err != nil {
+		return nil, err
+	}
+	var bad map[string]string
+	if err := json.Unmarshal(b, &bad); err != nil {
+		return nil, fmt.Errorf("decoding bad layers: %w", err)
+	}
+	return bad, nil
+}
+
 // Healthz returns nil when the server answers.
 func (c *Client) Healthz(ctx context.Context) error {
 	_, err := c.get(ctx, "healthz")

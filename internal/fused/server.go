@@ -10,6 +10,7 @@
 //	               204 or error: registry credentials from a CRI pull (see
 //	               credentials.go); kept in memory, never logged
 //	GET  /stats    200 with the file system's stats as JSON
+//	GET  /bad-layers  200 with {mountpoint: reason} of the layers found bad
 //	GET  /metrics  200 with the file system's Prometheus metrics (text format)
 //	GET  /healthz  200 "ok"
 //	GET  /debug/pprof/...  the Go runtime's profiles (net/http/pprof), for
@@ -45,6 +46,12 @@ type Interface interface {
 // GET /stats. The value is encoded as JSON.
 type StatsProvider interface {
 	Stats(ctx context.Context) (any, error)
+}
+
+// BadLayerReporter is implemented by file systems that report the layers
+// they found bad on GET /bad-layers.
+type BadLayerReporter interface {
+	BadLayers(ctx context.Context) (map[string]string, error)
 }
 
 // MetricsProvider is implemented by file systems that export Prometheus
@@ -104,6 +111,7 @@ func NewServer(fsys Interface) http.Handler {
 	}))
 	mux.HandleFunc("POST /credentials", s.credentials)
 	mux.HandleFunc("GET /stats", s.stats)
+	mux.HandleFunc("GET /bad-layers", s.badLayers)
 	if mp, ok := fsys.(MetricsProvider); ok {
 		mux.Handle("GET /metrics", mp.MetricsHandler())
 	}
@@ -163,6 +171,19 @@ func (s server) stats(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(st)
+}
+
+func (s server) badLayers(w http.ResponseWriter, r *http.Request) {
+	bad := map[string]string{}
+	if rep, ok := s.fsys.(BadLayerReporter); ok {
+		var err error
+		if bad, err = rep.BadLayers(r.Context()); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(bad)
 }
 
 func writeError(w http.ResponseWriter, err error) {

@@ -72,3 +72,41 @@ func layerAddendum(img v1.Image, i int) (mutate.Addendum, error) {
 	}
 	return mutate.Addendum{Layer: layers[i], Annotations: m.Layers[i].Annotations, MediaType: m.Layers[i].MediaType}, nil
 }
+
+// ForgeDiffIDs pushes dst: the image src (its layers, annotations and run
+// config) with the diff_ids of the image liar claims instead of its own,
+// as an attacker would to have src's layers reused under liar's chain IDs.
+func ForgeDiffIDs(t testing.TB, dst, src, liar string) {
+	t.Helper()
+	if err := forgeDiffIDs(dst, src, liar); err != nil {
+		t.Fatalf("forging %s: %v", dst, err)
+	}
+}
+
+func forgeDiffIDs(dst, src, liar string) error {
+	var cfgs [2]*v1.ConfigFile
+	var srcImg v1.Image
+	for i, r := range []string{src, liar} {
+		ref, err := name.ParseReference(r, name.Insecure)
+		if err != nil {
+			return err
+		}
+		img, err := remote.Image(ref)
+		if err != nil {
+			return fmt.Errorf("fetching %s: %w", r, err)
+		}
+		if cfgs[i], err = img.ConfigFile(); err != nil {
+			return err
+		}
+		if i == 0 {
+			srcImg = img
+		}
+	}
+	cfg := cfgs[0].DeepCopy()
+	cfg.RootFS.DiffIDs = cfgs[1].RootFS.DiffIDs
+	forged, err := mutate.ConfigFile(srcImg, cfg)
+	if err != nil {
+		return err
+	}
+	return push(forged, &Image{Ref: dst})
+}
