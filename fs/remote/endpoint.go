@@ -16,7 +16,7 @@ import (
 // endpoint is one host with an HTTP client authenticated for one repository.
 type endpoint struct {
 	name   string       // the host, for errors
-	client *http.Client // follows redirects; no overall timeout (stall detection instead)
+	client *http.Client // follows redirects under checkRedirect; no overall timeout (stall detection instead)
 }
 
 // endpoint returns the authenticated client for repo on c, building it once:
@@ -75,7 +75,7 @@ func (r *Resolver) newEndpoint(ctx context.Context, repo name.Repository, c cand
 	if err != nil {
 		return nil, fmt.Errorf("host %s: authenticating for %s: %w", where, repo.Name(), classify(err))
 	}
-	return &endpoint{name: where, client: &http.Client{Transport: rt}}, nil
+	return &endpoint{name: where, client: &http.Client{Transport: rt, CheckRedirect: r.checkRedirect}}, nil
 }
 
 // credentialTarget picks whose credentials a host gets. The server (the
