@@ -80,11 +80,13 @@ func (r *Resolver) newEndpoint(ctx context.Context, repo name.Repository, c cand
 
 // credentialTarget picks whose credentials a host gets. The server (the
 // registry itself, or the host hosts.toml names "server" for it) gets the
-// registry's; a mirror gets only credentials stored for the mirror's own
-// name, so registry credentials never leak to a third-party mirror.
+// repository's (keychains scoped per repository, such as the CRI pull
+// credentials, need the repository; host-wide ones read its registry); a
+// mirror gets only credentials stored for the mirror's own name, so
+// registry credentials never leak to a third-party mirror.
 func (r *Resolver) credentialTarget(repo name.Repository, host name.Registry, c candidate) authn.Resource {
 	if c.server {
-		return repo.Registry
+		return repo
 	}
 	return host
 }
