@@ -78,17 +78,19 @@ func (r *Resolver) newEndpoint(ctx context.Context, repo name.Repository, c cand
 	return &endpoint{name: where, client: &http.Client{Transport: rt, CheckRedirect: r.checkRedirect}}, nil
 }
 
-// credentialTarget picks whose credentials a host gets. The server (the
-// registry itself, or the host hosts.toml names "server" for it) gets the
-// repository's (keychains scoped per repository, such as the CRI pull
-// credentials, need the repository; host-wide ones read its registry); a
-// mirror gets only credentials stored for the mirror's own name, so
-// registry credentials never leak to a third-party mirror.
+// credentialTarget picks whose credentials a host gets: always the
+// repository's on that host, since keychains scoped per repository (the CRI
+// pull credentials) need the repository, and host-wide ones read its
+// registry. The server (the registry itself, or the host hosts.toml names
+// "server" for it) and any entry for the registry's own host get the
+// repository's credentials; a mirror gets only credentials stored for the
+// same repository on the mirror's own name, so registry credentials never
+// leak to a third-party mirror.
 func (r *Resolver) credentialTarget(repo name.Repository, host name.Registry, c candidate) authn.Resource {
-	if c.server {
+	if c.server || host.RegistryStr() == repo.RegistryStr() {
 		return repo
 	}
-	return host
+	return host.Repo(repo.RepositoryStr())
 }
 
 // baseTransport is what carries requests to c under the authentication layer.
