@@ -14,6 +14,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 )
 
 // tokenRegistry fronts the real registry with bearer-token auth: /token
@@ -108,4 +109,34 @@ func TestBearerTokenWrongCredentials(t *testing.T) {
 	if !errdefs.IsUnauthorized(err) || !strings.Contains(err.Error(), tr.host()) {
 		t.Fatalf("Resolve with wrong credentials: %v, want ErrUnauthenticated naming the host", err)
 	}
+}
+
+// repoKeychain answers only for exact repositories ("host/repository"), as
+// the CRI credential store does.
+type repoKeychain map[string]authn.Authenticator
+
+func (k repoKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
+	if repo, ok := r.(name.Repository); ok {
+		if a, ok := k[repo.RegistryStr()+"/"+repo.RepositoryStr()]; ok {
+			return a, nil
+		}
+	}
+	return authn.Anonymous, nil
+}
+
+// TestCredentialsPerRepository checks that the keychain is asked for the
+// repository, by every hosts.toml entry for the registry's own host, and
+// not for the bare registry.
+func TestCredentialsPerRepository(t *testing.T) {
+	fx := newFixture(t, 64<<10)
+	tr := newTokenRegistry(t, fx.reg.Host)
+	dir := t.TempDir()
+	writeHosts(t, dir, tr.host(), fmt.Sprintf("server = \"http://%[1]s\"\n[host.\"http://%[1]s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", tr.host()))
+	keys := repoKeychain{tr.host() + "/" + testRepo: &authn.Basic{Username: tr.user, Password: tr.password}}
+	r := NewResolver(testOptions(WithHostsDir(dir), WithKeychain(keys), WithMaxRetries(0))...)
+	b, err := r.Resolve(t.Context(), tr.host()+"/"+testRepo, fx.digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRange(t, b, fx.data, 0, 4096)
 }

@@ -16,7 +16,7 @@ import (
 // endpoint is one host with an HTTP client authenticated for one repository.
 type endpoint struct {
 	name   string       // the host, for errors
-	client *http.Client // follows redirects; no overall timeout (stall detection instead)
+	client *http.Client // follows redirects under checkRedirect; no overall timeout (stall detection instead)
 }
 
 // endpoint returns the authenticated client for repo on c, building it once:
@@ -75,18 +75,22 @@ func (r *Resolver) newEndpoint(ctx context.Context, repo name.Repository, c cand
 	if err != nil {
 		return nil, fmt.Errorf("host %s: authenticating for %s: %w", where, repo.Name(), classify(err))
 	}
-	return &endpoint{name: where, client: &http.Client{Transport: rt}}, nil
+	return &endpoint{name: where, client: &http.Client{Transport: rt, CheckRedirect: r.checkRedirect}}, nil
 }
 
-// credentialTarget picks whose credentials a host gets. The server (the
-// registry itself, or the host hosts.toml names "server" for it) gets the
-// registry's; a mirror gets only credentials stored for the mirror's own
-// name, so registry credentials never leak to a third-party mirror.
+// credentialTarget picks whose credentials a host gets: always the
+// repository's on that host, since keychains scoped per repository (the CRI
+// pull credentials) need the repository, and host-wide ones read its
+// registry. The server (the registry itself, or the host hosts.toml names
+// "server" for it) and any entry for the registry's own host get the
+// repository's credentials; a mirror gets only credentials stored for the
+// same repository on the mirror's own name, so registry credentials never
+// leak to a third-party mirror.
 func (r *Resolver) credentialTarget(repo name.Repository, host name.Registry, c candidate) authn.Resource {
-	if c.server {
-		return repo.Registry
+	if c.server || host.RegistryStr() == repo.RegistryStr() {
+		return repo
 	}
-	return host
+	return host.Repo(repo.RepositoryStr())
 }
 
 // baseTransport is what carries requests to c under the authentication layer.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 
 	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -40,10 +41,19 @@ func statusError(resp *http.Response) error {
 
 // classify gives a category to an error from the network or from
 // go-containerregistry's transport (ping, token exchange): a registry error
-// by its status, anything else as unavailable. Context errors stay as they
-// are.
+// by its status, anything else as unavailable. Context errors and refused
+// redirects (checkRedirect, permanent) stay as they are. The URL in a
+// client error loses its query, which for a redirect to storage holds a
+// presigned signature.
 func classify(err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		if u, perr := url.Parse(uerr.URL); perr == nil {
+			uerr.URL = redact(u)
+		}
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errdefs.IsPermissionDenied(err) {
 		return err
 	}
 	var terr *transport.Error

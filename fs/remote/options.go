@@ -1,8 +1,10 @@
 package remote
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -21,6 +23,8 @@ type options struct {
 	minBackoff     time.Duration
 	maxBackoff     time.Duration
 	logger         *slog.Logger
+	// lookupIP resolves redirect targets; tests replace it.
+	lookupIP func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 // defaultOptions holds every default in one place.
@@ -35,6 +39,7 @@ func defaultOptions() options {
 		minBackoff:     100 * time.Millisecond,    // The default is 100ms before the first retry,
 		maxBackoff:     5 * time.Second,           // doubling up to 5s.
 		logger:         slog.Default(),            // The default is slog.Default().
+		lookupIP:       lookupIP,                  // The default is the system's resolver.
 	}
 }
 

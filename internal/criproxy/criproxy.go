@@ -7,18 +7,21 @@
 // image has none. A kubelet pointed at this proxy (--image-service-endpoint)
 // sends its pulls through lazysnap, which hands the credentials to the
 // process that fetches layers before containerd starts unpacking (that is,
-// before the snapshotter's Prepare and Mount need them). Only the image
+// before the snapshotter's Prepare and Mount need them), as pending for that
+// pull, and confirms them once the pull succeeded. Only the image
 // service is proxied: the kubelet's runtime endpoint stays containerd's.
 package criproxy
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -26,12 +29,15 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/lazysnap/lazysnap/internal/credstore"
 )
 
 // CredentialSink receives the credentials of a pull. host is the registry
 // as go-containerregistry names it ("index.docker.io" for Docker Hub),
-// repository the image's repository ("library/nginx"). fused.Client and
-// credstore.Store implement it.
+// repository the image's repository ("library/nginx") with the pull's step
+// (see credstore.PullRepository): pending before the pull, succeeded or
+// failed after it. fused.Client and credstore.Store implement it.
 type CredentialSink interface {
 	SetCredentials(ctx context.Context, host, repository string, cfg authn.AuthConfig) error
 }
@@ -119,32 +125,78 @@ func (p *Proxy) Serve(ctx context.Context, l net.Listener) error {
 	}
 }
 
-// PullImage records the request's credentials, then forwards it. The
-// credentials go first because the pull itself mounts the layers.
+// PullImage forwards the request, with its credentials registered as
+// pending for the pull's repository while it runs: containerd mounts the
+// layers through the snapshotter during the pull, so they must be usable
+// by then. They become the repository's working credentials only when
+// containerd's pull succeeded, and are discarded when it failed, so a pod
+// with a wrong pull secret never replaces credentials that work.
 func (p *Proxy) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
-	p.record(ctx, req)
-	return p.upstream.PullImage(ctx, req)
+	pc := p.pending(ctx, req)
+	resp, err := p.upstream.PullImage(ctx, req)
+	if pc != nil {
+		// The outcome must arrive even when the kubelet gave up on the
+		// pull: a pending entry otherwise lingers until it times out.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), outcomeTimeout)
+		defer cancel()
+		pc.finish(fctx, err == nil)
+	}
+	return resp, err
 }
 
-// record hands the pull's credentials to the sink. A failure does not fail
-// the pull: containerd has the credentials too, so the layers that cannot
-// be mounted lazily are pulled normally.
-func (p *Proxy) record(ctx context.Context, req *runtimeapi.PullImageRequest) {
+// outcomeTimeout bounds sending a pull's outcome to the sink.
+const outcomeTimeout = 30 * time.Second
+
+// pullCredentials are the credentials of one pull in flight.
+type pullCredentials struct {
+	p                *Proxy
+	image            string
+	host, repository string
+	pull             string
+	cfg              authn.AuthConfig
+}
+
+// pending registers the pull's credentials as pending and returns them, or
+// nil when there are none or they could not be registered. A failure does
+// not fail the pull: containerd has the credentials too, so the layers that
+// cannot be mounted lazily are pulled normally.
+func (p *Proxy) pending(ctx context.Context, req *runtimeapi.PullImageRequest) *pullCredentials {
 	cfg := authConfig(req.GetAuth())
 	if p.opts.sink == nil || cfg == (authn.AuthConfig{}) {
-		return
+		return nil
 	}
 	image := req.GetImage().GetImage()
 	ref, err := name.ParseReference(image)
 	if err != nil {
 		p.opts.logger.WarnContext(ctx, "pull credentials not recorded: bad image reference", "image", image, "error", err)
-		return
+		return nil
 	}
 	repo := ref.Context()
-	if err := p.opts.sink.SetCredentials(ctx, repo.RegistryStr(), repo.RepositoryStr(), cfg); err != nil {
+	pc := &pullCredentials{p: p, image: image, host: repo.RegistryStr(), repository: repo.RepositoryStr(),
+		pull: rand.Text(), cfg: cfg}
+	if err := pc.send(ctx, credstore.StepPending, cfg); err != nil {
 		p.opts.logger.WarnContext(ctx, "pull credentials not recorded; layers of this image may be pulled normally",
 			"image", image, "error", err)
 	}
+	return pc
+}
+
+// finish promotes the credentials when the pull succeeded and discards
+// them otherwise.
+func (pc *pullCredentials) finish(ctx context.Context, succeeded bool) {
+	step, cfg := credstore.StepFailed, authn.AuthConfig{}
+	if succeeded {
+		step, cfg = credstore.StepSucceeded, pc.cfg
+	}
+	if err := pc.send(ctx, step, cfg); err != nil {
+		pc.p.opts.logger.WarnContext(ctx, "outcome of a pull's credentials not recorded", "image", pc.image,
+			"step", step, "error", err)
+	}
+}
+
+func (pc *pullCredentials) send(ctx context.Context, step credstore.Step, cfg authn.AuthConfig) error {
+	repo := credstore.PullRepository(pc.repository, pc.pull, step)
+	return pc.p.opts.sink.SetCredentials(ctx, pc.host, repo, cfg)
 }
 
 // authConfig converts CRI's AuthConfig. ServerAddress is dropped: the

@@ -25,6 +25,7 @@ import (
 // authentication through the proxy in front of a real containerd with CRI:
 // the pull fails without credentials, succeeds with them, the proxy's store
 // holds them for the image's repository, and containerd lists the image.
+// A later pull with a wrong password fails and leaves them in place.
 func TestPullRecordsCredentials(t *testing.T) {
 	testenv.RequireRoot(t)
 	ctx := context.Background()
@@ -56,6 +57,15 @@ func TestPullRecordsCredentials(t *testing.T) {
 	}
 	assertRecorded(t, store, ref, user, password)
 	assertListed(t, images, ref, resp.GetImageRef())
+
+	_, err = images.PullImage(ctx, &runtimeapi.PullImageRequest{
+		Image: &runtimeapi.ImageSpec{Image: ref},
+		Auth:  &runtimeapi.AuthConfig{Username: user, Password: "wrong-" + password},
+	})
+	if err == nil {
+		t.Fatal("pull with a wrong password succeeded")
+	}
+	assertRecorded(t, store, ref, user, password)
 }
 
 func assertRecorded(t *testing.T, store *credstore.Store, ref, user, password string) {
