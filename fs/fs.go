@@ -178,6 +178,7 @@ func (f *FS) mountLayer(toc *layer.TOC, mountpoint string, spec mountSpec) (*mou
 		layer.WithConcurrency(f.opts.concurrency),
 		layer.WithMaxRequestBytes(f.opts.maxRequestBytes),
 		layer.WithReadAhead(f.opts.readAhead),
+		layer.WithReadTimeout(f.opts.readTimeout),
 		layer.WithLogger(f.opts.logger))
 	if err != nil {
 		return nil, err

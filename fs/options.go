@@ -20,6 +20,7 @@ type options struct {
 	concurrency     int
 	maxRequestBytes int64
 	readAhead       int64
+	readTimeout     time.Duration
 	passthrough     bool
 	prefetch        bool
 	prefetchWait    time.Duration
@@ -81,6 +82,11 @@ func WithMaxRequestBytes(n int64) Option { return func(o *options) { o.maxReques
 // fetches past its own chunks, to bring the uncached files stored next in
 // the layer (see layer.WithReadAhead); 0 disables it. The default is 0 (off).
 func WithReadAhead(n int64) Option { return func(o *options) { o.readAhead = max(0, n) } }
+
+// WithReadTimeout bounds how long a read waits for the chunks it lacks
+// before it fails with EIO (see layer.WithReadTimeout); 0 is the layer's
+// default. The default is 0 (30s).
+func WithReadTimeout(d time.Duration) Option { return func(o *options) { o.readTimeout = d } }
 
 // WithPassthrough sets whether completely cached files are served by the
 // kernel from the cache file (FUSE passthrough). The default is true.

@@ -49,9 +49,10 @@ type cacheConfig struct {
 }
 
 type fetchConfig struct {
-	MaxConcurrency  int   `toml:"max_concurrency"`
-	MaxRequestBytes int64 `toml:"max_request_bytes"`
-	ReadAheadBytes  int64 `toml:"read_ahead_bytes"`
+	MaxConcurrency  int      `toml:"max_concurrency"`
+	MaxRequestBytes int64    `toml:"max_request_bytes"`
+	ReadAheadBytes  int64    `toml:"read_ahead_bytes"`
+	ReadTimeout     duration `toml:"read_timeout"`
 }
 
 type prefetchConfig struct {
@@ -90,8 +91,9 @@ func defaultConfig() config {
 		Containerd:     containerdConfig{Address: "/run/containerd/containerd.sock", Snapshotter: "lazysnap"},
 		Verify:         verifyConfig{DiffID: true},
 		Cache:          cacheConfig{MaxBytes: 10 << 30},
-		Fetch:          fetchConfig{MaxConcurrency: 8, MaxRequestBytes: 4 << 20, ReadAheadBytes: 0},
-		Prefetch:       prefetchConfig{Enable: true, WaitTimeout: 0},
+		Fetch: fetchConfig{MaxConcurrency: 8, MaxRequestBytes: 4 << 20, ReadAheadBytes: 0,
+			ReadTimeout: duration(30 * time.Second)},
+		Prefetch: prefetchConfig{Enable: true, WaitTimeout: 0},
 		BackgroundFetch: backgroundFetchConfig{
 			Enable:         true,
 			BytesPerSecond: 0,
@@ -137,6 +139,8 @@ func (c config) validate() error {
 		return errors.New("config: background_fetch.bytes_per_second must not be negative")
 	case c.Prefetch.WaitTimeout < 0:
 		return errors.New("config: prefetch.wait_timeout must not be negative")
+	case c.Fetch.ReadTimeout <= 0:
+		return errors.New("config: fetch.read_timeout must be positive")
 	case c.WatchInterval <= 0:
 		return errors.New("config: watch_interval must be positive")
 	case c.Trace.MaxFiles < 1:

@@ -59,6 +59,7 @@ func newLayerFS(_ context.Context, cfg config, log *slog.Logger) (layerFS, error
 		lazyfs.WithCacheMaxBytes(cfg.Cache.MaxBytes),
 		lazyfs.WithMaxRequestBytes(cfg.Fetch.MaxRequestBytes),
 		lazyfs.WithReadAhead(cfg.Fetch.ReadAheadBytes),
+		lazyfs.WithReadTimeout(time.Duration(cfg.Fetch.ReadTimeout)),
 		lazyfs.WithPrefetch(cfg.Prefetch.Enable),
 		lazyfs.WithPrefetchWait(time.Duration(cfg.Prefetch.WaitTimeout)),
 		lazyfs.WithBackgroundFetch(cfg.BackgroundFetch.Enable),
