@@ -53,4 +53,3 @@ func TestPullFlagsOverEnv(t *testing.T) {
 		}
 	}
 }
-
