@@ -29,6 +29,9 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 // the transaction, so a crash leaves either nothing or an orphan that
 // Cleanup removes.
 func (s *Snapshotter) createSnapshot(ctx context.Context, kind snapshots.Kind, key, parent string, opts []snapshots.Opt) ([]mount.Mount, string, error) {
+	if err := s.waitAncestors(ctx, parent); err != nil {
+		return nil, "", err
+	}
 	var (
 		sn   storage.Snapshot
 		info snapshots.Info
@@ -61,6 +64,20 @@ func (s *Snapshotter) createSnapshot(ctx context.Context, kind snapshots.Kind, k
 		return nil, "", err
 	}
 	return s.mounts(sn, info), sn.ID, nil
+}
+
+// waitAncestors waits, outside any transaction, until the remote layers
+// below parent that are being mounted again are, and fails if one cannot
+// be: see waitLayers.
+func (s *Snapshotter) waitAncestors(ctx context.Context, parent string) error {
+	if parent == "" || s.restores == nil || len(s.restores.byID) == 0 {
+		return nil
+	}
+	ids, err := s.ancestorIDs(ctx, parent)
+	if err != nil {
+		return fmt.Errorf("looking up the parents of %q: %w", parent, err)
+	}
+	return s.waitLayers(ctx, ids)
 }
 
 func (s *Snapshotter) prepareDirectory(kind snapshots.Kind) (string, error) {

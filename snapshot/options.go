@@ -3,6 +3,7 @@ package snapshot
 import (
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -15,6 +16,10 @@ type options struct {
 	registerer   prometheus.Registerer
 	mountOptions []string
 	forget       Forgetter
+
+	restoreConcurrency int
+	restoreTimeout     time.Duration
+	restoreRetry       time.Duration
 }
 
 // defaultOptions holds every default of the package in one place.
@@ -23,6 +28,11 @@ func defaultOptions() options {
 		logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		registerer:   nil,
 		mountOptions: nil,
+		// After a restart, remote layers are mounted again 8 at a time,
+		// each given 60s, and those that failed are tried again every 30s.
+		restoreConcurrency: 8,
+		restoreTimeout:     60 * time.Second,
+		restoreRetry:       30 * time.Second,
 	}
 }
 
@@ -52,4 +62,14 @@ func WithMountOptions(opts ...string) Option {
 // ID until an operator removes it (`ctr snapshots rm`).
 func WithForgetter(f Forgetter) Option {
 	return func(o *options) { o.forget = f }
+}
+
+// WithRestore sets how remote layers are mounted again after a restart:
+// concurrency layers at once, each within timeout, and a layer that could
+// not be mounted tried again by RetryRestore at most every retry. The
+// default is 8 at once, 60s each, again every 30s.
+func WithRestore(concurrency int, timeout, retry time.Duration) Option {
+	return func(o *options) {
+		o.restoreConcurrency, o.restoreTimeout, o.restoreRetry = max(1, concurrency), timeout, retry
+	}
 }

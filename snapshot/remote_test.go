@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -161,6 +163,7 @@ func TestRemoteLayer(t *testing.T) {
 	if s, err = New(ctx, root, fsys); err != nil {
 		t.Fatal(err)
 	}
+	<-s.restores.done
 	if fsys.count("check") != 1 || fsys.count("mount") != 2 {
 		t.Fatalf("restart: calls %v, want one Check and a second Mount", fsys.calls)
 	}
@@ -171,6 +174,7 @@ func TestRemoteLayer(t *testing.T) {
 	if s, err = New(ctx, root, fsys); err != nil {
 		t.Fatal(err)
 	}
+	<-s.restores.done
 	if fsys.count("check") != 2 || fsys.count("mount") != 2 {
 		t.Fatalf("restart: calls %v, want a second Check and no new Mount", fsys.calls)
 	}
@@ -389,5 +393,53 @@ func TestRemoteFallback(t *testing.T) {
 	families, err := reg.Gather()
 	if err != nil || len(families) == 0 {
 		t.Fatalf("metrics not registered on the given registry: %v", err)
+	}
+}
+
+// TestRestoreFailsLoudly is a reboot with the registry down: serve starts
+// at once, a container stacked on the layer that could not be mounted
+// fails to start with an error naming the image and the layer (instead of
+// running without the layer's files), the gauge counts it, and a later
+// retry mounts it.
+func TestRestoreFailsLoudly(t *testing.T) {
+	testenv.RequireRoot(t)
+	ctx := context.Background()
+	root := t.TempDir()
+	fsys := newBindFS(t)
+	s, err := New(ctx, root, fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prepare(ctx, "extract-1", "", remoteOpts("chain-1", "sha256:aaa")); !errdefs.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	s.Close()
+	for mp := range fsys.mounted { // the reboot
+		fsys.Unmount(ctx, mp)
+	}
+	fsys.failWith = fmt.Errorf("registry down: %w", errdefs.ErrUnavailable)
+	reg := prometheus.NewRegistry()
+	if s, err = New(ctx, root, fsys, WithRegisterer(reg), WithRestore(2, time.Second, 0)); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		s.Close()
+		for mp := range fsys.mounted {
+			fsys.Unmount(ctx, mp)
+		}
+	}()
+	_, err = s.Prepare(ctx, "container-1", "chain-1")
+	if !errdefs.IsUnavailable(err) || !strings.Contains(err.Error(), "sha256:aaa") || !strings.Contains(err.Error(), "registry.test/app:v1") {
+		t.Fatalf("container on an unmounted layer: %v; want unavailable, naming layer and image", err)
+	}
+	if got := testutil.ToFloat64(s.restoreMetrics.unmounted); got != 1 {
+		t.Errorf("lazysnap_snapshot_unmounted_layers = %v, want 1", got)
+	}
+
+	fsys.failWith = nil
+	s.RetryRestore(ctx)
+	checkChildSeesLayer(ctx, t, s, "chain-1", "sha256:aaa")
+	if got := testutil.ToFloat64(s.restoreMetrics.unmounted); got != 0 {
+		t.Errorf("after the retry lazysnap_snapshot_unmounted_layers = %v, want 0", got)
 	}
 }

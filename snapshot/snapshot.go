@@ -34,13 +34,20 @@ type Snapshotter struct {
 	mountMetrics *mountMetrics
 	mountOpts    []string
 	forget       Forgetter
+	opts         options
+	// restores tracks remote layers mounted again after a restart, and
+	// restoreMetrics counts those that could not be (restore.go).
+	restores       *restores
+	restoreMetrics *restoreMetrics
 }
 
 var _ snapshots.Snapshotter = (*Snapshotter)(nil)
 
 // New opens (or creates) a snapshotter in root. fs mounts remote layers; it
 // may be nil, then every layer is pulled normally. Remote layers committed
-// before a restart are checked and mounted again before New returns.
+// before a restart are checked, and mounted again where needed, in the
+// background: New returns at once, and a snapshot stacked on a layer not
+// mounted yet waits for it (or fails, naming the layer, if it cannot be).
 func New(ctx context.Context, root string, fs FileSystem, opts ...Option) (*Snapshotter, error) {
 	o := defaultOptions()
 	for _, opt := range opts {
@@ -57,15 +64,19 @@ func New(ctx context.Context, root string, fs FileSystem, opts ...Option) (*Snap
 	if err != nil {
 		return nil, err
 	}
+	rm, err := newRestoreMetrics(o.registerer)
+	if err != nil {
+		return nil, err
+	}
 	ms, err := storage.NewMetaStore(filepath.Join(root, "metadata.db"))
 	if err != nil {
 		return nil, fmt.Errorf("opening metadata store in %s: %w", root, err)
 	}
 	s := &Snapshotter{
 		root: root, ms: ms, fs: fs, log: o.logger, metrics: m, mountMetrics: mm,
-		mountOpts: overlayOptions(o.mountOptions), forget: o.forget,
+		mountOpts: overlayOptions(o.mountOptions), forget: o.forget, opts: o, restoreMetrics: rm,
 	}
-	if err := s.restoreRemote(ctx); err != nil {
+	if err := s.startRestore(ctx); err != nil {
 		ms.Close()
 		return nil, err
 	}
@@ -150,6 +161,9 @@ func (s *Snapshotter) Mounts(ctx context.Context, key string) ([]mount.Mount, er
 	if err != nil {
 		return nil, err
 	}
+	if err := s.waitLayers(ctx, sn.ParentIDs); err != nil {
+		return nil, err
+	}
 	return s.mounts(sn, info), nil
 }
 
@@ -181,6 +195,7 @@ func (s *Snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, filters .
 // Close closes the metadata store. It leaves remote layers mounted: they
 // belong to the FileSystem, whose owner decides when to unmount them.
 func (s *Snapshotter) Close() error {
+	s.stopRestore()
 	return s.ms.Close()
 }
 

@@ -204,8 +204,9 @@ func serveGRPC(ctx context.Context, cfg config, sn *snapshot.Snapshotter, proxy 
 	return g.Wait()
 }
 
-// watchLayers withdraws the layers the file system found bad from reuse,
-// every interval, until ctx is done.
+// watchLayers, every interval until ctx is done, withdraws the layers the
+// file system found bad from reuse and tries again to mount the layers a
+// restart could not.
 func watchLayers(ctx context.Context, sn *snapshot.Snapshotter, interval time.Duration, log *slog.Logger) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -218,6 +219,7 @@ func watchLayers(ctx context.Context, sn *snapshot.Snapshotter, interval time.Du
 		if err := sn.QuarantineBad(ctx); err != nil && ctx.Err() == nil {
 			log.WarnContext(ctx, "withdrawing bad layers", "error", err)
 		}
+		sn.RetryRestore(ctx)
 	}
 }
 
