@@ -10,6 +10,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/lazysnap/lazysnap/convert"
+	"github.com/lazysnap/lazysnap/prefetchlist"
 	"github.com/spf13/cobra"
 )
 
@@ -89,11 +90,14 @@ func (f *convertFlags) options(g *globals) ([]convert.Option, error) {
 			return nil, fmt.Errorf("--prioritize: %w", err)
 		}
 		defer file.Close()
-		paths, err := convert.ReadPrioritized(file)
+		list, err := prefetchlist.Read(file)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("--prioritize: %w", err)
 		}
-		opts = append(opts, convert.WithPrioritizedFiles(paths))
+		for _, r := range list.Rejected {
+			slog.Warn("skipping a line of the prioritized list", "file", f.prioritize, "line", r.Line, "text", r.Text, "reason", r.Reason)
+		}
+		opts = append(opts, convert.WithPrioritizedFiles(list.Paths))
 	}
 	return opts, nil
 }
