@@ -74,7 +74,7 @@ func New(opts ...Option) (*FS, error) {
 		sched:   layer.NewScheduler(layer.WithBackgroundBytesPerSecond(o.backgroundRate)),
 	}
 	if f.store == nil {
-		s, err := cache.Open(o.cacheDir, cache.WithMaxBytes(o.cacheMaxBytes))
+		s, err := cache.Open(o.cacheDir, o.cacheOpts...)
 		if err != nil {
 			return nil, fmt.Errorf("opening the cache in %s: %w", o.cacheDir, err)
 		}
@@ -171,14 +171,13 @@ type mountSpec struct {
 }
 
 func (f *FS) mountLayer(toc *layer.TOC, mountpoint string, spec mountSpec) (*mounted, error) {
-	l, err := layer.New(toc, f.store,
+	opts := append([]layer.Option{
 		layer.WithFlights(f.flights),
 		layer.WithScheduler(f.sched),
-		layer.WithOwner("mount:"+mountpoint),
-		layer.WithConcurrency(f.opts.concurrency),
-		layer.WithMaxRequestBytes(f.opts.maxRequestBytes),
-		layer.WithReadAhead(f.opts.readAhead),
-		layer.WithLogger(f.opts.logger))
+		layer.WithOwner("mount:" + mountpoint),
+		layer.WithLogger(f.opts.logger),
+	}, f.opts.layerOpts...)
+	l, err := layer.New(toc, f.store, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -39,14 +39,26 @@ type options struct {
 	logger           *slog.Logger
 }
 
+// The defaults the daemon's configuration shows (cmd/lazysnap reads them
+// rather than repeating them, and package fs passes its options on only
+// when they are set).
+const (
+	// DefaultMaxRequestBytes is the default of WithMaxRequestBytes.
+	DefaultMaxRequestBytes int64 = 4 << 20
+	// DefaultConcurrency is the default of WithConcurrency.
+	DefaultConcurrency = 4
+	// DefaultReadAheadBytes is the default of WithReadAhead: off.
+	DefaultReadAheadBytes int64 = 0
+)
+
 // defaultOptions holds every default in one place.
 func defaultOptions() options {
 	return options{
-		maxRequestBytes:  4 << 20,   // The default is 4 MiB.
-		maxPrefetchBytes: 32 << 20,  // The default is 32 MiB.
-		maxGapBytes:      256 << 10, // The default is 256 KiB.
-		concurrency:      4,         // The default is 4 requests at once per read.
-		readAhead:        0,         // The default is off.
+		maxRequestBytes:  DefaultMaxRequestBytes, // The default is 4 MiB.
+		maxPrefetchBytes: 32 << 20,               // The default is 32 MiB.
+		maxGapBytes:      256 << 10,              // The default is 256 KiB.
+		concurrency:      DefaultConcurrency,     // The default is 4 requests at once per read.
+		readAhead:        DefaultReadAheadBytes,  // The default is off.
 		logger:           slog.Default(),
 	}
 }
