@@ -115,8 +115,8 @@ func parseLabels(labels map[string]string) (target, error) {
 // Mount mounts the layer the labels describe at mountpoint, read-only. It
 // fails with errdefs.ErrInvalidArgument for missing or bad labels,
 // errdefs.ErrNotFound or ErrUnavailable when the registry lacks the blob or
-// cannot be reached, and ErrFailedPrecondition when the layer's TOC does not
-// match its TOC digest.
+// cannot be reached, and ErrDataLoss when the layer's TOC does not match its
+// TOC digest.
 //
 // Once mounted, the layer's prefetch (WithPrefetch) and then its background
 // fetch (WithBackgroundFetch) start; Mount returns at once, or after the
@@ -139,7 +139,7 @@ func (f *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 	if err != nil {
 		return fmt.Errorf("resolving layer %s of %s: %w", t.digest, t.ref, err)
 	}
-	toc, err := layer.ReadTOC(ctx, blob, t.tocDigest)
+	toc, err := readTOC(ctx, blob, t.tocDigest)
 	if err != nil {
 		return err
 	}
