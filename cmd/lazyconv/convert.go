@@ -40,7 +40,7 @@ image does not have are warned about and skipped.
 
 `
 
-func newConvertCmd(g *globals) *cobra.Command {
+func newConvertCommand(g *globals) *cobra.Command {
 	f := &convertFlags{}
 	cmd := &cobra.Command{
 		Use:   "convert SRC DST",

@@ -22,7 +22,7 @@ import (
 func run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
-	root := newRoot()
+	root := newRootCommand()
 	root.SetArgs(append([]string{"--quiet", "--tmp-dir", t.TempDir()}, args...))
 	root.SetOut(&out)
 	err := root.ExecuteContext(context.Background())

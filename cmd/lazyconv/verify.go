@@ -18,7 +18,7 @@ layer and file at fault.
 
 `
 
-func newVerifyCmd(g *globals) *cobra.Command {
+func newVerifyCommand(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "verify REF",
 		Short: "Verify the eStargz layers of an image",
