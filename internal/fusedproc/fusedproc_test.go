@@ -31,7 +31,9 @@ func TestMain(m *testing.M) {
 // its own session, out of reach of the test's process group).
 type stopFS struct{ stop chan struct{} }
 
-func (stopFS) Mount(context.Context, string, map[string]string) error { return errdefs.ErrNotImplemented }
+func (stopFS) Mount(context.Context, string, map[string]string) error {
+	return errdefs.ErrNotImplemented
+}
 func (stopFS) Check(context.Context, string, map[string]string) error { return errdefs.ErrNotFound }
 func (f stopFS) Unmount(_ context.Context, mp string) error {
 	if mp == "/stop" {
