@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/containerd/containerd/v2/pkg/snapshotters"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -23,13 +24,13 @@ import (
 	"github.com/lazysnap/lazysnap/fs/remote"
 )
 
-// Labels containerd's remote-snapshot handler puts on a layer's Prepare.
-// The first two are snapshotters.TargetRefLabel and
-// snapshotters.TargetLayerDigestLabel of containerd's pkg/snapshotters;
-// the TOC digest is the eStargz layer annotation it copies.
+// Labels containerd's remote-snapshot handler puts on a layer's Prepare:
+// containerd's own names, not copies that could drift, kept under these
+// names for the callers (and readers) of package fs. The TOC digest is the
+// eStargz layer annotation the handler copies.
 const (
-	LabelImageRef    = "containerd.io/snapshot/cri.image-ref"
-	LabelLayerDigest = "containerd.io/snapshot/cri.layer-digest"
+	LabelImageRef    = snapshotters.TargetRefLabel
+	LabelLayerDigest = snapshotters.TargetLayerDigestLabel
 	LabelTOCDigest   = estargz.TOCJSONDigestAnnotation
 )
 
