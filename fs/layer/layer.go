@@ -8,7 +8,6 @@ package layer
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -427,6 +426,3 @@ func (c *checks) end(k flightKey, done chan struct{}) {
 // ErrCorrupt marks a chunk that failed verification twice. It wraps
 // errdefs.ErrDataLoss; the FUSE layer answers it with EIO.
 var ErrCorrupt = fmt.Errorf("chunk failed verification: %w", errdefs.ErrDataLoss)
-
-// IsCorrupt reports whether err is a verification failure.
-func IsCorrupt(err error) bool { return errors.Is(err, ErrCorrupt) }
