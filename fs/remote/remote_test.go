@@ -158,4 +158,3 @@ func parseLength(s string) int64 {
 	}
 	return n
 }
-
