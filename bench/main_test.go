@@ -25,6 +25,7 @@ type benchFlags struct {
 	modes      string
 	out        string
 	socket     string
+	baseline   string
 	image      string
 	cmd        string
 	readyLine  string
@@ -41,6 +42,7 @@ func registerFlags(fs *flag.FlagSet) *benchFlags {
 	fs.StringVar(&f.modes, "modes", "", "comma-separated modes (default: overlayfs and the four lazysnap modes)")
 	fs.StringVar(&f.out, "out", "", "output folder (default bench-results/TIMESTAMP in the repository)")
 	fs.StringVar(&f.socket, "snapshotter-socket", "", "another proxy snapshotter's socket, for side-by-side runs")
+	fs.StringVar(&f.baseline, "baseline-lazysnap", "", "another lazysnap binary, run as mode lazysnap-baseline beside this build")
 	fs.StringVar(&f.image, "image", "", "benchmark this image instead (registry reference or oci:DIR)")
 	fs.StringVar(&f.cmd, "cmd", "", "the image's command: a JSON array, or a shell command")
 	fs.StringVar(&f.readyLine, "ready", "", "ready when a stdout line contains this text")
@@ -64,7 +66,7 @@ func (f *benchFlags) options() ([]Option, error) {
 		return nil, err
 	}
 	opts := []Option{WithRate(f.rateMbit * 1_000_000), WithDelay(f.delay), WithReps(f.reps), WithWorkloads(ws...),
-		WithExternalSnapshotter(f.socket),
+		WithExternalSnapshotter(f.socket), WithBaselineLazysnap(f.baseline),
 		WithLogger(slog.New(slog.NewTextHandler(os.Stderr, nil)))}
 	if f.modes != "" {
 		modes, err := ParseModes(f.modes)

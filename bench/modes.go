@@ -25,6 +25,10 @@ const (
 	// External runs the plain eStargz conversion on another snapshotter,
 	// reached at a socket the user gives.
 	External Mode = "external"
+	// Baseline runs the plain eStargz conversion on another build of
+	// lazysnap (an older release, or main before a change), so that a change
+	// is measured side by side with what it replaces, in one run.
+	Baseline Mode = "lazysnap-baseline"
 )
 
 // DefaultModes are the modes a run has unless told otherwise; External is
@@ -37,11 +41,11 @@ func ParseModes(s string) ([]Mode, error) {
 	for _, name := range strings.Split(s, ",") {
 		m := Mode(strings.TrimSpace(name))
 		switch m {
-		case Overlayfs, Lazy, Optimized, Traced, ZstdChunked, External:
+		case Overlayfs, Lazy, Optimized, Traced, ZstdChunked, External, Baseline:
 			modes = append(modes, m)
 		default:
-			return nil, fmt.Errorf("unknown mode %q (want %s, %s, %s, %s, %s or %s)",
-				m, Overlayfs, Lazy, Optimized, Traced, ZstdChunked, External)
+			return nil, fmt.Errorf("unknown mode %q (want %s, %s, %s, %s, %s, %s or %s)",
+				m, Overlayfs, Lazy, Optimized, Traced, ZstdChunked, External, Baseline)
 		}
 	}
 	return modes, nil

@@ -25,7 +25,11 @@ func (e *env) startNode(tb testing.TB, m Mode) *testenv.Containerd {
 	switch {
 	case m.usesLazysnap():
 		cfg := fmt.Sprintf("hosts_dir = %q\n", cd.HostsDir)
-		testenv.StartLazysnap(tb, cd, testenv.WithLazysnapConfig(cfg))
+		lopts := []testenv.LazysnapOption{testenv.WithLazysnapConfig(cfg)}
+		if m == Baseline {
+			lopts = append(lopts, testenv.WithLazysnapBinary(e.baselineBin))
+		}
+		testenv.StartLazysnap(tb, cd, lopts...)
 	case m == External:
 		// containerd dials a proxy plugin on first use, so linking its
 		// socket path to the other snapshotter's socket now is enough.

@@ -17,6 +17,7 @@ type options struct {
 	workloads      []Workload
 	modes          []Mode
 	externalSocket string
+	baselineBin    string
 	cacheDir       string
 	settleQuiet    time.Duration
 	settleCap      time.Duration
@@ -64,6 +65,13 @@ func WithModes(ms ...Mode) Option { return func(o *options) { o.modes = ms } }
 // cases). The default is none.
 func WithExternalSnapshotter(socket string) Option {
 	return func(o *options) { o.externalSocket = socket }
+}
+
+// WithBaselineLazysnap adds the Baseline mode: the plain eStargz image on
+// the lazysnap binary at path (its `lazysnap fused` too), started fresh per
+// case like the Lazy mode. The default is none.
+func WithBaselineLazysnap(path string) Option {
+	return func(o *options) { o.baselineBin = path }
 }
 
 // WithCacheDir sets where conversions are kept between runs. The default

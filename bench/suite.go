@@ -29,6 +29,9 @@ func New(opts ...Option) (*Suite, error) {
 	if o.externalSocket != "" && !slices.Contains(o.modes, External) {
 		o.modes = append(o.modes, External)
 	}
+	if o.baselineBin != "" && !slices.Contains(o.modes, Baseline) {
+		o.modes = append(o.modes, Baseline)
+	}
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
@@ -41,6 +44,9 @@ func (o options) validate() error {
 	}
 	if slices.Contains(o.modes, External) && o.externalSocket == "" {
 		return fmt.Errorf("mode %s needs a snapshotter socket", External)
+	}
+	if slices.Contains(o.modes, Baseline) && o.baselineBin == "" {
+		return fmt.Errorf("mode %s needs a baseline lazysnap binary", Baseline)
 	}
 	for _, w := range o.workloads {
 		if err := w.Ready.validate(); err != nil {

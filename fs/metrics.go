@@ -12,6 +12,7 @@ type collector struct {
 	cacheCorruptions                                      *prometheus.Desc
 	fetchedRatio, prefetchDone, backgroundDone, layers    *prometheus.Desc
 	diffIDVerified, bad, diffIDMismatches                 *prometheus.Desc
+	registries                                            registryDescs
 }
 
 // Collector returns a Prometheus collector of the FS's per-layer counters,
@@ -36,6 +37,7 @@ func (f *FS) Collector() prometheus.Collector {
 		diffIDVerified:     desc("layer_diffid_verified", "1 once the layer's blob was found to decompress to the diff_id its chain ID promises.", metricLabels),
 		bad:                desc("layer_bad", "1 when the layer's content does not match its diff_id: its reads fail.", metricLabels),
 		diffIDMismatches:   desc("diffid_mismatches_total", "Layers found not to decompress to the diff_id their chain ID promises.", nil),
+		registries:         newRegistryDescs(),
 	}
 }
 
@@ -44,12 +46,14 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.cacheCorruptions, c.fetchedRatio, c.prefetchDone, c.backgroundDone, c.layers, c.diffIDVerified, c.bad, c.diffIDMismatches} {
 		ch <- d
 	}
+	c.registries.describe(ch)
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	status := c.f.Status()
 	ch <- prometheus.MustNewConstMetric(c.layers, prometheus.GaugeValue, float64(len(status)))
 	ch <- prometheus.MustNewConstMetric(c.diffIDMismatches, prometheus.CounterValue, float64(c.f.diffIDMismatches.Load()))
+	c.registries.collect(ch, status)
 	for _, s := range status {
 		lv := []string{s.ImageRef, s.Digest.String(), s.Mountpoint}
 		counter := func(d *prometheus.Desc, v int64) {

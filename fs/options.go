@@ -93,6 +93,11 @@ func withLayerOption(lo layer.Option) Option {
 	return func(o *options) { o.layerOpts = append(o.layerOpts, lo) }
 }
 
+// WithReadTimeout bounds how long a read waits for the chunks it lacks
+// before it fails with EIO (see layer.WithReadTimeout); 0 is the layer's
+// default. The default is the layer's, layer.DefaultReadTimeout (30s).
+func WithReadTimeout(d time.Duration) Option { return withLayerOption(layer.WithReadTimeout(d)) }
+
 // WithPassthrough sets whether completely cached files are served by the
 // kernel from the cache file (FUSE passthrough). The default is true.
 func WithPassthrough(on bool) Option { return func(o *options) { o.passthrough = on } }

@@ -44,8 +44,17 @@ func markBlobError(err error) error {
 	return &blobError{err}
 }
 
-// markedBlob is a Blob whose errors are marked as the blob's.
+// markedBlob is a Blob whose errors are marked as the blob's. The TOC
+// keeps it for the layer's later fetches, so it names its source as the
+// wrapped blob does (fs/layer's errors say which registry failed).
 type markedBlob struct{ remote.Blob }
+
+func (b markedBlob) String() string {
+	if s, ok := b.Blob.(fmt.Stringer); ok {
+		return s.String()
+	}
+	return "blob " + b.Digest().String()
+}
 
 func (b markedBlob) Fetch(ctx context.Context, off, n int64) (io.ReadCloser, error) {
 	rc, err := b.Blob.Fetch(ctx, off, n)

@@ -38,8 +38,14 @@ func TestRealContainerdLoadsMergedConfig(t *testing.T) {
 			serveSnapshots(t, socket, filepath.Join(dir, "snapshots"))
 			address := startContainerd(t, dir, h.read(t, "/etc/containerd/config.toml"))
 
-			if !hasPlugin(t, ctr(t, address, "plugins", "ls"), "io.containerd.snapshotter.v1", ProxyPluginName) {
+			plugins := ctr(t, address, "plugins", "ls")
+			if !hasPlugin(t, plugins, "io.containerd.snapshotter.v1", ProxyPluginName) {
 				t.Error("containerd does not list lazysnap as a snapshotter plugin")
+			}
+			// The transfer service refuses to start on an unpack entry it
+			// cannot resolve, so "ok" means lazysnap's entry was accepted.
+			if !hasPlugin(t, plugins, "io.containerd.transfer.v1", "local") {
+				t.Error("containerd's transfer service did not load with the merged unpack_config")
 			}
 			ctr(t, address, "snapshots", "--snapshotter", ProxyPluginName, "ls")
 			if got := criImageFSMountpoint(t, address); got != lazysnapRoot {

@@ -42,14 +42,28 @@ func parseContainerdConfig(raw []byte) (*containerdConfig, error) {
 
 // proxySettings are the values lazysnap puts into containerd's config.
 type proxySettings struct {
-	socket  string // the proxy plugin's address
-	rootDir string // exported to containerd as the plugin's root
+	socket   string // the proxy plugin's address
+	rootDir  string // exported to containerd as the plugin's root
+	platform string // the host's platform, for the transfer service's unpack entries
 }
 
 // setting is one value at a key path in the config tree.
 type setting struct {
 	path  []string
 	value any
+	// merge, when set, computes the value from what the config has at path
+	// (cur, present) instead of replacing it with value: for lists that
+	// lazysnap adds to but does not own.
+	merge func(cur any, present bool) any
+}
+
+// valueIn returns the value the setting gives path in tree.
+func (s setting) valueIn(tree map[string]any) any {
+	if s.merge == nil {
+		return s.value
+	}
+	cur, ok := getPath(tree, s.path)
+	return s.merge(cur, ok)
 }
 
 // criImagesPath returns the table holding the CRI plugin's image settings.
@@ -83,6 +97,7 @@ func lazysnapSettings(version int64, p proxySettings) []setting {
 				"enable_remote_snapshot_annotations": "true",
 			},
 		}},
+		{path: transferUnpackPath(), merge: p.mergeUnpackConfig},
 	}
 }
 
@@ -91,7 +106,7 @@ func lazysnapSettings(version int64, p proxySettings) []setting {
 func (c *containerdConfig) merged(p proxySettings) (map[string]any, bool) {
 	tree := deepCopy(c.tree)
 	for _, s := range lazysnapSettings(c.version, p) {
-		setPath(tree, s.path, deepCopyValue(s.value))
+		setPath(tree, s.path, deepCopyValue(s.valueIn(tree)))
 	}
 	return tree, !reflect.DeepEqual(tree, c.tree)
 }

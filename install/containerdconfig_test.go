@@ -22,7 +22,7 @@ var fixtures = []struct {
 }
 
 func testProxySettings() proxySettings {
-	return proxySettings{socket: "/run/lazysnap/lazysnap.sock", rootDir: "/var/lib/lazysnap"}
+	return proxySettings{socket: "/run/lazysnap/lazysnap.sock", rootDir: "/var/lib/lazysnap", platform: "linux/amd64"}
 }
 
 func readFixture(t *testing.T, file string) *containerdConfig {
@@ -71,8 +71,8 @@ func TestMergeSetsLazysnapAndKeepsEverythingElse(t *testing.T) {
 			}
 			for _, s := range lazysnapSettings(f.version, testProxySettings()) {
 				got, ok := getPath(written.tree, s.path)
-				if !ok || !reflect.DeepEqual(got, s.value) {
-					t.Errorf("%v = %#v, want %#v", s.path, got, s.value)
+				if want := s.valueIn(cfg.tree); !ok || !reflect.DeepEqual(got, want) {
+					t.Errorf("%v = %#v, want %#v", s.path, got, want)
 				}
 			}
 			if !reflect.DeepEqual(withoutLazysnap(written.tree, f.version), withoutLazysnap(cfg.tree, f.version)) {

@@ -53,7 +53,7 @@ func (o *options) host(path string) string { return filepath.Join(o.hostRoot, pa
 func (o *options) backupPath() string { return o.containerdConfig + BackupSuffix }
 
 func (o *options) proxySettings() proxySettings {
-	return proxySettings{socket: o.socket, rootDir: o.rootDir}
+	return proxySettings{socket: o.socket, rootDir: o.rootDir, platform: o.platform}
 }
 
 // Install installs lazysnap and configures containerd to use it. Every check

@@ -2,6 +2,8 @@ package install
 
 import (
 	"log/slog"
+
+	"github.com/containerd/platforms"
 )
 
 // Host paths. They are paths on the host, joined to the host root only when
@@ -32,6 +34,7 @@ type options struct {
 	configDir        string
 	rootDir          string
 	socket           string
+	platform         string
 	unitDir          string
 	fuseDevice       string
 	daemonBinary     string
@@ -51,6 +54,7 @@ func defaultOptions() options {
 		configDir:        "/etc/lazysnap",
 		rootDir:          "/var/lib/lazysnap",
 		socket:           "/run/lazysnap/lazysnap.sock",
+		platform:         platforms.Format(platforms.DefaultSpec()),
 		unitDir:          "/etc/systemd/system",
 		fuseDevice:       "/dev/fuse",
 		runner:           ExecRunner{},
@@ -86,6 +90,13 @@ func WithRootDir(dir string) Option { return func(o *options) { o.rootDir = dir 
 // dials as the proxy plugin's address. The default is
 // "/run/lazysnap/lazysnap.sock".
 func WithSocket(path string) Option { return func(o *options) { o.socket = path } }
+
+// WithPlatform sets the platform of the transfer service's unpack entries
+// written into containerd's config (lazysnap's, and overlayfs's when the
+// config had none). The default is the installer's own platform, as
+// containerd computes its default ("linux/amd64" on x86-64); the DaemonSet
+// runs on the node, so that is the node's.
+func WithPlatform(p string) Option { return func(o *options) { o.platform = p } }
 
 // WithUnitDir sets the host directory of the systemd unit.
 // The default is "/etc/systemd/system".

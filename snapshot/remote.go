@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -78,7 +79,10 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, key, parent string, req
 	if err != nil {
 		return nil, err
 	}
-	if err := s.mountLayer(ctx, id, req.labels); err != nil {
+	start := time.Now()
+	err = s.mountLayer(ctx, id, req.labels)
+	s.mountMetrics.observe(start, err)
+	if err != nil {
 		s.countFallback(ctx, req, err)
 		return m, nil
 	}

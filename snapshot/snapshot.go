@@ -25,13 +25,15 @@ import (
 
 // Snapshotter implements containerd's snapshots.Snapshotter.
 type Snapshotter struct {
-	root      string
-	ms        *storage.MetaStore
-	fs        FileSystem
-	log       *slog.Logger
-	metrics   *metrics
-	mountOpts []string
-	forget    Forgetter
+	root    string
+	ms      *storage.MetaStore
+	fs      FileSystem
+	log     *slog.Logger
+	metrics *metrics
+	// mountMetrics times remote mounts (mount_metrics.go).
+	mountMetrics *mountMetrics
+	mountOpts    []string
+	forget       Forgetter
 }
 
 var _ snapshots.Snapshotter = (*Snapshotter)(nil)
@@ -51,12 +53,16 @@ func New(ctx context.Context, root string, fs FileSystem, opts ...Option) (*Snap
 	if err != nil {
 		return nil, err
 	}
+	mm, err := newMountMetrics(o.registerer)
+	if err != nil {
+		return nil, err
+	}
 	ms, err := storage.NewMetaStore(filepath.Join(root, "metadata.db"))
 	if err != nil {
 		return nil, fmt.Errorf("opening metadata store in %s: %w", root, err)
 	}
 	s := &Snapshotter{
-		root: root, ms: ms, fs: fs, log: o.logger, metrics: m,
+		root: root, ms: ms, fs: fs, log: o.logger, metrics: m, mountMetrics: mm,
 		mountOpts: overlayOptions(o.mountOptions), forget: o.forget,
 	}
 	if err := s.restoreRemote(ctx); err != nil {

@@ -53,9 +53,10 @@ type cacheConfig struct {
 }
 
 type fetchConfig struct {
-	MaxConcurrency  int   `toml:"max_concurrency"`
-	MaxRequestBytes int64 `toml:"max_request_bytes"`
-	ReadAheadBytes  int64 `toml:"read_ahead_bytes"`
+	MaxConcurrency  int      `toml:"max_concurrency"`
+	MaxRequestBytes int64    `toml:"max_request_bytes"`
+	ReadAheadBytes  int64    `toml:"read_ahead_bytes"`
+	ReadTimeout     duration `toml:"read_timeout"`
 }
 
 type prefetchConfig struct {
@@ -101,6 +102,7 @@ func defaultConfig() config {
 			MaxConcurrency:  remote.DefaultMaxConcurrency,
 			MaxRequestBytes: layer.DefaultMaxRequestBytes,
 			ReadAheadBytes:  layer.DefaultReadAheadBytes,
+			ReadTimeout:     duration(layer.DefaultReadTimeout),
 		},
 		Prefetch: prefetchConfig{Enable: true, WaitTimeout: 0},
 		BackgroundFetch: backgroundFetchConfig{
@@ -148,6 +150,8 @@ func (c config) validate() error {
 		return errors.New("config: background_fetch.bytes_per_second must not be negative")
 	case c.Prefetch.WaitTimeout < 0:
 		return errors.New("config: prefetch.wait_timeout must not be negative")
+	case c.Fetch.ReadTimeout <= 0:
+		return errors.New("config: fetch.read_timeout must be positive")
 	case c.WatchInterval <= 0:
 		return errors.New("config: watch_interval must be positive")
 	case c.Trace.MaxFiles < 1:

@@ -53,6 +53,7 @@ func newLayerFS(_ context.Context, cfg config, log *slog.Logger) (layerFS, error
 		lazyfs.WithCacheMaxBytes(cfg.Cache.MaxBytes),
 		lazyfs.WithMaxRequestBytes(cfg.Fetch.MaxRequestBytes),
 		lazyfs.WithReadAhead(cfg.Fetch.ReadAheadBytes),
+		lazyfs.WithReadTimeout(time.Duration(cfg.Fetch.ReadTimeout)),
 		lazyfs.WithPrefetch(cfg.Prefetch.Enable),
 		lazyfs.WithPrefetchWait(time.Duration(cfg.Prefetch.WaitTimeout)),
 		lazyfs.WithBackgroundFetch(cfg.BackgroundFetch.Enable),
@@ -68,7 +69,7 @@ func newLayerFS(_ context.Context, cfg config, log *slog.Logger) (layerFS, error
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(fsys.Collector())
-	return statsAdapter{FS: fsys, metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), creds: creds}, nil
+	return statsAdapter{FS: fsys, Gatherer: reg, metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), creds: creds}, nil
 }
 
 // traceDir is where fused keeps the first-open trace of each image.
@@ -79,8 +80,9 @@ func traceDir(root string) string { return filepath.Join(root, "traces") }
 // resolver on /credentials.
 type statsAdapter struct {
 	*lazyfs.FS
-	metrics http.Handler
-	creds   *credstore.Store
+	prometheus.Gatherer // the file system's metrics, for serve's metrics_address without fused
+	metrics             http.Handler
+	creds               *credstore.Store
 }
 
 func (a statsAdapter) SetCredentials(ctx context.Context, host, repository string, cfg authn.AuthConfig) error {

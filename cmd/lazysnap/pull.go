@@ -22,8 +22,7 @@ import (
 // pullOptions are the flags of `lazysnap pull`; the defaults match ctr's so
 // the command is a drop-in for `ctr image pull --snapshotter lazysnap`.
 type pullOptions struct {
-	address     string
-	namespace   string
+	containerdFlags
 	snapshotter string
 	hostsDir    string
 	plainHTTP   bool
@@ -43,8 +42,7 @@ func newPullCommand() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.address, "address", "/run/containerd/containerd.sock", "containerd's gRPC socket")
-	f.StringVarP(&o.namespace, "namespace", "n", "default", "containerd namespace")
+	addContainerdFlags(cmd, &o.containerdFlags)
 	f.StringVar(&o.snapshotter, "snapshotter", "lazysnap", "snapshotter to unpack into")
 	f.StringVar(&o.hostsDir, "hosts-dir", "/etc/containerd/certs.d", "registry hosts directory (hosts.toml per HOST:PORT)")
 	f.BoolVar(&o.plainHTTP, "plain-http", false, "talk to the registry over plain HTTP")

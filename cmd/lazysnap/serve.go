@@ -101,7 +101,13 @@ func runServe(ctx context.Context, cfg config, configPath string) error {
 	if proxy != nil {
 		defer proxy.Close()
 	}
-	return serveGRPC(ctx, cfg, sn, proxy, reg, log)
+	// The layers' metrics live where the mounts are (fused); serve exports
+	// them beside its own, since Prometheus cannot scrape fused's socket.
+	var gatherer prometheus.Gatherer = reg
+	if g, ok := fsys.(prometheus.Gatherer); ok {
+		gatherer = prometheus.Gatherers{reg, g}
+	}
+	return serveGRPC(ctx, cfg, sn, proxy, gatherer, log)
 }
 
 // newCRIProxy returns the CRI image-service proxy when cri_image_service
@@ -149,7 +155,7 @@ func openFileSystem(ctx context.Context, cfg config, configPath string, log *slo
 // serveGRPC serves containerd's snapshot API (and /metrics when
 // configured) until ctx is done. containerd's snapshot service turns the
 // snapshotter's errdefs errors into gRPC status codes.
-func serveGRPC(ctx context.Context, cfg config, sn *snapshot.Snapshotter, proxy *criproxy.Proxy, reg *prometheus.Registry, log *slog.Logger) error {
+func serveGRPC(ctx context.Context, cfg config, sn *snapshot.Snapshotter, proxy *criproxy.Proxy, reg prometheus.Gatherer, log *slog.Logger) error {
 	l, err := listenUnix(ctx, cfg, cfg.Address)
 	if err != nil {
 		return err
@@ -215,9 +221,11 @@ func watchLayers(ctx context.Context, sn *snapshot.Snapshotter, interval time.Du
 	}
 }
 
-func metricsHandler(reg *prometheus.Registry) http.Handler {
+// metricsHandler serves g; a gatherer that fails (fused restarting) leaves
+// its metrics out of that scrape instead of failing it.
+func metricsHandler(g prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	return mux
 }
 

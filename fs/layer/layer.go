@@ -8,6 +8,7 @@ package layer
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
@@ -32,6 +34,7 @@ type options struct {
 	maxGapBytes      int64
 	concurrency      int
 	readAhead        int64
+	readTimeout      time.Duration
 	flights          *Flights
 	sched            *Scheduler
 	owner            string
@@ -48,6 +51,8 @@ const (
 	DefaultConcurrency = 4
 	// DefaultReadAheadBytes is the default of WithReadAhead: off.
 	DefaultReadAheadBytes int64 = 0
+	// DefaultReadTimeout is the default of WithReadTimeout.
+	DefaultReadTimeout = 30 * time.Second
 )
 
 // defaultOptions holds every default in one place.
@@ -58,6 +63,7 @@ func defaultOptions() options {
 		maxGapBytes:      256 << 10,              // The default is 256 KiB.
 		concurrency:      DefaultConcurrency,     // The default is 4 requests at once per read.
 		readAhead:        DefaultReadAheadBytes,  // The default is off.
+		readTimeout:      DefaultReadTimeout,     // The default is 30s.
 		logger:           slog.Default(),
 	}
 }
@@ -66,6 +72,20 @@ func defaultOptions() options {
 // of a read asks for (a single larger chunk is still fetched whole). The
 // default is 4 MiB.
 func WithMaxRequestBytes(n int64) Option { return func(o *options) { o.maxRequestBytes = n } }
+
+// WithReadTimeout bounds how long a read waits for the chunks it lacks,
+// all fetching, retrying and waiting for other readers' fetches included;
+// past it the read fails (EIO at FUSE) and the error names the registry and
+// the layer. The remote's stall timer only bounds the gap between two
+// bytes, so without this a registry that trickles a byte now and then
+// holds a read forever. 0 or less means the default. The default is 30s.
+func WithReadTimeout(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.readTimeout = d
+		}
+	}
+}
 
 // WithMaxPrefetchBytes caps the compressed bytes of one Range request of
 // Prefetch and FetchAll, which want few large requests. The default is
@@ -307,12 +327,16 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 func (f *File) fetchMissing(ctx context.Context, lo, hi int, missing []int) error {
 	// Background requests wait while this read does.
 	defer f.l.opts.sched.beginForeground()()
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithTimeoutCause(ctx, f.l.opts.readTimeout, errReadTimeout)
 	defer cancel()
 	stop := context.AfterFunc(f.l.ctx, cancel)
 	defer stop()
 	for round := 1; ; round++ {
 		if err := f.l.fetchChunks(ctx, f, missing); err != nil {
+			if errors.Is(context.Cause(ctx), errReadTimeout) {
+				return fmt.Errorf("layer %s from %s: %w after %s: %w", f.l.Digest(), f.l.source(),
+					errReadTimeout, f.l.opts.readTimeout, err)
+			}
 			return err
 		}
 		if missing = f.missing(ctx, lo, hi); len(missing) == 0 {
@@ -421,6 +445,18 @@ func (c *checks) end(k flightKey, done chan struct{}) {
 	delete(c.m, k)
 	c.mu.Unlock()
 	close(done)
+}
+
+// errReadTimeout ends a read that waited WithReadTimeout for its chunks.
+var errReadTimeout = fmt.Errorf("read deadline passed: %w", context.DeadlineExceeded)
+
+// source names where the layer's blob comes from (the registry host and
+// repository), for errors.
+func (l *Layer) source() string {
+	if s, ok := l.toc.blob.(fmt.Stringer); ok {
+		return s.String()
+	}
+	return "its registry"
 }
 
 // ErrCorrupt marks a chunk that failed verification twice. It wraps

@@ -27,7 +27,7 @@ type attempt struct {
 
 // send starts an attempt at bytes [off, off+n) of b.
 func (b *blob) send(ctx context.Context, off, n int64) (*attempt, error) {
-	if err := b.r.slots.Acquire(ctx, 1); err != nil {
+	if err := b.slots.Acquire(ctx, 1); err != nil {
 		return nil, err
 	}
 	actx, cancel := context.WithCancelCause(ctx)
@@ -148,5 +148,5 @@ func (a *attempt) close() {
 		a.body.Close()
 	}
 	a.cancel(nil)
-	a.b.r.slots.Release(1)
+	a.b.slots.Release(1)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/semaphore"
 )
 
 // errClosed is returned by reads of a closed stream.
@@ -19,6 +20,7 @@ var errClosed = errors.New("read of a closed remote blob stream")
 type blob struct {
 	r            *Resolver
 	client       *http.Client
+	slots        *semaphore.Weighted // of the blob's host
 	url          string
 	digest       digest.Digest
 	size         int64
@@ -28,6 +30,7 @@ type blob struct {
 }
 
 func (b *blob) Digest() digest.Digest { return b.digest }
+func (b *blob) String() string        { return b.where }
 func (b *blob) Size() int64           { return b.size }
 func (b *blob) Stats() Stats          { return b.stats.own.snapshot() }
 

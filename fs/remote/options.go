@@ -37,7 +37,7 @@ func defaultOptions() options {
 		hostsDir:       "/etc/containerd/certs.d", // The default is containerd's hosts dir.
 		keychain:       authn.DefaultKeychain,     // The default is the docker config keychain.
 		transport:      nil,                       // The default is the per-host transport containerd builds from hosts.toml.
-		maxConcurrency: DefaultMaxConcurrency,     // The default is 8 requests at once per Resolver.
+		maxConcurrency: DefaultMaxConcurrency,     // The default is 8 requests at once per registry host.
 		maxRetries:     4,                         // The default is 4 retries of a failed request.
 		stallTimeout:   30 * time.Second,          // The default is 30s without a byte.
 		minBackoff:     100 * time.Millisecond,    // The default is 100ms before the first retry,
@@ -64,9 +64,11 @@ func WithKeychain(k authn.Keychain) Option { return func(o *options) { o.keychai
 // WithMaxConcurrency.
 func WithTransport(t http.RoundTripper) Option { return func(o *options) { o.transport = t } }
 
-// WithMaxConcurrency bounds requests in flight across all blobs of the
-// resolver. A request holds its slot until its body is read or closed. The
-// default is 8.
+// WithMaxConcurrency bounds the requests in flight to each registry host
+// (host:port; a mirror is a host of its own), across all blobs of the
+// resolver. A request holds its slot until its body is read or closed.
+// Slots are per host so that one slow or dead registry cannot take the
+// slots another registry's reads need. The default is 8.
 func WithMaxConcurrency(n int) Option { return func(o *options) { o.maxConcurrency = max(n, 1) } }
 
 // WithMaxRetries sets how often a transient failure is retried. A fetch

@@ -28,13 +28,13 @@ import (
 // connections and bearer tokens are reused across blobs.
 type Resolver struct {
 	opts  options
-	slots *semaphore.Weighted // bounds requests in flight
-	stats counters            // summed over every blob
+	stats counters // summed over every blob
 
 	mu         sync.Mutex
 	hosts      map[string][]docker.RegistryHost // by registry name, from hosts.toml
 	transports map[string]*endpoint             // by endpointKey
 	dial       singleflight.Group               // one ping/token exchange per endpointKey at a time
+	slots      map[string]*semaphore.Weighted   // requests in flight, by host:port
 }
 
 // NewResolver returns a Resolver.
@@ -45,7 +45,7 @@ func NewResolver(opts ...Option) *Resolver {
 	}
 	return &Resolver{
 		opts:       o,
-		slots:      semaphore.NewWeighted(int64(o.maxConcurrency)),
+		slots:      map[string]*semaphore.Weighted{},
 		hosts:      map[string][]docker.RegistryHost{},
 		transports: map[string]*endpoint{},
 	}
@@ -63,6 +63,20 @@ func NewResolver(opts ...Option) *Resolver {
 // every host failed transiently is retried with backoff.
 func (r *Resolver) Resolve(ctx context.Context, ref string, d digest.Digest) (Blob, error) {
 	return r.resolve(ctx, ref, d)
+}
+
+// hostSlots returns the request slots of host (host:port). Each registry
+// host has its own, so that a slow or dead registry, whose requests hold
+// their slots until they time out, cannot starve the reads of another.
+func (r *Resolver) hostSlots(host string) *semaphore.Weighted {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.slots[host]
+	if !ok {
+		s = semaphore.NewWeighted(int64(r.opts.maxConcurrency))
+		r.slots[host] = s
+	}
+	return s
 }
 
 // Stats returns counters summed over every blob of the resolver.

@@ -83,6 +83,7 @@ func (r *Resolver) resolveAt(ctx context.Context, t target, c candidate) (*blob,
 	b := &blob{
 		r:      r,
 		client: e.client,
+		slots:  r.hostSlots(c.host.Host),
 		url:    blobURL(c.host, t.registry, t.repo.RepositoryStr(), t.digest.String()),
 		digest: t.digest,
 		where:  fmt.Sprintf("%s at %s", t, e.name),
@@ -155,10 +156,10 @@ func (b *blob) probeSizeByRange(ctx context.Context) (int64, error) {
 // holding a concurrency slot; the stall timeout bounds the whole exchange.
 // The response's body is already consumed.
 func (b *blob) probe(ctx context.Context, method string) (*http.Response, error) {
-	if err := b.r.slots.Acquire(ctx, 1); err != nil {
+	if err := b.slots.Acquire(ctx, 1); err != nil {
 		return nil, err
 	}
-	defer b.r.slots.Release(1)
+	defer b.slots.Release(1)
 	pctx, cancel := context.WithTimeoutCause(ctx, b.r.opts.stallTimeout, errStalled)
 	defer cancel()
 	req, err := http.NewRequestWithContext(pctx, method, b.url, nil)

@@ -8,8 +8,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/containerd/errdefs"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // Client talks to a fused server over its unix socket. It implements the
@@ -113,3 +119,29 @@ func (c *Client) do(op string, r *http.Request) ([]byte, error) {
 	_ = json.Unmarshal(b, &eb) // a body that is not ours still yields an error below
 	return nil, decodeError(op, eb, resp.StatusCode)
 }
+
+// Gather implements prometheus.Gatherer with the server's metrics (GET
+// /metrics), so that serve can export fused's metrics on its own
+// metrics_address: Prometheus cannot scrape a unix socket.
+func (c *Client) Gather() ([]*dto.MetricFamily, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), gatherTimeout)
+	defer cancel()
+	b, err := c.get(ctx, "metrics")
+	if err != nil {
+		return nil, err
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	byName, err := p.TextToMetricFamilies(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("parsing fused's metrics: %w", err)
+	}
+	out := make([]*dto.MetricFamily, 0, len(byName))
+	for _, mf := range byName {
+		out = append(out, mf)
+	}
+	slices.SortFunc(out, func(a, b *dto.MetricFamily) int { return strings.Compare(a.GetName(), b.GetName()) })
+	return out, nil
+}
+
+// gatherTimeout bounds a scrape of fused's metrics.
+const gatherTimeout = 5 * time.Second

@@ -50,3 +50,19 @@ func TestMetricsEndpoint(t *testing.T) {
 		t.Fatalf("GET /metrics without metrics = %d, want 404", code)
 	}
 }
+
+// TestClientGathers: the client hands fused's metrics to a Prometheus
+// registry's gatherers, as serve does to export them on metrics_address.
+func TestClientGathers(t *testing.T) {
+	c := serve(t, &metricsFS{})
+	mfs, err := c.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) != 1 || mfs[0].GetName() != "lazysnap_fs_mounted_layers" || mfs[0].GetMetric()[0].GetUntyped().GetValue() != 2 {
+		t.Fatalf("gathered %v", mfs)
+	}
+	if _, err := serve(t, &recordingFS{}).Gather(); err == nil {
+		t.Fatal("gathering from a fused without metrics succeeded")
+	}
+}

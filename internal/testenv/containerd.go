@@ -56,6 +56,10 @@ type containerdOptions struct {
 	registryHosts   []string
 	criSandboxImage string
 	criSnapshotter  string
+	// configFilter, if set, rewrites the rendered config before start.
+	configFilter func(c *Containerd, cfg []byte) ([]byte, error)
+	// noUnpackConfig leaves the transfer service's unpack_config out.
+	noUnpackConfig bool
 }
 
 // ContainerdOption configures StartContainerd.
@@ -90,6 +94,20 @@ func WithCRI(sandboxImage, snapshotter string) ContainerdOption {
 	return func(o *containerdOptions) {
 		o.criSandboxImage, o.criSnapshotter = sandboxImage, snapshotter
 	}
+}
+
+// WithConfigFilter rewrites the rendered config file before containerd
+// starts, for example to merge it the way the installer does. The default
+// is none.
+func WithConfigFilter(f func(c *Containerd, cfg []byte) ([]byte, error)) ContainerdOption {
+	return func(o *containerdOptions) { o.configFilter = f }
+}
+
+// WithoutUnpackConfig leaves out the transfer service's unpack_config
+// entries, so containerd's own default list applies (or whatever a config
+// filter writes). The default writes one entry per snapshotter in use.
+func WithoutUnpackConfig() ContainerdOption {
+	return func(o *containerdOptions) { o.noUnpackConfig = true }
 }
 
 // StartContainerd starts a private containerd with its own root, state,

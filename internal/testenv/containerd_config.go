@@ -54,8 +54,15 @@ func writeContainerdConfig(c *Containerd, o containerdOptions) (string, error) {
 	if c.Proxy != nil {
 		writeProxyConfig(&b, c.Proxy)
 	}
+	data := []byte(b.String())
+	if o.configFilter != nil {
+		var err error
+		if data, err = o.configFilter(c, data); err != nil {
+			return "", fmt.Errorf("filtering containerd config: %w", err)
+		}
+	}
 	path := filepath.Join(c.configDir, "config.toml")
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+	if err := os.WriteFile(path, data, 0o644); err != nil {
 		return "", fmt.Errorf("writing containerd config: %w", err)
 	}
 	return path, nil
@@ -66,6 +73,10 @@ func writeContainerdConfig(c *Containerd, o containerdOptions) (string, error) {
 // snapshotter a test uses: it only unpacks into the ones listed.
 func writeTransferConfig(b *strings.Builder, c *Containerd, o containerdOptions) {
 	fmt.Fprintf(b, "[plugins.'io.containerd.transfer.v1.local']\n  config_path = %q\n", c.HostsDir)
+	if o.noUnpackConfig {
+		b.WriteString("\n")
+		return
+	}
 	snapshotters := []string{"overlayfs"}
 	if c.Proxy != nil {
 		snapshotters = append(snapshotters, c.Proxy.Name)

@@ -33,19 +33,26 @@ type Lazysnap struct {
 type lazysnapOptions struct {
 	config string
 	ready  time.Duration
+	bin    string
 }
 
 // LazysnapOption configures StartLazysnap.
 type LazysnapOption func(*lazysnapOptions)
 
 func defaultLazysnapOptions() lazysnapOptions {
-	return lazysnapOptions{ready: 60 * time.Second}
+	return lazysnapOptions{ready: 60 * time.Second, bin: LazysnapBin()}
 }
 
 // WithLazysnapConfig sets the content of the TOML config file. The default
 // is an empty file (every setting at its default).
 func WithLazysnapConfig(toml string) LazysnapOption {
 	return func(o *lazysnapOptions) { o.config = toml }
+}
+
+// WithLazysnapBinary runs the lazysnap binary at path instead. The default
+// is LazysnapBin().
+func WithLazysnapBinary(path string) LazysnapOption {
+	return func(o *lazysnapOptions) { o.bin = path }
 }
 
 // WithReadyTimeout bounds the wait until containerd reaches the snapshotter.
@@ -97,7 +104,7 @@ func StartLazysnap(t testing.TB, cd *Containerd, opts ...LazysnapOption) *Lazysn
 		Socket:     cd.Proxy.Socket,
 		Root:       cd.Proxy.Root,
 		ConfigPath: filepath.Join(dir, "lazysnap.toml"),
-		Bin:        LazysnapBin(),
+		Bin:        o.bin,
 		t:          t,
 		cd:         cd,
 		logPath:    filepath.Join(dir, "lazysnap.log"),

@@ -133,6 +133,14 @@ type RegistryOption func(*registryOptions)
 type registryOptions struct {
 	dataDir  string // "" = a fresh temp dir
 	htpasswd string // "" = no authentication
+	proxyURL string // "" = not a pull-through cache
+}
+
+// WithRegistryProxy makes the registry a pull-through cache of remoteURL
+// ("http://HOST:PORT"), distribution's proxy mode: blobs it lacks are
+// fetched from there and kept. The default is a plain registry.
+func WithRegistryProxy(remoteURL string) RegistryOption {
+	return func(o *registryOptions) { o.proxyURL = remoteURL }
 }
 
 // WithRegistryData serves the blobs and manifests stored in dir (another
@@ -167,6 +175,10 @@ func StartRegistry(t testing.TB, opts ...RegistryOption) *Registry {
 	if o.htpasswd != "" {
 		auth = fmt.Sprintf("auth:\n  htpasswd:\n    realm: lazysnap-test\n    path: %s\n", o.htpasswd)
 	}
+	var proxy string
+	if o.proxyURL != "" {
+		proxy = fmt.Sprintf("proxy:\n  remoteurl: %s\n", o.proxyURL)
+	}
 	cfg := fmt.Sprintf(`version: 0.1
 log:
   level: warn
@@ -177,9 +189,9 @@ storage:
     rootdirectory: %s
   delete:
     enabled: true
-%shttp:
+%s%shttp:
   addr: %s
-`, filepath.Join(o.dataDir, "data"), auth, host)
+`, filepath.Join(o.dataDir, "data"), auth, proxy, host)
 	cfgPath := filepath.Join(dir, "config.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
