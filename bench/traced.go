@@ -12,8 +12,8 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
 
-	"github.com/lazysnap/lazysnap/convert"
 	"github.com/lazysnap/lazysnap/internal/testenv"
+	"github.com/lazysnap/lazysnap/prefetchlist"
 )
 
 // traceExportWait bounds the wait for the trace after the image is
@@ -107,11 +107,11 @@ func tryExport(ctx context.Context, bin, root, ref, path string) (int, error) {
 		return 0, fmt.Errorf("reading the export: %w", err)
 	}
 	defer f.Close()
-	paths, err := convert.ReadPrioritized(f)
+	list, err := prefetchlist.Read(f)
 	if err != nil {
 		return 0, fmt.Errorf("reading the export: %w", err)
 	}
-	return len(paths), nil
+	return len(list.Paths), nil
 }
 
 // scope is a testing.TB whose cleanups and temp dirs are its own, run by

@@ -68,10 +68,14 @@ type options struct {
 	logger   *slog.Logger
 }
 
+// DefaultMaxBytes is the default of WithMaxBytes; the daemon's
+// configuration shows it (cmd/lazysnap reads it rather than repeating it).
+const DefaultMaxBytes int64 = 10 << 30
+
 // defaultOptions holds every default in one place.
 func defaultOptions() options {
 	return options{
-		maxBytes: 10 << 30, // The default is 10 GiB.
+		maxBytes: DefaultMaxBytes, // The default is 10 GiB.
 		logger:   slog.Default(),
 	}
 }

@@ -127,13 +127,3 @@ func TestPrioritizeAcrossLayers(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-func TestReadPrioritized(t *testing.T) {
-	got, err := ReadPrioritized(strings.NewReader("# trace\n/usr/bin/sh\n\n  etc/passwd  \n#x\n/lib/a b\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := []string{"/usr/bin/sh", "etc/passwd", "/lib/a b"}; !reflect.DeepEqual(got, want) {
-		t.Fatalf("got %q, want %q", got, want)
-	}
-}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/containerd/containerd/v2/pkg/snapshotters"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -23,13 +24,13 @@ import (
 	"github.com/lazysnap/lazysnap/fs/remote"
 )
 
-// Labels containerd's remote-snapshot handler puts on a layer's Prepare.
-// The first two are snapshotters.TargetRefLabel and
-// snapshotters.TargetLayerDigestLabel of containerd's pkg/snapshotters;
-// the TOC digest is the eStargz layer annotation it copies.
+// Labels containerd's remote-snapshot handler puts on a layer's Prepare:
+// containerd's own names, not copies that could drift, kept under these
+// names for the callers (and readers) of package fs. The TOC digest is the
+// eStargz layer annotation the handler copies.
 const (
-	LabelImageRef    = "containerd.io/snapshot/cri.image-ref"
-	LabelLayerDigest = "containerd.io/snapshot/cri.layer-digest"
+	LabelImageRef    = snapshotters.TargetRefLabel
+	LabelLayerDigest = snapshotters.TargetLayerDigestLabel
 	LabelTOCDigest   = estargz.TOCJSONDigestAnnotation
 )
 
@@ -74,7 +75,7 @@ func New(opts ...Option) (*FS, error) {
 		sched:   layer.NewScheduler(layer.WithBackgroundBytesPerSecond(o.backgroundRate)),
 	}
 	if f.store == nil {
-		s, err := cache.Open(o.cacheDir, cache.WithMaxBytes(o.cacheMaxBytes))
+		s, err := cache.Open(o.cacheDir, o.cacheOpts...)
 		if err != nil {
 			return nil, fmt.Errorf("opening the cache in %s: %w", o.cacheDir, err)
 		}
@@ -115,8 +116,8 @@ func parseLabels(labels map[string]string) (target, error) {
 // Mount mounts the layer the labels describe at mountpoint, read-only. It
 // fails with errdefs.ErrInvalidArgument for missing or bad labels,
 // errdefs.ErrNotFound or ErrUnavailable when the registry lacks the blob or
-// cannot be reached, and ErrFailedPrecondition when the layer's TOC does not
-// match its TOC digest.
+// cannot be reached, and ErrDataLoss when the layer's TOC does not match its
+// TOC digest.
 //
 // Once mounted, the layer's prefetch (WithPrefetch) and then its background
 // fetch (WithBackgroundFetch) start; Mount returns at once, or after the
@@ -139,7 +140,7 @@ func (f *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 	if err != nil {
 		return fmt.Errorf("resolving layer %s of %s: %w", t.digest, t.ref, err)
 	}
-	toc, err := layer.ReadTOC(ctx, blob, t.tocDigest)
+	toc, err := readTOC(ctx, blob, t.tocDigest)
 	if err != nil {
 		return err
 	}
@@ -171,15 +172,13 @@ type mountSpec struct {
 }
 
 func (f *FS) mountLayer(toc *layer.TOC, mountpoint string, spec mountSpec) (*mounted, error) {
-	l, err := layer.New(toc, f.store,
+	opts := append([]layer.Option{
 		layer.WithFlights(f.flights),
 		layer.WithScheduler(f.sched),
-		layer.WithOwner("mount:"+mountpoint),
-		layer.WithConcurrency(f.opts.concurrency),
-		layer.WithMaxRequestBytes(f.opts.maxRequestBytes),
-		layer.WithReadAhead(f.opts.readAhead),
-		layer.WithReadTimeout(f.opts.readTimeout),
-		layer.WithLogger(f.opts.logger))
+		layer.WithOwner("mount:" + mountpoint),
+		layer.WithLogger(f.opts.logger),
+	}, f.opts.layerOpts...)
+	l, err := layer.New(toc, f.store, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/lazysnap/lazysnap/cache"
+	"github.com/lazysnap/lazysnap/fs/layer"
 	"github.com/lazysnap/lazysnap/fs/remote"
 )
 
@@ -12,42 +13,41 @@ import (
 type Option func(*options)
 
 type options struct {
-	store           *cache.Store
-	cacheDir        string
-	cacheMaxBytes   int64
-	resolver        *remote.Resolver
-	logger          *slog.Logger
-	concurrency     int
-	maxRequestBytes int64
-	readAhead       int64
-	readTimeout     time.Duration
-	passthrough     bool
-	prefetch        bool
-	prefetchWait    time.Duration
-	background      bool
-	backgroundRate  int64
-	traceDir        string
-	traceMaxFiles   int
-	traceFlush      time.Duration
-	debug           bool
-	verifyDiffID    bool
-	verifiedDir     string
+	store          *cache.Store
+	cacheDir       string
+	cacheOpts      []cache.Option // given to the store the FS opens; the cache package holds their defaults
+	resolver       *remote.Resolver
+	logger         *slog.Logger
+	layerOpts      []layer.Option // given to every layer; package layer holds their defaults
+	passthrough    bool
+	prefetch       bool
+	prefetchWait   time.Duration
+	background     bool
+	backgroundRate int64
+	traceDir       string
+	traceMaxFiles  int
+	traceFlush     time.Duration
+	debug          bool
+	verifyDiffID   bool
+	verifiedDir    string
 }
 
-// defaultOptions holds every default in one place.
+// DefaultTraceMaxFiles is the default of WithTraceMaxFiles; the daemon's
+// configuration shows it (cmd/lazysnap reads it rather than repeating it).
+const DefaultTraceMaxFiles = 10000
+
+// defaultOptions holds every default in one place. The cache's and the
+// layers' settings are not here: they are passed on only when set, so that
+// each default lives in the package that uses it.
 func defaultOptions() options {
 	return options{
-		cacheDir:        "/var/lib/lazysnap/cache", // The default is /var/lib/lazysnap/cache.
-		cacheMaxBytes:   10 << 30,                  // The default is 10 GiB.
-		logger:          slog.Default(),
-		concurrency:     4,                // The default is 4 requests at once per read.
-		maxRequestBytes: 4 << 20,          // The default is 4 MiB.
-		readAhead:       0,                // The default is off.
-		passthrough:     true,             // The default uses FUSE passthrough where possible.
-		prefetchWait:    0,                // The default is not to wait.
-		traceMaxFiles:   10000,            // The default is 10000 files per image.
-		traceFlush:      10 * time.Second, // The default is 10 seconds.
-		verifyDiffID:    true,             // The default verifies.
+		cacheDir:      "/var/lib/lazysnap/cache", // The default is /var/lib/lazysnap/cache.
+		logger:        slog.Default(),
+		passthrough:   true,                 // The default uses FUSE passthrough where possible.
+		prefetchWait:  0,                    // The default is not to wait.
+		traceMaxFiles: DefaultTraceMaxFiles, // The default is 10000 files per image.
+		traceFlush:    10 * time.Second,     // The default is 10 seconds.
+		verifyDiffID:  true,                 // The default verifies.
 	}
 }
 
@@ -59,9 +59,12 @@ func WithCache(s *cache.Store) Option { return func(o *options) { o.store = s } 
 // not given. The default is /var/lib/lazysnap/cache.
 func WithCacheDir(dir string) Option { return func(o *options) { o.cacheDir = dir } }
 
-// WithCacheMaxBytes bounds the cache store the FS opens. The default is
-// 10 GiB.
-func WithCacheMaxBytes(n int64) Option { return func(o *options) { o.cacheMaxBytes = n } }
+// WithCacheMaxBytes bounds the cache store the FS opens (see
+// cache.WithMaxBytes). The default is the cache's, cache.DefaultMaxBytes
+// (10 GiB).
+func WithCacheMaxBytes(n int64) Option {
+	return func(o *options) { o.cacheOpts = append(o.cacheOpts, cache.WithMaxBytes(n)) }
+}
 
 // WithResolver sets how layer blobs are reached. The default is
 // remote.NewResolver() (containerd's hosts directory, docker credentials).
@@ -70,23 +73,30 @@ func WithResolver(r *remote.Resolver) Option { return func(o *options) { o.resol
 // WithLogger sets the logger. The default is slog.Default().
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
-// WithFetchConcurrency bounds the Range requests one read sends at once.
-// The default is 4.
-func WithFetchConcurrency(n int) Option { return func(o *options) { o.concurrency = n } }
+// WithFetchConcurrency bounds the Range requests one read sends at once
+// (see layer.WithConcurrency). The default is the layer's,
+// layer.DefaultConcurrency (4).
+func WithFetchConcurrency(n int) Option { return withLayerOption(layer.WithConcurrency(n)) }
 
 // WithMaxRequestBytes caps the compressed bytes one coalesced Range request
-// of a read asks for. The default is 4 MiB.
-func WithMaxRequestBytes(n int64) Option { return func(o *options) { o.maxRequestBytes = n } }
+// of a read asks for (see layer.WithMaxRequestBytes). The default is the
+// layer's, layer.DefaultMaxRequestBytes (4 MiB).
+func WithMaxRequestBytes(n int64) Option { return withLayerOption(layer.WithMaxRequestBytes(n)) }
 
 // WithReadAhead sets how many compressed bytes a read that misses also
 // fetches past its own chunks, to bring the uncached files stored next in
-// the layer (see layer.WithReadAhead); 0 disables it. The default is 0 (off).
-func WithReadAhead(n int64) Option { return func(o *options) { o.readAhead = max(0, n) } }
+// the layer (see layer.WithReadAhead); 0 disables it. The default is the
+// layer's, layer.DefaultReadAheadBytes (0: off).
+func WithReadAhead(n int64) Option { return withLayerOption(layer.WithReadAhead(n)) }
+
+func withLayerOption(lo layer.Option) Option {
+	return func(o *options) { o.layerOpts = append(o.layerOpts, lo) }
+}
 
 // WithReadTimeout bounds how long a read waits for the chunks it lacks
 // before it fails with EIO (see layer.WithReadTimeout); 0 is the layer's
-// default. The default is 0 (30s).
-func WithReadTimeout(d time.Duration) Option { return func(o *options) { o.readTimeout = d } }
+// default. The default is the layer's, layer.DefaultReadTimeout (30s).
+func WithReadTimeout(d time.Duration) Option { return withLayerOption(layer.WithReadTimeout(d)) }
 
 // WithPassthrough sets whether completely cached files are served by the
 // kernel from the cache file (FUSE passthrough). The default is true.

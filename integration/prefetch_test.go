@@ -20,9 +20,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/lazysnap/lazysnap/convert"
 	"github.com/lazysnap/lazysnap/fs/trace"
 	"github.com/lazysnap/lazysnap/internal/testenv"
+	"github.com/lazysnap/lazysnap/prefetchlist"
 )
 
 // prefetchChunk is the chunk size the prefetch tests convert with: small, so
@@ -193,7 +193,8 @@ func tryExport(ls *testenv.Lazysnap, ref, out string) ([]string, error) {
 		return nil, fmt.Errorf("reading the export: %w", err)
 	}
 	defer f.Close()
-	return convert.ReadPrioritized(f)
+	list, err := prefetchlist.Read(f)
+	return list.Paths, err
 }
 
 // TestPrioritizeBadLists converts with lists that name missing files, that

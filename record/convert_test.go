@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/stargz-snapshotter/estargz"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/lazysnap/lazysnap/convert"
+	"github.com/lazysnap/lazysnap/prefetchlist"
 )
 
 // The exported trace, read back and given to the converter, puts the
@@ -22,10 +23,11 @@ func TestExportedTraceConvertsInRecordedOrder(t *testing.T) {
 	if _, err := res.Trace.WriteTo(&list); err != nil {
 		t.Fatal(err)
 	}
-	trace, rejected, err := ParseList(&list)
-	if err != nil || len(rejected) != 0 {
-		t.Fatalf("ParseList: %v %v", err, rejected)
+	parsed, err := prefetchlist.Read(&list)
+	if err != nil || len(parsed.Rejected) != 0 {
+		t.Fatalf("reading the list: %v %v", err, parsed.Rejected)
 	}
+	trace := parsed.Paths
 	var warnings []string
 	c, err := convert.New(convert.WithPrioritizedFiles(trace), convert.WithWorkDir(t.TempDir()),
 		convert.WithWarnFunc(func(msg string, _ ...any) { warnings = append(warnings, msg) }))

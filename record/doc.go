@@ -27,17 +27,9 @@
 //
 // # The list format
 //
-// A trace is written and read as text, one path per line, in access order:
-//
-//	# comment lines start with '#'
-//	/bin/busybox
-//	/etc/app/config.yaml
-//
-// Paths are absolute (relative ones are read as relative to the image root),
-// name files of the image's final root filesystem, and are UTF-8 or raw bytes
-// without a newline. Blank lines and lines starting with '#' are ignored, as
-// is whitespace around a path. This is the format `lazyconv convert
-// --prioritize` reads and `lazysnap trace export` writes. A path that cannot
-// be written in it (one holding a newline, or ending in white space) is
-// never recorded.
+// A trace is written as a prefetch list (package prefetchlist): one absolute
+// path per line, in access order, '#' comments. This is the format `lazyconv
+// convert --prioritize` reads and `lazysnap trace export` writes. A path that
+// cannot be written in it (one holding a newline, or ending in white space)
+// is never recorded.
 package record

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/lazysnap/lazysnap/prefetchlist"
 )
 
 // StopReason says why a recording ended.
@@ -191,7 +192,7 @@ func imageFiles(opened []string, sb *sandbox, logger *slog.Logger) Trace {
 			continue
 		}
 		seen[p] = true
-		if !listable(p) {
+		if !prefetchlist.Valid(p) {
 			logger.Warn("skipping a path the list format cannot hold", "path", p)
 			continue
 		}

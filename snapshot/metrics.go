@@ -64,15 +64,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 // fallbackReason names why a Mount failed, from the error's category. The
-// ErrNoFileSystem check comes first because it is also ErrNotImplemented.
+// ErrNoFileSystem check comes first because it is also ErrNotImplemented;
+// data loss comes next because a verification failure may carry another
+// category too (package fs reports a TOC digest mismatch, which layer.ReadTOC
+// calls a failed precondition, as data loss as well).
 func fallbackReason(err error) string {
 	switch {
 	case errors.Is(err, errNoFileSystem):
 		return ReasonNoFileSystem
-	case errdefs.IsNotImplemented(err), errdefs.IsInvalidArgument(err):
-		return ReasonUnsupported
 	case errdefs.IsDataLoss(err):
 		return ReasonVerification
+	case errdefs.IsNotImplemented(err), errdefs.IsInvalidArgument(err):
+		return ReasonUnsupported
 	case errdefs.IsUnavailable(err), errdefs.IsDeadlineExceeded(err), errors.Is(err, context.DeadlineExceeded):
 		return ReasonUnreachable
 	default:

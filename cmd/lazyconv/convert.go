@@ -10,6 +10,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/lazysnap/lazysnap/convert"
+	"github.com/lazysnap/lazysnap/internal/imageref"
+	"github.com/lazysnap/lazysnap/prefetchlist"
 	"github.com/spf13/cobra"
 )
 
@@ -39,7 +41,7 @@ image does not have are warned about and skipped.
 
 `
 
-func newConvertCmd(g *globals) *cobra.Command {
+func newConvertCommand(g *globals) *cobra.Command {
 	f := &convertFlags{}
 	cmd := &cobra.Command{
 		Use:   "convert SRC DST",
@@ -89,22 +91,25 @@ func (f *convertFlags) options(g *globals) ([]convert.Option, error) {
 			return nil, fmt.Errorf("--prioritize: %w", err)
 		}
 		defer file.Close()
-		paths, err := convert.ReadPrioritized(file)
+		list, err := prefetchlist.Read(file)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("--prioritize: %w", err)
 		}
-		opts = append(opts, convert.WithPrioritizedFiles(paths))
+		for _, r := range list.Rejected {
+			slog.Warn("skipping a line of the prioritized list", "file", f.prioritize, "line", r.Line, "text", r.Text, "reason", r.Reason)
+		}
+		opts = append(opts, convert.WithPrioritizedFiles(list.Paths))
 	}
 	return opts, nil
 }
 
 func runConvert(cmd *cobra.Command, g *globals, f *convertFlags, srcArg, dstArg string) error {
 	ctx := cmd.Context()
-	src, err := parseLocation(srcArg, g.plainHTTP)
+	src, err := imageref.Parse(srcArg, g.plainHTTP)
 	if err != nil {
 		return err
 	}
-	dst, err := parseLocation(dstArg, g.plainHTTP)
+	dst, err := imageref.Parse(dstArg, g.plainHTTP)
 	if err != nil {
 		return err
 	}
@@ -112,7 +117,7 @@ func runConvert(cmd *cobra.Command, g *globals, f *convertFlags, srcArg, dstArg 
 	if err != nil {
 		return err
 	}
-	in, cleanup, err := readSource(ctx, src, g.tmpDir)
+	in, cleanup, err := src.Read(ctx, g.tmpDir)
 	if err != nil {
 		return err
 	}
@@ -122,25 +127,25 @@ func runConvert(cmd *cobra.Command, g *globals, f *convertFlags, srcArg, dstArg 
 
 // convertAndWrite converts in with opts, writes it to dst and prints its
 // digest on out.
-func convertAndWrite(ctx context.Context, out io.Writer, in artifact, src, dst *location, opts []convert.Option) error {
+func convertAndWrite(ctx context.Context, out io.Writer, in imageref.Artifact, src, dst *imageref.Location, opts []convert.Option) error {
 	c, err := convert.New(opts...)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	var res artifact
-	if in.idx != nil {
-		res.idx, err = c.Index(ctx, in.idx)
+	var res imageref.Artifact
+	if in.Index != nil {
+		res.Index, err = c.Index(ctx, in.Index)
 	} else {
-		res.img, err = c.Image(ctx, in.img)
+		res.Image, err = c.Image(ctx, in.Image)
 	}
 	if err != nil {
 		return fmt.Errorf("converting %s: %w", src, err)
 	}
-	if err := dst.write(ctx, res); err != nil {
+	if err := dst.Write(ctx, res); err != nil {
 		return fmt.Errorf("writing %s: %w", dst, err)
 	}
-	d, err := res.digest()
+	d, err := res.Digest()
 	if err != nil {
 		return err
 	}

@@ -30,7 +30,7 @@ type globals struct {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRoot().ExecuteContext(ctx)
+	err := newRootCommand().ExecuteContext(ctx)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lazyconv:", err)
@@ -38,7 +38,7 @@ func main() {
 	}
 }
 
-func newRoot() *cobra.Command {
+func newRootCommand() *cobra.Command {
 	g := &globals{}
 	root := &cobra.Command{
 		Use:           "lazyconv",
@@ -57,6 +57,6 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().BoolVar(&g.plainHTTP, "plain-http", false, "talk plain HTTP to registries")
 	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "print no progress, only warnings and errors")
 	root.PersistentFlags().StringVar(&g.tmpDir, "tmp-dir", "", "directory for temporary files (default $TMPDIR)")
-	root.AddCommand(newConvertCmd(g), newVerifyCmd(g), newOptimizeCommand())
+	root.AddCommand(newConvertCommand(g), newVerifyCommand(g), newOptimizeCommand())
 	return root
 }

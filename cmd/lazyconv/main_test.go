@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/lazysnap/lazysnap/internal/imageref"
 	"github.com/lazysnap/lazysnap/internal/testenv"
 )
 
@@ -22,7 +23,7 @@ import (
 func run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
-	root := newRoot()
+	root := newRootCommand()
 	root.SetArgs(append([]string{"--quiet", "--tmp-dir", t.TempDir()}, args...))
 	root.SetOut(&out)
 	err := root.ExecuteContext(context.Background())
@@ -56,7 +57,15 @@ func testImage(t *testing.T, files map[string]string) v1.Image {
 func writeOCI(t *testing.T, img v1.Image, tag string) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "src")
-	if err := (&location{kind: "oci", path: dir, tag: tag}).write(context.Background(), artifact{img: img}); err != nil {
+	s := "oci:" + dir
+	if tag != "" {
+		s += ":" + tag
+	}
+	loc, err := imageref.Parse(s, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := loc.Write(context.Background(), imageref.Artifact{Image: img}); err != nil {
 		t.Fatal(err)
 	}
 	return dir

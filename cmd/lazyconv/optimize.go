@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/match"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/lazysnap/lazysnap/convert"
+	"github.com/lazysnap/lazysnap/internal/imageref"
 	"github.com/lazysnap/lazysnap/record"
 	"github.com/spf13/cobra"
 )
@@ -90,11 +91,11 @@ func globalsOf(cmd *cobra.Command) *globals {
 
 func runOptimize(cmd *cobra.Command, g *globals, f *optimizeFlags, srcArg, dstArg string) error {
 	ctx := cmd.Context()
-	src, err := parseLocation(srcArg, g.plainHTTP)
+	src, err := imageref.Parse(srcArg, g.plainHTTP)
 	if err != nil {
 		return err
 	}
-	dst, err := parseLocation(dstArg, g.plainHTTP)
+	dst, err := imageref.Parse(dstArg, g.plainHTTP)
 	if err != nil {
 		return err
 	}
@@ -106,7 +107,7 @@ func runOptimize(cmd *cobra.Command, g *globals, f *optimizeFlags, srcArg, dstAr
 	if err != nil {
 		return err
 	}
-	in, cleanup, err := readSource(ctx, src, g.tmpDir)
+	in, cleanup, err := src.Read(ctx, g.tmpDir)
 	if err != nil {
 		return err
 	}
@@ -167,11 +168,11 @@ func parseCmd(s string) ([]string, error) {
 
 // recordArtifact records the workload of an image, or of an index's image
 // for platform (this machine's when empty).
-func recordArtifact(ctx context.Context, a artifact, platform string, opts []record.Option) (record.Trace, error) {
-	img := a.img
-	if a.idx != nil {
+func recordArtifact(ctx context.Context, a imageref.Artifact, platform string, opts []record.Option) (record.Trace, error) {
+	img := a.Image
+	if a.Index != nil {
 		var err error
-		if img, err = platformImage(a.idx, platform); err != nil {
+		if img, err = platformImage(a.Index, platform); err != nil {
 			return nil, err
 		}
 	}
@@ -204,7 +205,7 @@ func (f *optimizeFlags) writeTrace(t record.Trace) error {
 	if f.traceOut == "" {
 		return nil
 	}
-	err := atomicFile(f.traceOut, func(file *os.File) error {
+	err := imageref.AtomicFile(f.traceOut, func(file *os.File) error {
 		_, err := t.WriteTo(file)
 		return err
 	})

@@ -6,6 +6,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/lazysnap/lazysnap/convert"
+	"github.com/lazysnap/lazysnap/internal/imageref"
 	"github.com/spf13/cobra"
 )
 
@@ -18,7 +19,7 @@ layer and file at fault.
 
 `
 
-func newVerifyCmd(g *globals) *cobra.Command {
+func newVerifyCommand(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "verify REF",
 		Short: "Verify the eStargz layers of an image",
@@ -26,32 +27,32 @@ func newVerifyCmd(g *globals) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			loc, err := parseLocation(args[0], g.plainHTTP)
+			loc, err := imageref.Parse(args[0], g.plainHTTP)
 			if err != nil {
 				return err
 			}
-			a, cleanup, err := readSource(ctx, loc, g.tmpDir)
+			a, cleanup, err := loc.Read(ctx, g.tmpDir)
 			if err != nil {
 				return err
 			}
 			defer cleanup()
-			imgs := []artifact{a}
-			if a.idx != nil {
-				found, err := partial.FindImages(a.idx, func(v1.Descriptor) bool { return true })
+			imgs := []imageref.Artifact{a}
+			if a.Index != nil {
+				found, err := partial.FindImages(a.Index, func(v1.Descriptor) bool { return true })
 				if err != nil {
 					return err
 				}
 				imgs = imgs[:0]
 				for _, img := range found {
-					imgs = append(imgs, artifact{img: img})
+					imgs = append(imgs, imageref.Artifact{Image: img})
 				}
 			}
 			for _, im := range imgs {
-				d, err := im.img.Digest()
+				d, err := im.Image.Digest()
 				if err != nil {
 					return err
 				}
-				res, err := convert.Verify(ctx, im.img, g.tmpDir)
+				res, err := convert.Verify(ctx, im.Image, g.tmpDir)
 				if err != nil {
 					return fmt.Errorf("image %s: %w", d, err)
 				}

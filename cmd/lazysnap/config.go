@@ -8,6 +8,10 @@ import (
 	"os"
 	"time"
 
+	"github.com/lazysnap/lazysnap/cache"
+	lazyfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/layer"
+	"github.com/lazysnap/lazysnap/fs/remote"
 	"github.com/pelletier/go-toml/v2"
 )
 
@@ -77,7 +81,10 @@ type traceConfig struct {
 	MaxFiles int  `toml:"max_files"`
 }
 
-// defaultConfig holds every default of the daemon in one place.
+// defaultConfig holds every default of the daemon in one place. A setting
+// the daemon only hands on to one package reads that package's exported
+// default, so the value is written once and the documentation (checked by
+// TestDocumentedDefaults) shows what really runs.
 func defaultConfig() config {
 	return config{
 		Root:           "/var/lib/lazysnap",
@@ -90,15 +97,19 @@ func defaultConfig() config {
 		WatchInterval:  duration(5 * time.Second),
 		Containerd:     containerdConfig{Address: "/run/containerd/containerd.sock", Snapshotter: "lazysnap"},
 		Verify:         verifyConfig{DiffID: true},
-		Cache:          cacheConfig{MaxBytes: 10 << 30},
-		Fetch: fetchConfig{MaxConcurrency: 8, MaxRequestBytes: 4 << 20, ReadAheadBytes: 0,
-			ReadTimeout: duration(30 * time.Second)},
+		Cache:          cacheConfig{MaxBytes: cache.DefaultMaxBytes},
+		Fetch: fetchConfig{
+			MaxConcurrency:  remote.DefaultMaxConcurrency,
+			MaxRequestBytes: layer.DefaultMaxRequestBytes,
+			ReadAheadBytes:  layer.DefaultReadAheadBytes,
+			ReadTimeout:     duration(layer.DefaultReadTimeout),
+		},
 		Prefetch: prefetchConfig{Enable: true, WaitTimeout: 0},
 		BackgroundFetch: backgroundFetchConfig{
 			Enable:         true,
 			BytesPerSecond: 0,
 		},
-		Trace:           traceConfig{Enable: true, MaxFiles: 10000},
+		Trace:           traceConfig{Enable: true, MaxFiles: lazyfs.DefaultTraceMaxFiles},
 		CRIImageService: criImageServiceConfig{Address: "", ContainerdAddress: "/run/containerd/containerd.sock"},
 	}
 }

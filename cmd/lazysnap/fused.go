@@ -9,13 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime/debug"
-	"syscall"
 	"time"
 
-	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -25,12 +22,9 @@ import (
 	"github.com/lazysnap/lazysnap/fs/remote"
 	"github.com/lazysnap/lazysnap/internal/credstore"
 	"github.com/lazysnap/lazysnap/internal/fused"
+	"github.com/lazysnap/lazysnap/internal/fusedproc"
 	"github.com/lazysnap/lazysnap/internal/unixsock"
 )
-
-// fusedStartTimeout bounds how long serve waits for a fused it started to
-// answer; mounting nothing, it normally answers within milliseconds.
-const fusedStartTimeout = 30 * time.Second
 
 // layerFS is what the daemon needs of package fs: the FileSystem contract,
 // plus Close to unmount everything on exit.
@@ -198,77 +192,22 @@ func privateState(root string) error {
 	return nil
 }
 
-// ensureFused returns a client of the fused serving ROOT, starting one when
-// none answers.
+// ensureFused returns a client of the fused serving ROOT, starting
+// `lazysnap fused` (this binary) when none answers.
 func ensureFused(ctx context.Context, cfg config, configPath string, log *slog.Logger) (*fused.Client, error) {
-	socket := fusedSocket(cfg.Root)
-	c := fused.NewClient(socket)
-	if err := c.Healthz(ctx); err == nil {
-		log.InfoContext(ctx, "using running fused", "socket", socket)
-		return c, nil
-	}
-	exited, err := startFused(cfg, configPath, socket)
-	if err != nil {
-		return nil, err
-	}
-	if err := waitFused(ctx, c, exited); err != nil {
-		return nil, fmt.Errorf("fused did not come up (see %s): %w", fusedLog(cfg.Root), err)
-	}
-	log.InfoContext(ctx, "started fused", "socket", socket, "log", fusedLog(cfg.Root))
-	return c, nil
-}
-
-func fusedLog(root string) string { return filepath.Join(root, "fused.log") }
-
-// startFused starts `lazysnap fused` in its own session, so neither a
-// SIGKILL of serve nor a signal to serve's process group reaches it, with
-// its output in a file: a pipe to serve would break when serve dies.
-func startFused(cfg config, configPath, socket string) (<-chan error, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("finding the lazysnap binary: %w", err)
 	}
-	if err := privateState(cfg.Root); err != nil {
-		return nil, err
-	}
-	out, err := os.OpenFile(fusedLog(cfg.Root), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("opening fused log: %w", err)
-	}
-	defer out.Close() // the child has its own copy
-	args := []string{"fused", "--socket", socket, "--root", cfg.Root}
+	socket := fusedSocket(cfg.Root)
+	argv := []string{exe, "fused", "--socket", socket, "--root", cfg.Root}
 	if configPath != "" {
-		args = append(args, "--config", configPath)
+		argv = append(argv, "--config", configPath)
 	}
-	cmd := exec.Command(exe, args...)
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting fused: %w", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }() // reaps it if it dies while serve runs
-	return exited, nil
+	return fusedproc.Ensure(ctx, socket, argv, fusedproc.WithLogFile(fusedLog(cfg.Root)), fusedproc.WithLogger(log))
 }
 
-func waitFused(ctx context.Context, c *fused.Client, exited <-chan error) error {
-	ctx, cancel := context.WithTimeout(ctx, fusedStartTimeout)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if err := c.Healthz(ctx); err == nil {
-			return nil
-		}
-		select {
-		case err := <-exited:
-			return fmt.Errorf("fused exited: %v: %w", err, errdefs.ErrUnavailable)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
-}
+func fusedLog(root string) string { return filepath.Join(root, "fused.log") }
 
 // setMemoryLimit gives the Go runtime a soft memory limit. Without one the
 // collector lets the heap grow to twice its live size, so a daemon whose

@@ -18,8 +18,10 @@ import (
 	"github.com/lazysnap/lazysnap/fs/index"
 )
 
-// Flights records the chunks being fetched, so that a chunk is never
-// fetched twice at once: the first reader fetches it, later ones wait. Share
+// Flights records the chunks being fetched, so that concurrent reads of a
+// chunk share one fetch: the first reader fetches it, later ones wait. A
+// chunk is fetched twice at once only when a read overtakes a prefetch or
+// background stream that is not worth waiting for (see worthWaiting). Share
 // one Flights between layers (WithFlights) to extend this to identical files
 // of different layers. Safe for concurrent use.
 type Flights struct {

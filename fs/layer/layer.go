@@ -41,15 +41,29 @@ type options struct {
 	logger           *slog.Logger
 }
 
+// The defaults the daemon's configuration shows (cmd/lazysnap reads them
+// rather than repeating them, and package fs passes its options on only
+// when they are set).
+const (
+	// DefaultMaxRequestBytes is the default of WithMaxRequestBytes.
+	DefaultMaxRequestBytes int64 = 4 << 20
+	// DefaultConcurrency is the default of WithConcurrency.
+	DefaultConcurrency = 4
+	// DefaultReadAheadBytes is the default of WithReadAhead: off.
+	DefaultReadAheadBytes int64 = 0
+	// DefaultReadTimeout is the default of WithReadTimeout.
+	DefaultReadTimeout = 30 * time.Second
+)
+
 // defaultOptions holds every default in one place.
 func defaultOptions() options {
 	return options{
-		maxRequestBytes:  4 << 20,   // The default is 4 MiB.
-		maxPrefetchBytes: 32 << 20,  // The default is 32 MiB.
-		maxGapBytes:      256 << 10, // The default is 256 KiB.
-		concurrency:      4,         // The default is 4 requests at once per read.
-		readAhead:        0,         // The default is off.
-		readTimeout:      30 * time.Second,
+		maxRequestBytes:  DefaultMaxRequestBytes, // The default is 4 MiB.
+		maxPrefetchBytes: 32 << 20,               // The default is 32 MiB.
+		maxGapBytes:      256 << 10,              // The default is 256 KiB.
+		concurrency:      DefaultConcurrency,     // The default is 4 requests at once per read.
+		readAhead:        DefaultReadAheadBytes,  // The default is off.
+		readTimeout:      DefaultReadTimeout,     // The default is 30s.
 		logger:           slog.Default(),
 	}
 }
@@ -448,6 +462,3 @@ func (l *Layer) source() string {
 // ErrCorrupt marks a chunk that failed verification twice. It wraps
 // errdefs.ErrDataLoss; the FUSE layer answers it with EIO.
 var ErrCorrupt = fmt.Errorf("chunk failed verification: %w", errdefs.ErrDataLoss)
-
-// IsCorrupt reports whether err is a verification failure.
-func IsCorrupt(err error) bool { return errors.Is(err, ErrCorrupt) }

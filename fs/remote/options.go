@@ -27,13 +27,17 @@ type options struct {
 	lookupIP func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
+// DefaultMaxConcurrency is the default of WithMaxConcurrency; the daemon's
+// configuration shows it (cmd/lazysnap reads it rather than repeating it).
+const DefaultMaxConcurrency = 8
+
 // defaultOptions holds every default in one place.
 func defaultOptions() options {
 	return options{
 		hostsDir:       "/etc/containerd/certs.d", // The default is containerd's hosts dir.
 		keychain:       authn.DefaultKeychain,     // The default is the docker config keychain.
 		transport:      nil,                       // The default is the per-host transport containerd builds from hosts.toml.
-		maxConcurrency: 8,                         // The default is 8 requests at once per registry host.
+		maxConcurrency: DefaultMaxConcurrency,     // The default is 8 requests at once per registry host.
 		maxRetries:     4,                         // The default is 4 retries of a failed request.
 		stallTimeout:   30 * time.Second,          // The default is 30s without a byte.
 		minBackoff:     100 * time.Millisecond,    // The default is 100ms before the first retry,

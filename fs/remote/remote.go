@@ -8,8 +8,7 @@
 // Transient failures (connection errors, 5xx, 429, short bodies, stalls)
 // are retried; 401 (after the transport's own token refresh), 403, 404 and
 // 416 are final, as errdefs.ErrUnauthenticated, ErrPermissionDenied,
-// ErrNotFound and ErrInvalidArgument. ReaderAt and SectionReader adapt a
-// Blob for estargz.Open.
+// ErrNotFound and ErrInvalidArgument.
 package remote
 
 import (

@@ -1,17 +1,14 @@
 package remote
 
 import (
-	"archive/tar"
 	"bytes"
 	"errors"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"sync"
 	"testing"
 
 	"github.com/containerd/errdefs"
-	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -160,52 +157,4 @@ func parseLength(s string) int64 {
 		n = n*10 + int64(c-'0')
 	}
 	return n
-}
-
-// TestSectionReaderOpensEStargz reads an eStargz layer's footer and TOC
-// through SectionReader, as fs/layer does.
-func TestSectionReaderOpensEStargz(t *testing.T) {
-	content := randomBytes(300<<10, 3)
-	var tarBuf bytes.Buffer
-	tw := tar.NewWriter(&tarBuf)
-	if err := tw.WriteHeader(&tar.Header{Name: "data.bin", Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tw.Write(content); err != nil {
-		t.Fatal(err)
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	eb, err := estargz.Build(io.NewSectionReader(bytes.NewReader(tarBuf.Bytes()), 0, int64(tarBuf.Len())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eb.Close()
-	layer, err := io.ReadAll(eb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := newFixture(t, 1)
-	d := pushBlob(t, f.reg.Host, layer)
-	b, err := NewResolver(testOptions()...).Resolve(t.Context(), f.reg.Ref(testRepo), d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	er, err := estargz.Open(SectionReader(t.Context(), b))
-	if err != nil {
-		t.Fatalf("estargz.Open over the remote blob: %v", err)
-	}
-	e, ok := er.Lookup("data.bin")
-	if !ok || e.Size != int64(len(content)) {
-		t.Fatalf("TOC entry for data.bin: %+v, %v", e, ok)
-	}
-	sr, err := er.OpenFile("data.bin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(io.NewSectionReader(sr, 0, e.Size))
-	if err != nil || !bytes.Equal(got, content) {
-		t.Fatalf("reading data.bin through the TOC: %v (equal %v)", err, bytes.Equal(got, content))
-	}
 }

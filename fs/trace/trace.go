@@ -1,20 +1,18 @@
 // Package trace records, per image, the order in which its files are first
-// opened after mount, and stores it as a prefetch list: one absolute path per
-// line, "#" comments allowed, which is what `lazyconv convert --prioritize`
-// reads. Recording is cheap and bounded: the FUSE side reports each file of
+// opened after mount, and stores it as a prefetch list (package
+// prefetchlist), which is what `lazyconv convert --prioritize` reads. Recording is cheap and bounded: the FUSE side reports each file of
 // a layer once (see fs/node), and a Recorder keeps at most a fixed number of
 // paths.
 package trace
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"path"
 	"strings"
 	"sync"
 
-	"github.com/containerd/errdefs"
+	"github.com/lazysnap/lazysnap/prefetchlist"
 )
 
 // Recorder records the first-open order of one image's files. It is safe
@@ -40,9 +38,13 @@ func NewRecorder(image string, maxPaths int) *Recorder {
 func (r *Recorder) Image() string { return r.image }
 
 // Record appends path (made absolute and clean) unless it was recorded
-// already or the recorder is full.
+// already or the recorder is full. A path the prefetch list cannot hold (a
+// name with a line break) is not recorded: it could not be saved.
 func (r *Recorder) Record(p string) {
 	p = path.Clean("/" + p)
+	if !prefetchlist.Valid(p) {
+		return
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.seen[p]; ok {
@@ -85,19 +87,14 @@ func (r *Recorder) markSaved() {
 	r.mu.Unlock()
 }
 
-// imageHeader starts the comment that names the image in a trace file.
-const imageHeader = "# image: "
+// imageComment starts the comment that names the image in a trace file.
+const imageComment = "image: "
 
-// Write writes image's paths in the prefetch-list format.
+// Write writes image's paths in the prefetch-list format (package
+// prefetchlist), with a comment naming the image.
 func Write(w io.Writer, image string, paths []string) error {
-	bw := bufio.NewWriter(w)
-	fmt.Fprintf(bw, "# lazysnap trace: files in the order they were first opened after mount\n")
-	fmt.Fprintf(bw, "%s%s\n", imageHeader, image)
-	for _, p := range paths {
-		bw.WriteString(p)
-		bw.WriteByte('\n')
-	}
-	return bw.Flush()
+	comments := []string{"lazysnap trace: files in the order they were first opened after mount", imageComment + image}
+	return prefetchlist.Write(w, comments, paths)
 }
 
 // Parsed is what Read found in a trace file.
@@ -107,37 +104,22 @@ type Parsed struct {
 	Warnings []string // lines skipped, and why
 }
 
-// maxLine bounds one line of a trace file: a path is at most 4 KiB on Linux.
-const maxLine = 64 << 10
-
-// Read parses a prefetch list. Lines that are not absolute paths, and
-// repeats, are skipped with a warning rather than failing: a damaged trace
-// still yields the good part. It fails only when r fails.
+// Read parses a trace file with prefetchlist.Read. Lines that name no
+// usable path, and repeats, are skipped with a warning rather than failing:
+// a damaged trace still yields the good part.
 func Read(r io.Reader) (Parsed, error) {
-	var out Parsed
-	seen := map[string]struct{}{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 4096), maxLine)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		switch {
-		case strings.HasPrefix(line, imageHeader):
-			out.Image = strings.TrimSpace(strings.TrimPrefix(line, imageHeader))
-		case line == "" || strings.HasPrefix(line, "#"):
-		case !strings.HasPrefix(line, "/") || strings.ContainsRune(line, 0):
-			out.Warnings = append(out.Warnings, fmt.Sprintf("line %d: %q is no absolute path; skipped", n, line))
-		default:
-			p := path.Clean(line)
-			if _, dup := seen[p]; dup {
-				out.Warnings = append(out.Warnings, fmt.Sprintf("line %d: %s repeated; skipped", n, p))
-				continue
-			}
-			seen[p] = struct{}{}
-			out.Paths = append(out.Paths, p)
+	l, err := prefetchlist.Read(r)
+	out := Parsed{Paths: l.Paths}
+	for _, c := range l.Comments {
+		if img, ok := strings.CutPrefix(c, imageComment); ok {
+			out.Image = strings.TrimSpace(img)
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return out, fmt.Errorf("reading trace: %w: %w", err, errdefs.ErrInvalidArgument)
+	for _, rej := range l.Rejected {
+		out.Warnings = append(out.Warnings, rej.String())
+	}
+	if err != nil {
+		return out, fmt.Errorf("reading trace: %w", err)
 	}
 	return out, nil
 }

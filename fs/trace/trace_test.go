@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/lazysnap/lazysnap/prefetchlist"
 )
 
 func TestRecorderDedupAndBound(t *testing.T) {
@@ -20,6 +22,22 @@ func TestRecorderDedupAndBound(t *testing.T) {
 	}
 	if r.Dropped() != 2 {
 		t.Errorf("dropped %d, want 2", r.Dropped())
+	}
+}
+
+// TestRecorderSkipsUnlistable: a file name with a newline is not recorded,
+// so it can neither inject a line into the saved trace nor fail the save.
+func TestRecorderSkipsUnlistable(t *testing.T) {
+	d := Dir(t.TempDir())
+	r := NewRecorder("img", 10)
+	r.Record("/a\n/etc/shadow")
+	r.Record("/b")
+	if err := d.Save(r); err != nil {
+		t.Fatal(err)
+	}
+	p, err := d.Load("img")
+	if err != nil || !reflect.DeepEqual(p.Paths, []string{"/b"}) {
+		t.Fatalf("loaded %+v, %v", p, err)
 	}
 }
 
@@ -47,7 +65,7 @@ func TestRoundTrip(t *testing.T) {
 // TestBadInput: damaged, empty, foreign and missing traces give warnings or
 // categorized errors, never a crash.
 func TestBadInput(t *testing.T) {
-	p, err := Read(strings.NewReader("garbage\n/ok\n\x00bad\n/ok\n#c\n\n/also ok\n"))
+	p, err := Read(strings.NewReader("../garbage\n/ok\n\x00bad\n/ok\n#c\n\n/also ok\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +75,7 @@ func TestBadInput(t *testing.T) {
 	if p, err := Read(strings.NewReader("")); err != nil || len(p.Paths) != 0 {
 		t.Fatalf("empty trace: %+v, %v", p, err)
 	}
-	if _, err := Read(strings.NewReader("/" + strings.Repeat("x", maxLine))); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := Read(strings.NewReader("/" + strings.Repeat("x", prefetchlist.MaxLine))); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("overlong line: %v", err)
 	}
 

@@ -24,12 +24,16 @@ type errorKind struct {
 	status   int
 }
 
-// errorKinds is ordered: the first match names an error. Data loss and
-// deadlines have no HTTP status of their own, which is why the kind
-// travels in the body. (A function, not a package variable, so nothing
-// can change the table.)
+// errorKinds is ordered: the first match names an error. Data loss comes
+// first because it is the most specific: a verification failure may also
+// carry another category (a TOC digest mismatch is FailedPrecondition as
+// well) and must still reach the snapshotter as one, which counts it as a
+// "verification" fallback. Data loss and deadlines have no HTTP status of
+// their own, which is why the kind travels in the body. (A function, not a
+// package variable, so nothing can change the table.)
 func errorKinds() []errorKind {
 	return []errorKind{
+		{"data-loss", errdefs.ErrDataLoss, errdefs.IsDataLoss, http.StatusInternalServerError},
 		{"not-found", errdefs.ErrNotFound, errdefs.IsNotFound, http.StatusNotFound},
 		{"already-exists", errdefs.ErrAlreadyExists, errdefs.IsAlreadyExists, http.StatusConflict},
 		{"invalid-argument", errdefs.ErrInvalidArgument, errdefs.IsInvalidArgument, http.StatusBadRequest},
@@ -38,7 +42,6 @@ func errorKinds() []errorKind {
 		{"unavailable", errdefs.ErrUnavailable, errdefs.IsUnavailable, http.StatusServiceUnavailable},
 		{"deadline-exceeded", context.DeadlineExceeded, errdefs.IsDeadlineExceeded, http.StatusGatewayTimeout},
 		{"canceled", context.Canceled, errdefs.IsCanceled, http.StatusServiceUnavailable},
-		{"data-loss", errdefs.ErrDataLoss, errdefs.IsDataLoss, http.StatusInternalServerError},
 		{"permission-denied", errdefs.ErrPermissionDenied, errdefs.IsPermissionDenied, http.StatusForbidden},
 		{"resource-exhausted", errdefs.ErrResourceExhausted, errdefs.IsResourceExhausted, http.StatusTooManyRequests},
 	}

@@ -114,8 +114,10 @@ func TestErrorCategories(t *testing.T) {
 		{errdefs.ErrFailedPrecondition, errdefs.IsFailedPrecondition},
 		{errdefs.ErrAlreadyExists, errdefs.IsAlreadyExists},
 		{context.DeadlineExceeded, errdefs.IsDeadlineExceeded},
+		// A TOC digest mismatch: verification wins over its other category.
+		{fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, errdefs.ErrDataLoss), errdefs.IsDataLoss},
 	} {
-		t.Run(fmt.Sprintf("%T", tc.err), func(t *testing.T) {
+		t.Run(tc.err.Error(), func(t *testing.T) {
 			c := serve(t, &recordingFS{failed: fmt.Errorf("layer sha256:abc: %w", tc.err)})
 			err := c.Mount(ctx, "/mnt/a", nil)
 			if err == nil || !tc.is(err) {

@@ -1,4 +1,9 @@
-package main
+// Package imageref reads and writes container images wherever lazyconv's
+// users keep them: a registry (REF), an OCI layout (oci:DIR[:TAG]), an OCI
+// archive (oci-archive:FILE[:TAG]) or a docker archive
+// (docker-archive:FILE[:REF]). Writes are atomic: nothing is visible at the
+// destination until everything is written.
+package imageref
 
 import (
 	"archive/tar"
@@ -24,23 +29,23 @@ import (
 // refNameAnnotation names an image in an OCI layout's index.json.
 const refNameAnnotation = "org.opencontainers.image.ref.name"
 
-// location is where an image is: a registry, an OCI layout, or an archive.
-type location struct {
+// Location is where an image is: a registry, an OCI layout, or an archive.
+type Location struct {
 	kind string // "registry", "oci", "oci-archive" or "docker-archive"
 	ref  name.Reference
 	path string
 	tag  string // oci: the ref.name; docker-archive: the image reference
 }
 
-// parseLocation parses REF, oci:DIR[:TAG], oci-archive:FILE[:TAG] or
+// Parse parses REF, oci:DIR[:TAG], oci-archive:FILE[:TAG] or
 // docker-archive:FILE[:REF].
-func parseLocation(s string, plainHTTP bool) (*location, error) {
+func Parse(s string, plainHTTP bool) (*Location, error) {
 	for _, kind := range []string{"oci-archive", "docker-archive", "oci"} {
 		rest, ok := strings.CutPrefix(s, kind+":")
 		if !ok {
 			continue
 		}
-		loc := &location{kind: kind, path: rest}
+		loc := &Location{kind: kind, path: rest}
 		// A suffix after the last ':' is a tag unless it looks like part of a path.
 		if i := strings.LastIndex(rest, ":"); i > 0 && (kind == "docker-archive" || !strings.Contains(rest[i:], "/")) {
 			loc.path, loc.tag = rest[:i], rest[i+1:]
@@ -58,10 +63,10 @@ func parseLocation(s string, plainHTTP bool) (*location, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%q: %w: %w", s, err, errdefs.ErrInvalidArgument)
 	}
-	return &location{kind: "registry", ref: ref}, nil
+	return &Location{kind: "registry", ref: ref}, nil
 }
 
-func (l *location) String() string {
+func (l *Location) String() string {
 	if l.kind == "registry" {
 		return l.ref.String()
 	}
@@ -71,61 +76,62 @@ func (l *location) String() string {
 	return l.kind + ":" + l.path + ":" + l.tag
 }
 
-// artifact is an image or an index.
-type artifact struct {
-	img v1.Image
-	idx v1.ImageIndex
+// Artifact is an image or an index: exactly one of the two is set.
+type Artifact struct {
+	Image v1.Image
+	Index v1.ImageIndex
 }
 
-func (a artifact) digest() (v1.Hash, error) {
-	if a.idx != nil {
-		return a.idx.Digest()
+// Digest is the digest of the image or index.
+func (a Artifact) Digest() (v1.Hash, error) {
+	if a.Index != nil {
+		return a.Index.Digest()
 	}
-	return a.img.Digest()
+	return a.Image.Digest()
 }
 
 func remoteOptions(ctx context.Context) []remote.Option {
 	return []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)}
 }
 
-// read opens what l names. tmp is a directory for unpacking archives.
-// readSource reads the image at l, unpacking an oci-archive into a private
-// temp dir under tmpDir; the caller calls cleanup once done with the image.
-func readSource(ctx context.Context, l *location, tmpDir string) (a artifact, cleanup func(), err error) {
+// Read reads the image at l, unpacking an oci-archive into a private temp
+// dir under tmpDir; the caller calls cleanup once done with the image.
+func (l *Location) Read(ctx context.Context, tmpDir string) (a Artifact, cleanup func(), err error) {
 	tmp, err := os.MkdirTemp(tmpDir, "lazyconv-src-")
 	if err != nil {
-		return artifact{}, nil, err
+		return Artifact{}, nil, err
 	}
 	cleanup = func() { os.RemoveAll(tmp) }
 	if a, err = l.read(ctx, tmp); err != nil {
 		cleanup()
-		return artifact{}, nil, err
+		return Artifact{}, nil, err
 	}
 	return a, cleanup, nil
 }
 
-func (l *location) read(ctx context.Context, tmp string) (artifact, error) {
+// read opens what l names. tmp is a directory for unpacking archives.
+func (l *Location) read(ctx context.Context, tmp string) (Artifact, error) {
 	switch l.kind {
 	case "registry":
 		desc, err := remote.Get(l.ref, remoteOptions(ctx)...)
 		if err != nil {
-			return artifact{}, fmt.Errorf("fetching %s: %w", l, err)
+			return Artifact{}, fmt.Errorf("fetching %s: %w", l, err)
 		}
 		if desc.MediaType.IsIndex() {
 			idx, err := desc.ImageIndex()
-			return artifact{idx: idx}, err
+			return Artifact{Index: idx}, err
 		}
 		img, err := desc.Image()
-		return artifact{img: img}, err
+		return Artifact{Image: img}, err
 	case "oci":
 		return readLayout(l.path, l.tag)
 	case "oci-archive":
 		dir, err := os.MkdirTemp(tmp, "oci-archive-")
 		if err != nil {
-			return artifact{}, err
+			return Artifact{}, err
 		}
 		if err := untar(l.path, dir); err != nil {
-			return artifact{}, fmt.Errorf("unpacking %s: %w", l, err)
+			return Artifact{}, fmt.Errorf("unpacking %s: %w", l, err)
 		}
 		return readLayout(dir, l.tag)
 	case "docker-archive":
@@ -133,29 +139,29 @@ func (l *location) read(ctx context.Context, tmp string) (artifact, error) {
 		if l.tag != "" {
 			t, err := name.NewTag(l.tag)
 			if err != nil {
-				return artifact{}, fmt.Errorf("%s: %w: %w", l, err, errdefs.ErrInvalidArgument)
+				return Artifact{}, fmt.Errorf("%s: %w: %w", l, err, errdefs.ErrInvalidArgument)
 			}
 			tag = &t
 		}
 		img, err := tarball.ImageFromPath(l.path, tag)
 		if err != nil {
-			return artifact{}, fmt.Errorf("reading %s: %w", l, err)
+			return Artifact{}, fmt.Errorf("reading %s: %w", l, err)
 		}
-		return artifact{img: img}, nil
+		return Artifact{Image: img}, nil
 	}
-	return artifact{}, fmt.Errorf("unknown location kind %q: %w", l.kind, errdefs.ErrInvalidArgument)
+	return Artifact{}, fmt.Errorf("unknown location kind %q: %w", l.kind, errdefs.ErrInvalidArgument)
 }
 
 // readLayout opens the manifest of an OCI layout tagged tag, or its only
 // manifest when tag is empty.
-func readLayout(dir, tag string) (artifact, error) {
+func readLayout(dir, tag string) (Artifact, error) {
 	ii, err := layout.ImageIndexFromPath(dir)
 	if err != nil {
-		return artifact{}, fmt.Errorf("reading OCI layout %s: %w", dir, err)
+		return Artifact{}, fmt.Errorf("reading OCI layout %s: %w", dir, err)
 	}
 	im, err := ii.IndexManifest()
 	if err != nil {
-		return artifact{}, err
+		return Artifact{}, err
 	}
 	var found []v1.Descriptor
 	for _, d := range im.Manifests {
@@ -165,33 +171,33 @@ func readLayout(dir, tag string) (artifact, error) {
 	}
 	switch {
 	case len(found) == 0:
-		return artifact{}, fmt.Errorf("OCI layout %s has no image %q: %w", dir, tag, errdefs.ErrNotFound)
+		return Artifact{}, fmt.Errorf("OCI layout %s has no image %q: %w", dir, tag, errdefs.ErrNotFound)
 	case len(found) > 1:
-		return artifact{}, fmt.Errorf("OCI layout %s has %d images; name one with :TAG: %w", dir, len(found), errdefs.ErrInvalidArgument)
+		return Artifact{}, fmt.Errorf("OCI layout %s has %d images; name one with :TAG: %w", dir, len(found), errdefs.ErrInvalidArgument)
 	}
 	if found[0].MediaType.IsIndex() {
 		idx, err := ii.ImageIndex(found[0].Digest)
-		return artifact{idx: idx}, err
+		return Artifact{Index: idx}, err
 	}
 	img, err := ii.Image(found[0].Digest)
-	return artifact{img: img}, err
+	return Artifact{Image: img}, err
 }
 
-// write stores a at l. Nothing is visible at l until everything is written:
+// Write stores a at l. Nothing is visible at l until everything is written:
 // a registry gets the manifest (the tag) after every blob, an OCI layout gets
 // its index.json after the blobs (a new layout appears by a rename), and an
 // archive is written to a temporary file renamed into place.
-func (l *location) write(ctx context.Context, a artifact) error {
+func (l *Location) Write(ctx context.Context, a Artifact) error {
 	switch l.kind {
 	case "registry":
-		if a.idx != nil {
-			return remote.WriteIndex(l.ref, a.idx, remoteOptions(ctx)...)
+		if a.Index != nil {
+			return remote.WriteIndex(l.ref, a.Index, remoteOptions(ctx)...)
 		}
-		return remote.Write(l.ref, a.img, remoteOptions(ctx)...)
+		return remote.Write(l.ref, a.Image, remoteOptions(ctx)...)
 	case "oci":
 		return writeLayout(l.path, l.tag, a)
 	case "oci-archive":
-		return atomicFile(l.path, func(f *os.File) error {
+		return AtomicFile(l.path, func(f *os.File) error {
 			dir, err := os.MkdirTemp(filepath.Dir(l.path), ".lazyconv-layout-")
 			if err != nil {
 				return err
@@ -203,7 +209,7 @@ func (l *location) write(ctx context.Context, a artifact) error {
 			return tarDir(filepath.Join(dir, "layout"), f)
 		})
 	case "docker-archive":
-		if a.img == nil {
+		if a.Image == nil {
 			return fmt.Errorf("a docker archive holds one image, not an index: pick one with --platform: %w", errdefs.ErrInvalidArgument)
 		}
 		tagName := l.tag
@@ -214,12 +220,12 @@ func (l *location) write(ctx context.Context, a artifact) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w: %w", l, err, errdefs.ErrInvalidArgument)
 		}
-		return atomicFile(l.path, func(f *os.File) error { return tarball.Write(tag, a.img, f) })
+		return AtomicFile(l.path, func(f *os.File) error { return tarball.Write(tag, a.Image, f) })
 	}
 	return fmt.Errorf("unknown location kind %q: %w", l.kind, errdefs.ErrInvalidArgument)
 }
 
-func writeLayout(dir, tag string, a artifact) error {
+func writeLayout(dir, tag string, a Artifact) error {
 	var opts []layout.Option
 	if tag != "" {
 		opts = append(opts, layout.WithAnnotations(map[string]string{refNameAnnotation: tag}))
@@ -229,10 +235,10 @@ func writeLayout(dir, tag string, a artifact) error {
 			return appendArtifact(p, a, opts)
 		}
 		matcher := match.Annotation(refNameAnnotation, tag)
-		if a.idx != nil {
-			return p.ReplaceIndex(a.idx, matcher, opts...)
+		if a.Index != nil {
+			return p.ReplaceIndex(a.Index, matcher, opts...)
 		}
-		return p.ReplaceImage(a.img, matcher, opts...)
+		return p.ReplaceImage(a.Image, matcher, opts...)
 	}
 	if p, err := layout.FromPath(dir); err == nil {
 		return appendTo(p)
@@ -258,16 +264,16 @@ func writeLayout(dir, tag string, a artifact) error {
 	return os.Rename(tmp, dir)
 }
 
-func appendArtifact(p layout.Path, a artifact, opts []layout.Option) error {
-	if a.idx != nil {
-		return p.AppendIndex(a.idx, opts...)
+func appendArtifact(p layout.Path, a Artifact, opts []layout.Option) error {
+	if a.Index != nil {
+		return p.AppendIndex(a.Index, opts...)
 	}
-	return p.AppendImage(a.img, opts...)
+	return p.AppendImage(a.Image, opts...)
 }
 
-// atomicFile writes path through a temporary file in the same directory,
+// AtomicFile writes path through a temporary file in the same directory,
 // renamed into place only when fill succeeds.
-func atomicFile(path string, fill func(*os.File) error) error {
+func AtomicFile(path string, fill func(*os.File) error) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".lazyconv-")
 	if err != nil {
 		return err
