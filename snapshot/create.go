@@ -70,7 +70,7 @@ func (s *Snapshotter) createSnapshot(ctx context.Context, kind snapshots.Kind, k
 // below parent that are being mounted again are, and fails if one cannot
 // be: see waitLayers.
 func (s *Snapshotter) waitAncestors(ctx context.Context, parent string) error {
-	if parent == "" || s.restores == nil || len(s.restores.byID) == 0 {
+	if parent == "" || s.restores == nil || len(s.restores.all()) == 0 {
 		return nil
 	}
 	ids, err := s.ancestorIDs(ctx, parent)

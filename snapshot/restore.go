@@ -25,64 +25,150 @@ type remoteLayer struct {
 // process started: its directory is empty otherwise, and a container
 // stacked on it would silently miss the layer's files.
 type layerState struct {
-	ready  chan struct{} // closed once the first restore attempt ended
-	mu     sync.Mutex
-	err    error // why the layer is not mounted; nil once it is
-	tried  time.Time
 	remote remoteLayer
+
+	mu      sync.Mutex
+	attempt chan struct{} // closed when the attempt under way ends; nil when none is
+	err     error         // why the layer is not mounted; nil once it is
+	tried   time.Time     // when the last attempt ended
 }
 
-func (st *layerState) result() error {
+// begin records that an attempt to mount the layer starts: snapshots
+// stacked on it wait until end.
+func (st *layerState) begin() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.attempt = make(chan struct{})
+}
+
+func (st *layerState) end(err error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.err, st.tried = err, time.Now()
+	close(st.attempt)
+	st.attempt = nil
+}
+
+// wait waits for the attempt under way, if any, and returns why the layer
+// is not mounted, or nil.
+func (st *layerState) wait(ctx context.Context) error {
+	st.mu.Lock()
+	attempt := st.attempt
+	st.mu.Unlock()
+	if attempt != nil {
+		select {
+		case <-attempt:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for remote layer %s to be mounted again: %w", st.remote.name, ctx.Err())
+		}
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return st.err
 }
 
-// restores tracks the remote layers restored at start, by snapshot ID.
+// restores tracks the remote layers mounted again since this process
+// started, by snapshot ID.
 type restores struct {
 	mu     sync.Mutex
 	byID   map[string]*layerState
 	cancel context.CancelFunc
-	done   chan struct{}
+	done   chan struct{} // closed when the first round ended
 }
 
-// startRestore looks up every committed remote layer and checks, and where
-// needed mounts again, each of them in the background, a few at once, so
-// that containerd reaches the snapshotter at once after a restart. Until a
-// layer's first attempt ends, snapshots stacked on it wait for it; a layer
-// that could not be mounted fails them loudly (see waitLayers) and is tried
-// again by RetryRestore.
+// state returns l's state, created (with no attempt under way) if needed.
+func (r *restores) state(l remoteLayer) *layerState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, ok := r.byID[l.id]
+	if !ok {
+		st = &layerState{remote: l}
+		r.byID[l.id] = st
+	}
+	return st
+}
+
+func (r *restores) lookup(id string) (*layerState, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, ok := r.byID[id]
+	return st, ok
+}
+
+func (r *restores) all() []*layerState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*layerState, 0, len(r.byID))
+	for _, st := range r.byID {
+		out = append(out, st)
+	}
+	return out
+}
+
+// startRestore checks, and where needed mounts again, every committed
+// remote layer in the background, a few at once, so that containerd
+// reaches the snapshotter at once after a restart. Until a layer's attempt
+// ends, snapshots stacked on it wait for it; a layer that could not be
+// mounted fails them loudly (see waitLayers) and is tried again by
+// RetryRestore.
 func (s *Snapshotter) startRestore(ctx context.Context) error {
-	layers, err := s.remoteLayers(ctx)
-	if errdefs.IsNotFound(err) {
-		layers, err = nil, nil // a new store has no buckets yet
-	}
-	if err != nil {
-		return fmt.Errorf("listing remote layers: %w", err)
-	}
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.restores = &restores{byID: map[string]*layerState{}, cancel: cancel, done: make(chan struct{})}
-	for _, l := range layers {
-		s.restores.byID[l.id] = &layerState{ready: make(chan struct{}), remote: l,
-			err: fmt.Errorf("not restored yet: %w", errdefs.ErrUnavailable)}
+	sts, err := s.beginAll(ctx)
+	if err != nil {
+		cancel()
+		return err
 	}
 	go func() {
 		defer close(s.restores.done)
-		var g errgroup.Group
-		g.SetLimit(s.opts.restoreConcurrency)
-		for _, st := range s.restores.byID {
-			g.Go(func() error {
-				s.restoreLayer(rctx, st)
-				close(st.ready)
-				return nil
-			})
-		}
-		g.Wait()
+		s.runAll(rctx, sts)
 	}()
 	return nil
 }
 
-// stopRestore cancels restores in flight and waits for them.
+// beginAll starts an attempt on every committed remote layer.
+func (s *Snapshotter) beginAll(ctx context.Context) ([]*layerState, error) {
+	layers, err := s.remoteLayers(ctx)
+	if errdefs.IsNotFound(err) {
+		return nil, nil // a new store has no buckets yet
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing remote layers: %w", err)
+	}
+	sts := make([]*layerState, len(layers))
+	for i, l := range layers {
+		sts[i] = s.restores.state(l)
+		sts[i].begin()
+	}
+	return sts, nil
+}
+
+// runAll runs the attempts begun on sts, a few at once.
+func (s *Snapshotter) runAll(ctx context.Context, sts []*layerState) {
+	var g errgroup.Group
+	g.SetLimit(s.opts.restoreConcurrency)
+	for _, st := range sts {
+		g.Go(func() error {
+			s.restoreLayer(ctx, st)
+			return nil
+		})
+	}
+	g.Wait()
+}
+
+// RemountAll checks every committed remote layer and mounts again those the
+// FileSystem lost: serve calls it after it restarted a fused that died.
+// Snapshots stacked on a layer wait while it is being mounted again.
+func (s *Snapshotter) RemountAll(ctx context.Context) error {
+	sts, err := s.beginAll(ctx)
+	if err != nil {
+		return err
+	}
+	s.runAll(ctx, sts)
+	return nil
+}
+
+// stopRestore cancels restores in flight and waits for the first round.
 func (s *Snapshotter) stopRestore() {
 	if s.restores != nil {
 		s.restores.cancel()
@@ -96,9 +182,7 @@ func (s *Snapshotter) restoreLayer(ctx context.Context, st *layerState) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.restoreTimeout)
 	defer cancel()
 	err := s.mountAgain(ctx, st.remote)
-	st.mu.Lock()
-	st.err, st.tried = err, time.Now()
-	st.mu.Unlock()
+	st.end(err)
 	l := st.remote
 	if err != nil {
 		s.log.ErrorContext(ctx, "remote layer could not be mounted; containers that need it fail to start until it is",
@@ -145,6 +229,7 @@ func (s *Snapshotter) RetryRestore(ctx context.Context) {
 		due := time.Since(st.tried) >= s.opts.restoreRetry
 		st.mu.Unlock()
 		if due && ctx.Err() == nil {
+			st.begin()
 			s.restoreLayer(ctx, st)
 		}
 	}
@@ -157,7 +242,7 @@ func (s *Snapshotter) failedLayers() []*layerState {
 	if s.restores == nil {
 		return nil
 	}
-	for _, st := range s.restores.byID {
+	for _, st := range s.restores.all() {
 		st.mu.Lock()
 		if !st.tried.IsZero() && st.err != nil {
 			out = append(out, st)
@@ -176,16 +261,11 @@ func (s *Snapshotter) waitLayers(ctx context.Context, ids []string) error {
 		return nil
 	}
 	for _, id := range ids {
-		st, ok := s.restores.byID[id]
+		st, ok := s.restores.lookup(id)
 		if !ok {
 			continue
 		}
-		select {
-		case <-st.ready:
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for remote layer %s to be mounted again: %w", st.remote.name, ctx.Err())
-		}
-		if err := st.result(); err != nil {
+		if err := st.wait(ctx); err != nil {
 			l := st.remote
 			return fmt.Errorf("layer %s of image %s (snapshot %s) is not mounted: %w; lazysnap retries it in the background: %w",
 				l.labels[snapshotters.TargetLayerDigestLabel], l.labels[snapshotters.TargetRefLabel], l.name,

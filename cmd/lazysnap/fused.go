@@ -24,6 +24,7 @@ import (
 	"github.com/lazysnap/lazysnap/internal/fused"
 	"github.com/lazysnap/lazysnap/internal/fusedproc"
 	"github.com/lazysnap/lazysnap/internal/unixsock"
+	"github.com/lazysnap/lazysnap/snapshot"
 )
 
 // layerFS is what the daemon needs of package fs: the FileSystem contract,
@@ -131,6 +132,7 @@ func runFused(ctx context.Context, cfg config, socket string) error {
 		return err
 	}
 	setMemoryLimit(cfg.MemoryLimit)
+	protectFromOOMKiller(log)
 	if err := privateState(cfg.Root); err != nil {
 		return err
 	}
@@ -195,16 +197,55 @@ func privateState(root string) error {
 // ensureFused returns a client of the fused serving ROOT, starting
 // `lazysnap fused` (this binary) when none answers.
 func ensureFused(ctx context.Context, cfg config, configPath string, log *slog.Logger) (*fused.Client, error) {
+	argv, err := fusedArgv(cfg, configPath)
+	if err != nil {
+		return nil, err
+	}
+	return fusedproc.Ensure(ctx, fusedSocket(cfg.Root), argv, fusedproc.WithLogFile(fusedLog(cfg.Root)), fusedproc.WithLogger(log))
+}
+
+// superviseFused starts fused again whenever it stops answering, then has
+// sn mount again the layers the dead fused held.
+func superviseFused(ctx context.Context, cfg config, configPath string, sn *snapshot.Snapshotter, log *slog.Logger) error {
+	argv, err := fusedArgv(cfg, configPath)
+	if err != nil {
+		return err
+	}
+	remount := func(ctx context.Context) {
+		if err := sn.RemountAll(ctx); err != nil {
+			log.ErrorContext(ctx, "mounting layers again after fused restarted", "error", err)
+		}
+	}
+	return fusedproc.Supervise(ctx, fusedSocket(cfg.Root), argv, time.Duration(cfg.WatchInterval), remount,
+		fusedproc.WithLogFile(fusedLog(cfg.Root)), fusedproc.WithLogger(log))
+}
+
+// fusedArgv is the command that runs `lazysnap fused` (this binary) for ROOT.
+func fusedArgv(cfg config, configPath string) ([]string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("finding the lazysnap binary: %w", err)
 	}
-	socket := fusedSocket(cfg.Root)
-	argv := []string{exe, "fused", "--socket", socket, "--root", cfg.Root}
+	argv := []string{exe, "fused", "--socket", fusedSocket(cfg.Root), "--root", cfg.Root}
 	if configPath != "" {
 		argv = append(argv, "--config", configPath)
 	}
-	return fusedproc.Ensure(ctx, socket, argv, fusedproc.WithLogFile(fusedLog(cfg.Root)), fusedproc.WithLogger(log))
+	return argv, nil
+}
+
+// fusedOOMScoreAdj keeps the kernel's OOM killer off fused, as container
+// runtimes' units do for containerd (OOMScoreAdjust=-999): killing it
+// breaks the reads of every container on a lazy layer, which frees far
+// less memory than killing one of those containers would.
+const fusedOOMScoreAdj = -999
+
+// protectFromOOMKiller lowers fused's OOM score. Lowering it needs
+// CAP_SYS_RESOURCE; without it fused runs on, with a warning.
+func protectFromOOMKiller(log *slog.Logger) {
+	err := os.WriteFile("/proc/self/oom_score_adj", []byte(fmt.Sprint(fusedOOMScoreAdj)), 0)
+	if err != nil {
+		log.Warn("fused's OOM score could not be lowered", "oom_score_adj", fusedOOMScoreAdj, "error", err)
+	}
 }
 
 func fusedLog(root string) string { return filepath.Join(root, "fused.log") }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/lazysnap/lazysnap/internal/criproxy"
 	"github.com/lazysnap/lazysnap/internal/ctrsnap"
+	"github.com/lazysnap/lazysnap/internal/fused"
 	"github.com/lazysnap/lazysnap/internal/unixsock"
 	"github.com/lazysnap/lazysnap/snapshot"
 )
@@ -107,7 +108,13 @@ func runServe(ctx context.Context, cfg config, configPath string) error {
 	if g, ok := fsys.(prometheus.Gatherer); ok {
 		gatherer = prometheus.Gatherers{reg, g}
 	}
-	return serveGRPC(ctx, cfg, sn, proxy, gatherer, log)
+	workers := []func(context.Context) error{
+		func(ctx context.Context) error { return watchLayers(ctx, sn, time.Duration(cfg.WatchInterval), log) },
+	}
+	if _, ok := fsys.(*fused.Client); ok {
+		workers = append(workers, func(ctx context.Context) error { return superviseFused(ctx, cfg, configPath, sn, log) })
+	}
+	return serveGRPC(ctx, cfg, sn, proxy, gatherer, log, workers...)
 }
 
 // newCRIProxy returns the CRI image-service proxy when cri_image_service
@@ -155,7 +162,8 @@ func openFileSystem(ctx context.Context, cfg config, configPath string, log *slo
 // serveGRPC serves containerd's snapshot API (and /metrics when
 // configured) until ctx is done. containerd's snapshot service turns the
 // snapshotter's errdefs errors into gRPC status codes.
-func serveGRPC(ctx context.Context, cfg config, sn *snapshot.Snapshotter, proxy *criproxy.Proxy, reg prometheus.Gatherer, log *slog.Logger) error {
+func serveGRPC(ctx context.Context, cfg config, sn *snapshot.Snapshotter, proxy *criproxy.Proxy, reg prometheus.Gatherer,
+	log *slog.Logger, workers ...func(context.Context) error) error {
 	l, err := listenUnix(ctx, cfg, cfg.Address)
 	if err != nil {
 		return err
@@ -190,7 +198,9 @@ func serveGRPC(ctx context.Context, cfg config, sn *snapshot.Snapshotter, proxy 
 	if proxy != nil {
 		g.Go(func() error { return proxy.Serve(gctx, proxyListener) })
 	}
-	g.Go(func() error { return watchLayers(gctx, sn, time.Duration(cfg.WatchInterval), log) })
+	for _, w := range workers {
+		g.Go(func() error { return w(gctx) })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		srv.GracefulStop()

@@ -67,7 +67,7 @@ func Ensure(ctx context.Context, socket string, argv []string, opts ...Option) (
 	for _, opt := range opts {
 		opt(&o)
 	}
-	c := fused.NewClient(socket)
+	c := newClient(socket)
 	if err := c.Healthz(ctx); err == nil {
 		o.logger.InfoContext(ctx, "using running fused", "socket", socket)
 		return c, nil
@@ -82,6 +82,8 @@ func Ensure(ctx context.Context, socket string, argv []string, opts ...Option) (
 	o.logger.InfoContext(ctx, "started fused", "socket", socket, "log", o.logFile)
 	return c, nil
 }
+
+func newClient(socket string) *fused.Client { return fused.NewClient(socket) }
 
 // start starts argv in its own session, so neither a SIGKILL of serve nor
 // a signal to serve's process group reaches it, with its output appended

@@ -120,3 +120,37 @@ func TestEnsureCannotStart(t *testing.T) {
 		t.Error("started a command that does not exist")
 	}
 }
+
+// TestSuperviseRestartsAKilledFused: fused is stopped behind serve's back
+// (as by kill -9); Supervise notices, starts it again and says so.
+func TestSuperviseRestartsAKilledFused(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "fused.sock")
+	argv := childArgv(t, sock)
+	c, err := Ensure(ctx, sock, argv, WithLogFile(filepath.Join(dir, "fused.log")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarted := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Supervise(ctx, sock, argv, 20*time.Millisecond, func(context.Context) { restarted <- struct{}{} },
+			WithLogFile(filepath.Join(dir, "fused.log")))
+	}()
+	c.Unmount(ctx, "/stop") // the child exits
+	select {
+	case <-restarted:
+	case <-time.After(time.Minute):
+		t.Fatal("fused was not started again")
+	}
+	if err := c.Healthz(ctx); err != nil {
+		t.Fatalf("the restarted fused does not answer: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	c.Unmount(context.Background(), "/stop")
+}

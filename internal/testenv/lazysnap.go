@@ -268,3 +268,14 @@ func isLazysnap(pid int, bin string) bool {
 	want, _ := filepath.Abs(bin)
 	return exe == want || filepath.Base(exe) == filepath.Base(bin)
 }
+
+// FusedPID returns the PID of the `lazysnap fused` serving Root, or 0 when
+// none runs.
+func (l *Lazysnap) FusedPID() int {
+	for _, p := range processesMentioning(l.Root) {
+		if len(p.args) > 1 && p.args[1] == "fused" && isLazysnap(p.pid, l.Bin) {
+			return p.pid
+		}
+	}
+	return 0
+}
