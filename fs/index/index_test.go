@@ -313,3 +313,34 @@ func TestBlobNext(t *testing.T) {
 		t.Errorf("blob order %v, want %v", got, want)
 	}
 }
+
+// BenchmarkBuild measures building the index of a parsed 100k-entry TOC.
+func BenchmarkBuild(b *testing.B) {
+	toc := bigTOC(100_000)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Build(toc, 1<<40); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecodeBuild measures decoding the JSON of a 100k-entry TOC and
+// building its index, the work a mount does once the TOC is fetched.
+func BenchmarkDecodeBuild(b *testing.B) {
+	raw, err := json.Marshal(bigTOC(100_000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var toc estargz.JTOC
+		if err := json.Unmarshal(raw, &toc); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := Build(&toc, 1<<40); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
