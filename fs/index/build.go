@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"hash"
 	"math"
 	"path"
 	"slices"
@@ -106,7 +105,7 @@ type builder struct {
 	x          *Index
 	arena      strings.Builder
 	keyIdx     map[[32]byte]int32
-	keyHash    hash.Hash
+	keyBuf     []byte // scratch for contentKey
 }
 
 // Build builds an Index from a parsed TOC. payloadEnd is the blob offset
@@ -124,11 +123,10 @@ func Build(ctx context.Context, toc *estargz.JTOC, payloadEnd int64, opts ...Opt
 	}
 	b := &builder{
 		ctx: ctx, opts: o, toc: toc.Entries, payloadEnd: payloadEnd,
-		byName:  make(map[string]*pending, len(toc.Entries)),
-		opaque:  map[string]bool{},
-		x:       &Index{xattrs: map[ID][]Xattr{}},
-		keyIdx:  map[[32]byte]int32{},
-		keyHash: sha256.New(),
+		byName: make(map[string]*pending, len(toc.Entries)),
+		opaque: map[string]bool{},
+		x:      &Index{xattrs: map[ID][]Xattr{}},
+		keyIdx: map[[32]byte]int32{},
 	}
 	steps := []func() error{b.collect, b.computeEnds, b.resolveHardlinks, b.addParents, b.emit}
 	for _, step := range steps {
@@ -651,19 +649,17 @@ const contentKeyDomain = "lazysnap/content-key/v1\x00"
 // and, in file order, each chunk's file offset, size and digest, all fixed
 // width so that the encoding is unambiguous.
 func (b *builder) contentKey(size int64, chunks []Chunk) [32]byte {
-	h := b.keyHash
-	h.Reset()
-	var buf [8 + 8 + 32]byte
-	h.Write([]byte(contentKeyDomain))
-	h.Write(binary.BigEndian.AppendUint64(buf[:0], uint64(size)))
+	// The record is built in a reused buffer and hashed at once: through
+	// hash.Hash, each piece written would escape to the heap.
+	rec := append(b.keyBuf[:0], contentKeyDomain...)
+	rec = binary.BigEndian.AppendUint64(rec, uint64(size))
 	for _, c := range chunks {
-		rec := binary.BigEndian.AppendUint64(buf[:0], uint64(c.FileOffset))
+		rec = binary.BigEndian.AppendUint64(rec, uint64(c.FileOffset))
 		rec = binary.BigEndian.AppendUint64(rec, uint64(c.Size))
-		h.Write(append(rec, c.Digest[:]...))
+		rec = append(rec, c.Digest[:]...)
 	}
-	var key [32]byte
-	h.Sum(key[:0])
-	return key
+	b.keyBuf = rec
+	return sha256.Sum256(rec)
 }
 
 func (b *builder) internKey(k [32]byte) int32 {
