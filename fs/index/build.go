@@ -268,7 +268,6 @@ func (b *builder) computeEnds() error {
 // already resolved and resolves every link it passed, so N links cost O(N)
 // however they chain.
 func (b *builder) resolveHardlinks() error {
-	var path []*pending
 	i := 0
 	for _, p := range b.byName {
 		if err := tick(b.ctx, i); err != nil {
@@ -278,7 +277,7 @@ func (b *builder) resolveHardlinks() error {
 		if p.kind != "hardlink" || p.linkState == linkResolved {
 			continue
 		}
-		t, err := b.followLinks(p, path[:0])
+		t, err := b.followLinks(p)
 		if err != nil {
 			return err
 		}
@@ -290,9 +289,9 @@ func (b *builder) resolveHardlinks() error {
 }
 
 // followLinks follows the chain from hardlink p to the entry it ends at,
-// sets the target of every link on the way, and returns that entry. path is
-// scratch space.
-func (b *builder) followLinks(p *pending, path []*pending) (*pending, error) {
+// sets the target of every link on the way, and returns that entry.
+func (b *builder) followLinks(p *pending) (*pending, error) {
+	var path []*pending
 	t := p
 	for t.kind == "hardlink" && t.linkState == linkUnvisited {
 		t.linkState = linkOnPath
