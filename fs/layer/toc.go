@@ -48,10 +48,13 @@ func decompressors() []estargz.Decompressor {
 }
 
 // ReadTOC fetches the footer and the TOC of blob, checks the TOC against
-// tocDigest and builds its index. A TOC that does not match tocDigest is
-// refused with an error wrapping errdefs.ErrFailedPrecondition; a blob
-// that is no eStargz or zstd:chunked layer, or whose TOC the index refuses,
-// with errdefs.ErrInvalidArgument.
+// tocDigest and builds its index. The digest is checked on the decompressed
+// stream before any JSON is decoded, and in constant memory. A TOC that does
+// not match tocDigest is refused with an error wrapping
+// errdefs.ErrFailedPrecondition; a blob that is no eStargz or zstd:chunked
+// layer, a TOC that inflates past maxTOCJSONSize, or one the index refuses
+// (index.Decode, index.Build), with errdefs.ErrInvalidArgument. Cancelling
+// ctx stops reading and building.
 func ReadTOC(ctx context.Context, blob remote.Blob, tocDigest digest.Digest, opts ...index.Option) (*TOC, error) {
 	if err := tocDigest.Validate(); err != nil {
 		return nil, fmt.Errorf("TOC digest %q: %v: %w", tocDigest, err, errdefs.ErrInvalidArgument)
