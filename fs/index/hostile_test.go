@@ -243,3 +243,16 @@ func TestBuildCancelled(t *testing.T) {
 		t.Errorf("Decode: %v, want context.Canceled", err)
 	}
 }
+
+func TestParseSHA256(t *testing.T) {
+	if got, err := parseSHA256(dA); err != nil || got[0] != 0xaa || got[31] != 0xaa {
+		t.Errorf("parseSHA256(%s) = %x, %v", dA, got, err)
+	}
+	for _, s := range []string{"", "sha256:", "sha256:" + strings.Repeat("A", 64), "sha256:" + strings.Repeat("a", 63),
+		"sha256:" + strings.Repeat("a", 65), "sha256:" + strings.Repeat("g", 64), "SHA256:" + strings.Repeat("a", 64),
+		"sha512:" + strings.Repeat("a", 128), "md5:d41d8cd98f00b204e9800998ecf8427e"} {
+		if _, err := parseSHA256(s); err == nil {
+			t.Errorf("parseSHA256(%q) accepted it", s)
+		}
+	}
+}
