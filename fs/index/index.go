@@ -9,7 +9,27 @@
 // sorted by name (binary search for lookups), one string arena for names and
 // link targets, and one chunk table. Building it is also where a hostile TOC
 // is refused: names that escape the root, hardlink cycles, chunks that do
-// not tile their file, offsets outside the blob, missing digests.
+// not tile their file, offsets outside the blob, missing digests, and TOCs
+// so large, long-named or deep that merely building them would exhaust the
+// daemon (see the limits in limits.go).
+//
+// # Content keys
+//
+// The cache shares a file's bytes between every layer and image that holds
+// the same file, keyed by what the index hands out as the file's content key
+// (ContentKey, ContentKeys). That key must not be the whole-file digest the
+// TOC claims: nothing ever checks it, only chunk digests are verified as
+// chunks are fetched, so a hostile image whose TOC claimed libc's digest over
+// its own chunks would plant its bytes in the cache entry every other image
+// reads libc from. A content key is instead derived from what is verified:
+// sha256 over a domain-separation prefix, the file size and, for each chunk
+// in file order, its file offset, size and sha256, all fixed-width and
+// big-endian so that no two different layouts encode alike. Two files share
+// a key only if every byte stored under it was checked against the same chunk
+// digests at the same offsets, so sharing stays safe between images that do
+// not trust each other and still works for honest identical files (chunked
+// alike, as one converter does). The size is part of the key, so a hostile
+// TOC cannot create an entry of the wrong size under an honest key either.
 package index
 
 import (
@@ -78,7 +98,7 @@ type inode struct {
 	devMinor uint32
 	first    uint32
 	count    uint32
-	digest   int32 // index into Index.digests, -1 for none
+	key      int32 // index into Index.keys, -1 for none
 }
 
 // dent is one name in a directory.
@@ -97,11 +117,11 @@ type Index struct {
 	// byBlob lists the positions in chunks in blob order (BlobOffset, then
 	// InnerOffset), and owner the regular file of each chunk: chunks is in
 	// inode order, and read-ahead walks the blob. 8 bytes per chunk.
-	byBlob  []uint32
-	owner   []ID
-	digests [][32]byte
-	arena   string
-	xattrs  map[ID][]Xattr
+	byBlob []uint32
+	owner  []ID
+	keys   [][32]byte // distinct content keys, see ContentKey
+	arena  string
+	xattrs map[ID][]Xattr
 	// prefetchEnd is the blob offset of the prefetch landmark: everything
 	// stored before it is what the image wants first. 0 means no landmark.
 	prefetchEnd int64
@@ -202,14 +222,15 @@ func (x *Index) Xattr(id ID, name string) ([]byte, bool) {
 	return nil, false
 }
 
-// Digest returns the content digest of regular file id, or "" when it has
-// no content.
-func (x *Index) Digest(id ID) digest.Digest {
+// ContentKey returns the content key of regular file id (see the package
+// documentation), or "" when it has no content. It is a sha256 digest in
+// OCI form but not the digest of the file's bytes.
+func (x *Index) ContentKey(id ID) digest.Digest {
 	n := &x.inodes[id]
-	if n.digest < 0 {
+	if n.key < 0 {
 		return ""
 	}
-	return sha256Digest(x.digests[n.digest])
+	return sha256Digest(x.keys[n.key])
 }
 
 // Chunks returns the chunks of regular file id in file order. They tile
@@ -278,7 +299,7 @@ func (x *Index) blobPos(k int) int {
 func (x *Index) RegularFiles() iter.Seq[ID] {
 	return func(yield func(ID) bool) {
 		for i := range x.inodes {
-			if x.inodes[i].digest >= 0 && !yield(ID(i)) {
+			if x.inodes[i].key >= 0 && !yield(ID(i)) {
 				return
 			}
 		}
@@ -290,15 +311,17 @@ func (x *Index) RegularFiles() iter.Seq[ID] {
 // the layer has no landmark or says that nothing should be prefetched.
 func (x *Index) PrefetchEnd() int64 { return x.prefetchEnd }
 
-// DigestIndex returns the position of regular file id's content digest in
-// Digests(), or -1 when it has no content. Callers that keep Digests() use
-// it to share one string per digest instead of building one per call.
-func (x *Index) DigestIndex(id ID) int { return int(x.inodes[id].digest) }
+// ContentKeyIndex returns the position of regular file id's content key in
+// ContentKeys(), or -1 when it has no content. Callers that keep
+// ContentKeys() use it to share one string per key instead of building one
+// per call.
+func (x *Index) ContentKeyIndex(id ID) int { return int(x.inodes[id].key) }
 
-// Digests returns the distinct content digests of the layer's files.
-func (x *Index) Digests() []digest.Digest {
-	out := make([]digest.Digest, len(x.digests))
-	for i, d := range x.digests {
+// ContentKeys returns the distinct content keys of the layer's files: what
+// the cache may key their bytes by (see the package documentation).
+func (x *Index) ContentKeys() []digest.Digest {
+	out := make([]digest.Digest, len(x.keys))
+	for i, d := range x.keys {
 		out[i] = sha256Digest(d)
 	}
 	return out
@@ -308,7 +331,7 @@ func (x *Index) Digests() []digest.Digest {
 func (x *Index) SizeBytes() int64 {
 	const inodeSize, dentSize, chunkSize, blobOrderSize, digestSize = 64, 12, 72, 8, 32
 	n := int64(len(x.inodes))*inodeSize + int64(len(x.dents))*dentSize +
-		int64(len(x.chunks))*(chunkSize+blobOrderSize) + int64(len(x.digests))*digestSize + int64(len(x.arena))
+		int64(len(x.chunks))*(chunkSize+blobOrderSize) + int64(len(x.keys))*digestSize + int64(len(x.arena))
 	for _, xs := range x.xattrs {
 		for _, a := range xs {
 			n += int64(len(a.Name)+len(a.Value)) + 40

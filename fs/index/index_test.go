@@ -1,6 +1,8 @@
 package index
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"runtime"
@@ -55,7 +57,7 @@ func parse(t testing.TB, s string) *estargz.JTOC {
 func TestBuildRefusesHostileTOCs(t *testing.T) {
 	for name, s := range refused {
 		t.Run(name, func(t *testing.T) {
-			_, err := Build(parse(t, s), 1<<20)
+			_, err := Build(context.Background(), parse(t, s), 1<<20)
 			if err == nil {
 				t.Fatal("Build accepted a hostile TOC")
 			}
@@ -78,7 +80,7 @@ func TestBuildNormalizes(t *testing.T) {
 		{"name":"h2","type":"hardlink","linkName":"h1"},
 		{"name":".prefetch.landmark","type":"reg","size":1,"offset":77,"digest":"` + dA + `"}
 	]}`
-	x, err := Build(parse(t, toc), 1<<20)
+	x, err := Build(context.Background(), parse(t, toc), 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,12 +131,12 @@ func FuzzIndex(f *testing.F) {
 		`","chunkDigest":"` + dA + `"},{"type":"chunk","offset":20,"chunkOffset":4,"chunkDigest":"` + dB + `"},` +
 		`{"name":"a/l","type":"hardlink","linkName":"a/b/c"},{"name":"a/.wh..wh..opq","type":"reg"}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var toc estargz.JTOC
-		if json.Unmarshal(data, &toc) != nil {
+		toc, err := Decode(context.Background(), bytes.NewReader(data), WithMaxEntries(1000))
+		if err != nil {
 			return
 		}
 		const payloadEnd = 1 << 20
-		x, err := Build(&toc, payloadEnd)
+		x, err := Build(context.Background(), toc, payloadEnd, WithMaxEntries(1000))
 		if err != nil {
 			return
 		}
@@ -178,9 +180,9 @@ func checkTree(t *testing.T, x *Index, payloadEnd int64) {
 // checkDigests checks that DigestIndex points into Digests() at the
 // digest Digest returns, for every inode.
 func checkDigests(t *testing.T, x *Index) {
-	ds := x.Digests()
+	ds := x.ContentKeys()
 	for id := ID(0); x.Valid(id); id++ {
-		i, want := x.DigestIndex(id), x.Digest(id)
+		i, want := x.ContentKeyIndex(id), x.ContentKey(id)
 		if (i < 0) != (want == "") || i >= len(ds) || i >= 0 && ds[i] != want {
 			t.Fatalf("inode %d: DigestIndex %d of %d digests, Digest %q", id, i, len(ds), want)
 		}
@@ -225,7 +227,7 @@ func indexHeapBytes(t testing.TB, n int) (*Index, uint64) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	x, err := Build(bigTOC(n), 1<<40)
+	x, err := Build(context.Background(), bigTOC(n), 1<<40)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +265,7 @@ func BenchmarkIndexMemory(b *testing.B) {
 // BenchmarkLookup measures a lookup in a directory of 100 entries of a
 // 100k-entry index.
 func BenchmarkLookup(b *testing.B) {
-	x, err := Build(bigTOC(100_000), 1<<40)
+	x, err := Build(context.Background(), bigTOC(100_000), 1<<40)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -288,7 +290,7 @@ func TestBlobNext(t *testing.T) {
 		`{"type":"chunk","offset":20,"chunkOffset":4,"chunkSize":4,"chunkDigest":"` + dB + `"},` +
 		`{"name":"m","type":"reg","size":3,"offset":30,"digest":"` + dB + `"},` +
 		`{"name":"a","type":"reg","size":3,"offset":40,"digest":"` + dA + `"}]}`
-	x, err := Build(parse(t, toc), 100)
+	x, err := Build(context.Background(), parse(t, toc), 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,5 +313,36 @@ func TestBlobNext(t *testing.T) {
 	want := []ref{{z, 0}, {z, 1}, {m, 0}, {a, 0}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("blob order %v, want %v", got, want)
+	}
+}
+
+// BenchmarkBuild measures building the index of a parsed 100k-entry TOC.
+func BenchmarkBuild(b *testing.B) {
+	toc := bigTOC(100_000)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Build(context.Background(), toc, 1<<40); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecodeBuild measures decoding the JSON of a 100k-entry TOC and
+// building its index, the work a mount does once the TOC is fetched.
+func BenchmarkDecodeBuild(b *testing.B) {
+	raw, err := json.Marshal(bigTOC(100_000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		toc, err := Decode(context.Background(), bytes.NewReader(raw))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := Build(context.Background(), toc, 1<<40); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -143,7 +143,7 @@ type Layer struct {
 	stats   counters
 	present presence
 
-	// digests are the index's Digests(), built once: the cache keys the
+	// digests are the index's ContentKeys(), built once: the cache keys the
 	// layer's holds and its entries by these strings, so files share them
 	// instead of each open building (and the cache keeping) another copy.
 	digests []digest.Digest
@@ -175,7 +175,7 @@ func New(toc *TOC, store *cache.Store, opts ...Option) (*Layer, error) {
 		l.opts.owner = fmt.Sprintf("%s@%p", toc.blob.Digest(), l)
 	}
 	l.present.init(l.idx)
-	l.digests = l.idx.Digests()
+	l.digests = l.idx.ContentKeys()
 	if err := store.Hold(l.opts.owner, l.digests); err != nil {
 		return nil, fmt.Errorf("holding the files of layer %s in the cache: %w", toc.blob.Digest(), err)
 	}
@@ -252,9 +252,10 @@ func (l *Layer) OpenFile(id index.ID) (*File, error) {
 	return f, nil
 }
 
-// fileDigest returns the content digest of regular file id, "" for none.
+// fileDigest returns the content key of regular file id (the index's
+// ContentKey, never the digest the TOC claims), "" for none.
 func (l *Layer) fileDigest(id index.ID) digest.Digest {
-	if i := l.idx.DigestIndex(id); i >= 0 {
+	if i := l.idx.ContentKeyIndex(id); i >= 0 {
 		return l.digests[i]
 	}
 	return ""

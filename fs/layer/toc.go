@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/containerd/stargz-snapshotter/estargz/zstdchunked"
+	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/lazysnap/lazysnap/fs/index"
@@ -19,6 +20,12 @@ import (
 // maxTOCSize bounds the compressed TOC we are willing to fetch: a TOC of a
 // million entries is well below it.
 const maxTOCSize = 256 << 20
+
+// maxTOCJSONSize bounds the decompressed TOC: its JSON takes about 300 bytes
+// per entry, so the million entries index.WithMaxEntries allows by default
+// fit several times over, and no real layer comes near. Without it, a TOC of
+// a few MiB could inflate to many GiB (deflate reaches 1:1000).
+const maxTOCJSONSize = 256 << 20
 
 // TOC is a layer's verified table of contents, ready to be read from.
 type TOC struct {
@@ -41,10 +48,13 @@ func decompressors() []estargz.Decompressor {
 }
 
 // ReadTOC fetches the footer and the TOC of blob, checks the TOC against
-// tocDigest and builds its index. A TOC that does not match tocDigest is
-// refused with an error wrapping errdefs.ErrFailedPrecondition; a blob
-// that is no eStargz or zstd:chunked layer, or whose TOC the index refuses,
-// with errdefs.ErrInvalidArgument.
+// tocDigest and builds its index. The digest is checked on the decompressed
+// stream before any JSON is decoded, and in constant memory. A TOC that does
+// not match tocDigest is refused with an error wrapping
+// errdefs.ErrFailedPrecondition; a blob that is no eStargz or zstd:chunked
+// layer, a TOC that inflates past maxTOCJSONSize, or one the index refuses
+// (index.Decode, index.Build), with errdefs.ErrInvalidArgument. Cancelling
+// ctx stops reading and building.
 func ReadTOC(ctx context.Context, blob remote.Blob, tocDigest digest.Digest, opts ...index.Option) (*TOC, error) {
 	if err := tocDigest.Validate(); err != nil {
 		return nil, fmt.Errorf("TOC digest %q: %v: %w", tocDigest, err, errdefs.ErrInvalidArgument)
@@ -102,19 +112,95 @@ func readTOCWith(ctx context.Context, blob remote.Blob, d estargz.Decompressor, 
 	if err != nil {
 		return nil, fmt.Errorf("reading the TOC of %s: %w", blob.Digest(), err)
 	}
-	jtoc, got, err := d.ParseTOC(bytes.NewReader(raw))
+	// The digest is checked before a byte of JSON is decoded, so that only
+	// the TOC the image's manifest names is ever parsed.
+	got, err := digestTOC(ctx, d, raw)
 	if err != nil {
-		return nil, fmt.Errorf("%T: parsing the TOC: %v: %w", d, err, errNotThisFormat)
+		return nil, fmt.Errorf("layer %s: %w", blob.Digest(), err)
 	}
 	if got != want {
 		return nil, fmt.Errorf("layer %s: TOC digest is %s, not the expected %s; refusing the layer: %w",
 			blob.Digest(), got, want, errdefs.ErrFailedPrecondition)
 	}
-	idx, err := index.Build(jtoc, tocOff, opts...)
+	idx, err := decodeTOC(ctx, d, raw, tocOff, opts)
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", blob.Digest(), err)
 	}
 	return &TOC{Index: idx, Digest: got, blob: blob, decompressor: d}, nil
+}
+
+// digestTOC decompresses the TOC in raw into its digest, in constant memory,
+// refusing it once it inflates past maxTOCJSONSize. It hashes what estargz's
+// ParseTOC hashes for an honest TOC: the JSON, all of it (the content of the
+// tar entry estargz.TOCTarName in one gzip member, or the zstd frames).
+func digestTOC(ctx context.Context, d estargz.Decompressor, raw []byte) (digest.Digest, error) {
+	r, err := openTOCJSON(d, raw)
+	if err != nil {
+		return "", fmt.Errorf("%T: %v: %w", d, err, errNotThisFormat)
+	}
+	defer r.Close()
+	dg := digest.Canonical.Digester()
+	n, err := io.Copy(dg.Hash(), io.LimitReader(ctxReader{ctx, r}, maxTOCJSONSize+1))
+	switch {
+	case ctx.Err() != nil:
+		return "", fmt.Errorf("decompressing the TOC: %w", ctx.Err())
+	case err != nil:
+		return "", fmt.Errorf("%T: decompressing the TOC: %v: %w", d, err, errNotThisFormat)
+	case n > maxTOCJSONSize:
+		return "", fmt.Errorf("TOC inflates to more than %d bytes; refusing it: %w", maxTOCJSONSize, errdefs.ErrInvalidArgument)
+	}
+	return dg.Digest(), nil
+}
+
+// decodeTOC decompresses the TOC in raw, whose digest was checked, and
+// builds its index, decoding one entry at a time within the index's limits.
+func decodeTOC(ctx context.Context, d estargz.Decompressor, raw []byte, payloadEnd int64, opts []index.Option) (*index.Index, error) {
+	r, err := openTOCJSON(d, raw)
+	if err != nil {
+		return nil, fmt.Errorf("%T: %v: %w", d, err, errdefs.ErrInvalidArgument)
+	}
+	defer r.Close()
+	jtoc, err := index.Decode(ctx, io.LimitReader(r, maxTOCJSONSize), opts...)
+	if err != nil {
+		return nil, err
+	}
+	return index.Build(ctx, jtoc, payloadEnd, opts...)
+}
+
+// openTOCJSON returns the decompressed JSON of the TOC in raw. gzip TOCs are
+// opened by estargz itself; zstd:chunked ones with a decoder bounded to
+// maxTOCJSONSize of window, where estargz's would accept frames that ask
+// for far more, and without its background goroutines.
+func openTOCJSON(d estargz.Decompressor, raw []byte) (io.ReadCloser, error) {
+	switch d := d.(type) {
+	case *zstdchunked.Decompressor:
+	case interface {
+		DecompressTOC(io.Reader) (io.ReadCloser, error)
+	}:
+		return d.DecompressTOC(bytes.NewReader(raw))
+	default:
+		return nil, fmt.Errorf("unsupported format %T", d)
+	}
+	zr, err := zstd.NewReader(bytes.NewReader(raw), zstd.WithDecoderConcurrency(1),
+		zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxMemory(maxTOCJSONSize))
+	if err != nil {
+		return nil, err
+	}
+	return zr.IOReadCloser(), nil
+}
+
+// ctxReader stops reading once ctx is done, so that a mount being
+// cancelled does not first inflate the rest of its TOC.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // readRange reads exactly [off, off+n) of blob.
