@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"runtime"
 	"strings"
@@ -274,7 +275,7 @@ func TestReadTOCCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, err := ReadTOC(ctx, gzipBlob(t, toc), digest.FromBytes(toc))
-	if err == nil || !strings.Contains(err.Error(), context.Canceled.Error()) {
+	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("ReadTOC: %v, want it cancelled", err)
 	}
 }
