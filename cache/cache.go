@@ -1,7 +1,10 @@
 // Package cache is lazysnap's on-disk store of verified, uncompressed file
-// contents. An entry is keyed by the content digest of a whole regular file
-// (the eStargz TOC "digest" field), so a file that appears in several layers
-// or images is fetched and stored once. An entry is a sparse file of the
+// contents. An entry is keyed by a digest the caller chooses; lazysnap uses
+// the file's content key (package fs/index: a hash of the file's size and
+// of its chunks' digests, which every stored byte is checked against, never
+// a digest a TOC merely claims), so a file that appears in several layers
+// or images is fetched and stored once, and one image cannot plant bytes
+// under another's key. An entry is a sparse file of the
 // file's full size plus a persisted record of which byte ranges are present;
 // chunks are written into it as they are fetched and verified, so a fully
 // present entry is an ordinary file the kernel can serve directly (FUSE
