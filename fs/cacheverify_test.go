@@ -3,7 +3,9 @@ package fs_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -52,7 +54,7 @@ func (p *stoppableProxy) stop() { p.srv.Close() }
 // Close unmounts its layers, which drop their holds, and unheld entries
 // are deleted. stop closes the FS and then the cache; the test's end calls
 // it if the test did not.
-func openFSAt(t testing.TB, dir string, es []tentry, opts ...lfs.Option) (f *lfs.FS, stop func()) {
+func openFSAt(t testing.TB, dir string, es []tentry, chunkSize int64, opts ...lfs.Option) (f *lfs.FS, stop func()) {
 	t.Helper()
 	store, err := cache.Open(dir)
 	if err != nil {
@@ -60,7 +62,7 @@ func openFSAt(t testing.TB, dir string, es []tentry, opts ...lfs.Option) (f *lfs
 	}
 	var ds []digest.Digest
 	for _, e := range es {
-		ds = append(ds, fileDigest(e))
+		ds = append(ds, fileKey(e, chunkSize))
 	}
 	if err := store.Hold("test:other-image", ds); err != nil {
 		t.Fatal(err)
@@ -81,11 +83,26 @@ func openFSAt(t testing.TB, dir string, es []tentry, opts ...lfs.Option) (f *lfs
 	return f, stop
 }
 
-// fileDigest is the content digest of regular file e, its cache key.
-func fileDigest(e tentry) digest.Digest {
-	sum := e.sha256()
-	return digest.NewDigestFromBytes(digest.SHA256, sum[:])
+// fileKey is regular file e's cache key, its content key (fs/index) when
+// the layer was built with chunks of chunkSize bytes.
+func fileKey(e tentry, chunkSize int64) digest.Digest {
+	content, err := io.ReadAll(e.content())
+	if err != nil {
+		panic(err)
+	}
+	var chunks []index.Chunk
+	for off := int64(0); off < e.size; off += chunkSize {
+		n := min(chunkSize, e.size-off)
+		chunks = append(chunks, index.Chunk{FileOffset: off, Size: n, Digest: sha256.Sum256(content[off : off+n])})
+	}
+	return index.ContentKey(e.size, chunks)
 }
+
+// cvChunkSize is the chunk size of the layers of these tests.
+const cvChunkSize = 512 << 10
+
+// estargzChunkSize is the chunk size estargz.Build uses unless told.
+const estargzChunkSize = 4 << 20
 
 // counterValue gathers c and returns the value of the only series of name.
 func counterValue(t testing.TB, c prometheus.Collector, name string) float64 {
@@ -109,7 +126,7 @@ func counterValue(t testing.TB, c prometheus.Collector, name string) float64 {
 // cache's back, as a failing disk would.
 func flipBit(t testing.TB, cacheDir string, e tentry, off int64) {
 	t.Helper()
-	path := filepath.Join(cacheDir, "files", "sha256", fileDigest(e).Encoded())
+	path := filepath.Join(cacheDir, "files", "sha256", fileKey(e, cvChunkSize).Encoded())
 	fh, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatalf("opening the cache file of %s: %v", e.name, err)
@@ -132,7 +149,7 @@ func flipBit(t testing.TB, cacheDir string, e tentry, off int64) {
 func corruptedCache(t *testing.T, host string, l *builtLayer, full, part tentry) string {
 	t.Helper()
 	dir := t.TempDir()
-	f, stop := openFSAt(t, dir, []tentry{full, part})
+	f, stop := openFSAt(t, dir, []tentry{full, part}, cvChunkSize)
 	mp := mount(t, f, host+"/cv/app:v1", l)
 	if got, err := os.ReadFile(filepath.Join(mp, full.name)); err != nil || !bytes.Equal(got, expected(t, full, 0, full.size)) {
 		t.Fatalf("first read of %s: %v", full.name, err)
@@ -150,7 +167,7 @@ func cacheVerifyLayer(t *testing.T) (*testenv.Registry, *builtLayer, tentry, ten
 	testenv.RequireFUSE(t)
 	reg := testenv.StartRegistry(t)
 	full, part := reg0("full", 3<<20, 41), reg0("part", 3<<20, 42)
-	l := buildLayer(t, []tentry{full, part}, estargz.WithChunkSize(512<<10))
+	l := buildLayer(t, []tentry{full, part}, estargz.WithChunkSize(cvChunkSize))
 	push(t, reg.Host, "cv/app:v1", l)
 	return reg, l, full, part
 }
@@ -164,7 +181,7 @@ func TestCacheCorruptionAfterRestart(t *testing.T) {
 	reg, l, full, part := cacheVerifyLayer(t)
 	dir := corruptedCache(t, reg.Host, l, full, part)
 
-	f, stop := openFSAt(t, dir, []tentry{full, part})
+	f, stop := openFSAt(t, dir, []tentry{full, part}, cvChunkSize)
 	mp := mount(t, f, reg.Host+"/cv/app:v1", l)
 	for _, e := range []tentry{full, part} {
 		// Twice: the second open may use passthrough once every chunk was
@@ -189,7 +206,7 @@ func TestCacheCorruptionAfterRestart(t *testing.T) {
 	// from the cache, with the registry gone.
 	stop()
 	proxy := startStoppableProxy(t, reg.Host)
-	f, _ = openFSAt(t, dir, []tentry{full, part}, lfs.WithPassthrough(false))
+	f, _ = openFSAt(t, dir, []tentry{full, part}, cvChunkSize, lfs.WithPassthrough(false))
 	mp = mount(t, f, proxy.Host+"/cv/app:v1", l)
 	proxy.stop()
 	for _, e := range []tentry{full, part} {
@@ -211,7 +228,7 @@ func TestCacheCorruptionRegistryGone(t *testing.T) {
 	dir := corruptedCache(t, reg.Host, l, full, part)
 
 	proxy := startStoppableProxy(t, reg.Host)
-	f, _ := openFSAt(t, dir, []tentry{full, part})
+	f, _ := openFSAt(t, dir, []tentry{full, part}, cvChunkSize)
 	mp := mount(t, f, proxy.Host+"/cv/app:v1", l)
 	proxy.stop()
 	for _, e := range []tentry{full, part} {
@@ -262,7 +279,7 @@ func BenchmarkReadCachedAfterRestart(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := store.Hold("bench:other-image", []digest.Digest{fileDigest(l.entries[0])}); err != nil {
+		if err := store.Hold("bench:other-image", []digest.Digest{fileKey(l.entries[0], estargzChunkSize)}); err != nil {
 			b.Fatal(err)
 		}
 		ly, err := layer.New(toc, store)
@@ -313,7 +330,7 @@ func BenchmarkReadCachedAfterRestart(b *testing.B) {
 		b.SetBytes(benchFileSize)
 		for b.Loop() {
 			b.StopTimer()
-			f, stop := openFSAt(b, dir, l.entries)
+			f, stop := openFSAt(b, dir, l.entries, estargzChunkSize)
 			mp := mount(b, f, reg.Host+"/bench/app:v1", l)
 			b.StartTimer()
 			if _, err := os.ReadFile(filepath.Join(mp, "data")); err != nil {

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/hex"
 	"errors"
 	"io/fs"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/lazysnap/lazysnap/fs/index"
 	"github.com/lazysnap/lazysnap/internal/testenv"
 )
 
@@ -81,10 +83,19 @@ func filesUnder(img *testenv.Image, dir string) []string {
 	return out
 }
 
-// cacheEntryPath is where the cache keeps the file whose content has the
-// sha256 sum (the eStargz TOC digest of a file is its content digest).
-func cacheEntryPath(root, sum string) string {
-	return filepath.Join(root, "cache", "files", "sha256", sum)
+// cacheEntryPath is where the cache keeps file p of img: under its content
+// key (fs/index), which for a file of one chunk (these files are all
+// smaller than the converter's 4 MiB chunks) derives from its size and
+// sha256.
+func cacheEntryPath(t *testing.T, root string, img *testenv.Image, p string) string {
+	t.Helper()
+	var sum [32]byte
+	if _, err := hex.Decode(sum[:], []byte(img.Files[p])); err != nil {
+		t.Fatalf("sha256 of %s: %v", p, err)
+	}
+	size := img.Sizes[p]
+	key := index.ContentKey(size, []index.Chunk{{Size: size, Digest: sum}})
+	return filepath.Join(root, "cache", "files", "sha256", key.Encoded())
 }
 
 // allocatedBytes is the disk space of path (a sparse cache entry counts
@@ -106,7 +117,7 @@ func cachedBytes(t *testing.T, root string, img *testenv.Image, paths []string) 
 	t.Helper()
 	var n int64
 	for _, p := range paths {
-		n += allocatedBytes(t, cacheEntryPath(root, img.Files[p]))
+		n += allocatedBytes(t, cacheEntryPath(t, root, img, p))
 	}
 	return n
 }
@@ -116,7 +127,7 @@ func cachedBytes(t *testing.T, root string, img *testenv.Image, paths []string) 
 func assertCached(t *testing.T, root string, img *testenv.Image, paths []string) {
 	t.Helper()
 	for _, p := range paths {
-		path := cacheEntryPath(root, img.Files[p])
+		path := cacheEntryPath(t, root, img, p)
 		info, err := os.Stat(path)
 		if err != nil {
 			t.Errorf("cache entry of %s: %v", p, err)

@@ -650,15 +650,27 @@ const contentKeyDomain = "lazysnap/content-key/v1\x00"
 func (b *builder) contentKey(size int64, chunks []Chunk) [32]byte {
 	// The record is built in a reused buffer and hashed at once: through
 	// hash.Hash, each piece written would escape to the heap.
-	rec := append(b.keyBuf[:0], contentKeyDomain...)
+	b.keyBuf = keyRecord(b.keyBuf[:0], size, chunks)
+	return sha256.Sum256(b.keyBuf)
+}
+
+func keyRecord(rec []byte, size int64, chunks []Chunk) []byte {
+	rec = append(rec, contentKeyDomain...)
 	rec = binary.BigEndian.AppendUint64(rec, uint64(size))
 	for _, c := range chunks {
 		rec = binary.BigEndian.AppendUint64(rec, uint64(c.FileOffset))
 		rec = binary.BigEndian.AppendUint64(rec, uint64(c.Size))
 		rec = append(rec, c.Digest[:]...)
 	}
-	b.keyBuf = rec
-	return sha256.Sum256(rec)
+	return rec
+}
+
+// ContentKey is the content key of a file of size bytes stored as chunks
+// (only their FileOffset, Size and Digest matter), as ContentKeys gives it:
+// for tools and tests that find a file's cache entry from its content.
+func ContentKey(size int64, chunks []Chunk) digest.Digest {
+	sum := sha256.Sum256(keyRecord(nil, size, chunks))
+	return digest.NewDigestFromBytes(digest.SHA256, sum[:])
 }
 
 func (b *builder) internKey(k [32]byte) int32 {

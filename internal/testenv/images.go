@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"archive/tar"
+	"compress/gzip"
 	"fmt"
 	"io"
 	"os"
@@ -26,6 +28,8 @@ type Image struct {
 	Digest string
 	// Files maps each regular file of the root filesystem to its sha256.
 	Files map[string]string
+	// Sizes maps each regular file of the root filesystem to its size.
+	Sizes map[string]int64
 	// CompressedSize is the sum of the layer blob sizes.
 	CompressedSize int64
 	// FileBytes is the sum of the sizes of the generated files.
@@ -44,7 +48,7 @@ func BuildImage(t testing.TB, reg *Registry, repoTag string, layers ...LayerSpec
 }
 
 func buildImage(ref string, cmd []string, layers []LayerSpec) (*Image, error) {
-	out := &Image{Ref: ref, Files: map[string]string{}}
+	out := &Image{Ref: ref, Files: map[string]string{}, Sizes: map[string]int64{}}
 	base := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	base = mutate.ConfigMediaType(base, types.OCIConfigJSON)
 	var adds []mutate.Addendum
@@ -64,6 +68,9 @@ func buildImage(ref string, cmd []string, layers []LayerSpec) (*Image, error) {
 		out.CompressedSize += size
 		for p, sum := range bl.Files {
 			out.Files[p] = sum
+		}
+		if err := addTarSizes(bl.Path, out.Sizes); err != nil {
+			return nil, fmt.Errorf("layer %d: %w", i, err)
 		}
 		for _, f := range spec.Files {
 			out.FileBytes += f.Size
@@ -149,4 +156,31 @@ func (img *Image) Listing(dir string) string {
 // regular file under dir, sorted by path (busybox sort is bytewise, as Go's).
 func ListingCommand(dir string) []string {
 	return []string{"/bin/sh", "-c", "find " + dir + " -xdev -type f | sort | xargs sha256sum"}
+}
+
+// addTarSizes records the size of each regular file of the gzip layer tar
+// at path, by its absolute path.
+func addTarSizes(path string, sizes map[string]int64) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return err
+	}
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", path, err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			sizes["/"+strings.TrimPrefix(h.Name, "/")] = h.Size
+		}
+	}
 }
