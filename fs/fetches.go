@@ -24,7 +24,7 @@ func (f *FS) startFetches(m *mounted) *fetches {
 	w := &fetches{cancel: cancel, prefetched: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
-		f.prefetch(ctx, l)
+		f.prefetch(ctx, m)
 		close(w.prefetched)
 		if m.verify {
 			f.verifyChain(ctx, m)
@@ -36,12 +36,16 @@ func (f *FS) startFetches(m *mounted) *fetches {
 	return w
 }
 
-func (f *FS) prefetch(ctx context.Context, l *layer.Layer) {
+func (f *FS) prefetch(ctx context.Context, m *mounted) {
 	if !f.opts.prefetch {
 		return
 	}
-	start := time.Now()
-	if err := l.Prefetch(ctx); err != nil {
+	l, start := m.layer, time.Now()
+	prefetch := l.Prefetch
+	if len(m.tracePaths) > 0 {
+		prefetch = func(ctx context.Context) error { return l.PrefetchFiles(ctx, m.tracePaths) }
+	}
+	if err := prefetch(ctx); err != nil {
 		if ctx.Err() == nil {
 			f.opts.logger.Warn("prefetch failed; files are fetched when read", "layer", l.Digest(), "error", err)
 		}

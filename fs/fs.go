@@ -57,6 +57,9 @@ type mounted struct {
 	ref     string
 	fetches *fetches
 	traced  bool // holds a recorder of f.traces for ref
+	// tracePaths are the files this node saw the image open first, in
+	// order, prefetched when the layer has no prioritized region.
+	tracePaths []string
 
 	chain  chainCheck   // what the layer's content must add up to
 	verify bool         // whether to check it (chain labels present, verification on)
@@ -199,8 +202,14 @@ func (f *FS) mountLayer(toc *layer.TOC, mountpoint string, spec mountSpec) (*mou
 		node.WithDebug(f.opts.debug),
 	}
 	if f.traces != nil {
-		nopts = append(nopts, node.WithFirstOpen(f.traces.acquire(ref).Record))
+		rec := f.traces.acquire(ref)
+		nopts = append(nopts, node.WithFirstOpen(rec.Record))
 		m.traced = true
+		if f.opts.tracePrefetch && l.Index().PrefetchEnd() == 0 {
+			// A layer with no prioritized region of its own: this node's
+			// record of the image's start-up order stands in for one.
+			m.tracePaths = rec.Paths()
+		}
 	}
 	if m.server, err = node.Mount(mountpoint, l, nopts...); err != nil {
 		f.releaseTrace(m)

@@ -21,6 +21,7 @@ type options struct {
 	layerOpts      []layer.Option // given to every layer; package layer holds their defaults
 	passthrough    bool
 	prefetch       bool
+	tracePrefetch  bool
 	prefetchWait   time.Duration
 	background     bool
 	backgroundRate int64
@@ -48,6 +49,7 @@ func defaultOptions() options {
 		traceMaxFiles: DefaultTraceMaxFiles, // The default is 10000 files per image.
 		traceFlush:    10 * time.Second,     // The default is 10 seconds.
 		verifyDiffID:  true,                 // The default verifies.
+		tracePrefetch: true,                 // The default prefetches by the saved trace.
 	}
 }
 
@@ -106,6 +108,12 @@ func WithPassthrough(on bool) Option { return func(o *options) { o.passthrough =
 // before its prefetch landmark) in the background right after mounting. The
 // default is false.
 func WithPrefetch(on bool) Option { return func(o *options) { o.prefetch = on } }
+
+// WithTracePrefetch sets whether, with WithPrefetch and WithTraceDir, a
+// layer that has no prioritized region prefetches instead the files the
+// image opened first the last time it ran on this node (its saved trace),
+// as if the image had been converted with that list. The default is true.
+func WithTracePrefetch(on bool) Option { return func(o *options) { o.tracePrefetch = on } }
 
 // WithPrefetchWait sets how long Mount waits for the layer's prefetch to
 // finish before returning anyway (0: Mount returns as soon as the layer is

@@ -62,6 +62,7 @@ type fetchConfig struct {
 type prefetchConfig struct {
 	Enable      bool     `toml:"enable"`
 	WaitTimeout duration `toml:"wait_timeout"`
+	FromTrace   bool     `toml:"from_trace"`
 }
 
 type backgroundFetchConfig struct {
@@ -104,7 +105,7 @@ func defaultConfig() config {
 			ReadAheadBytes:  layer.DefaultReadAheadBytes,
 			ReadTimeout:     duration(layer.DefaultReadTimeout),
 		},
-		Prefetch: prefetchConfig{Enable: true, WaitTimeout: 0},
+		Prefetch: prefetchConfig{Enable: true, WaitTimeout: 0, FromTrace: true},
 		BackgroundFetch: backgroundFetchConfig{
 			Enable:         true,
 			BytesPerSecond: 0,

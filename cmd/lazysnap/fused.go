@@ -57,6 +57,7 @@ func newLayerFS(_ context.Context, cfg config, log *slog.Logger) (layerFS, error
 		lazyfs.WithReadTimeout(time.Duration(cfg.Fetch.ReadTimeout)),
 		lazyfs.WithPrefetch(cfg.Prefetch.Enable),
 		lazyfs.WithPrefetchWait(time.Duration(cfg.Prefetch.WaitTimeout)),
+		lazyfs.WithTracePrefetch(cfg.Prefetch.FromTrace),
 		lazyfs.WithBackgroundFetch(cfg.BackgroundFetch.Enable),
 		lazyfs.WithBackgroundBytesPerSecond(cfg.BackgroundFetch.BytesPerSecond),
 		lazyfs.WithLogger(log),

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"syscall"
 
 	"github.com/containerd/errdefs"
 
@@ -26,9 +27,33 @@ func (l *Layer) Prefetch(ctx context.Context) error {
 	if end > 0 {
 		p := plan{class: classPrefetch, maxBytes: l.opts.maxPrefetchBytes, maxGap: l.opts.maxGapBytes,
 			concurrency: l.opts.concurrency}
-		err := l.fetchWhere(ctx, p, func(c index.Chunk) bool { return c.BlobOffset < end })
+		err := l.fetchWhere(ctx, p, func(_ index.ID, c index.Chunk) bool { return c.BlobOffset < end })
 		if err != nil {
 			return fmt.Errorf("prefetching layer %s: %w", l.Digest(), err)
+		}
+	}
+	markDone(&l.stats.prefetchDoneAt)
+	return nil
+}
+
+// PrefetchFiles fetches, as Prefetch does (few large requests, as
+// foreground work), the files at paths that this layer holds: the start-up
+// order this node recorded for the image (fs/trace), for a layer with no
+// prioritized region of its own. paths are image paths ("/usr/bin/python3");
+// those the layer lacks, and all but regular files, are skipped.
+func (l *Layer) PrefetchFiles(ctx context.Context, paths []string) error {
+	ids := map[index.ID]bool{}
+	for _, p := range paths {
+		if id, ok := l.lookupPath(p); ok && l.idx.Mode(id)&syscall.S_IFMT == syscall.S_IFREG {
+			ids[id] = true
+		}
+	}
+	if len(ids) > 0 {
+		defer l.opts.sched.beginForeground()()
+		p := plan{class: classPrefetch, maxBytes: l.opts.maxPrefetchBytes, maxGap: l.opts.maxGapBytes,
+			concurrency: l.opts.concurrency}
+		if err := l.fetchWhere(ctx, p, func(id index.ID, _ index.Chunk) bool { return ids[id] }); err != nil {
+			return fmt.Errorf("prefetching %d traced files of layer %s: %w", len(ids), l.Digest(), err)
 		}
 	}
 	markDone(&l.stats.prefetchDoneAt)
@@ -45,7 +70,7 @@ func (l *Layer) FetchAll(ctx context.Context) error {
 	// A chunk another fetch was getting may still be missing when that
 	// fetch was cancelled: look again, a few times.
 	for range maxEnsureRounds {
-		if err := l.fetchWhere(ctx, p, func(index.Chunk) bool { return true }); err != nil {
+		if err := l.fetchWhere(ctx, p, func(index.ID, index.Chunk) bool { return true }); err != nil {
 			return fmt.Errorf("fetching all of layer %s: %w", l.Digest(), err)
 		}
 		if chunks, total, _, _ := l.present.load(); chunks == total {
@@ -65,7 +90,7 @@ type chunkRef struct {
 // fetchWhere fetches the chunks that want selects, in blob order, one
 // window of p.concurrency requests at a time, so that only the files of a
 // window hold open cache entries and only its chunks are claimed.
-func (l *Layer) fetchWhere(ctx context.Context, p plan, want func(index.Chunk) bool) error {
+func (l *Layer) fetchWhere(ctx context.Context, p plan, want func(index.ID, index.Chunk) bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(l.ctx, cancel)
@@ -90,11 +115,11 @@ func (l *Layer) fetchWhere(ctx context.Context, p plan, want func(index.Chunk) b
 func (l *Layer) chunkOf(r chunkRef) index.Chunk { return l.idx.Chunks(r.id)[r.i] }
 
 // chunksWhere returns the chunks want selects, in blob order.
-func (l *Layer) chunksWhere(want func(index.Chunk) bool) []chunkRef {
+func (l *Layer) chunksWhere(want func(index.ID, index.Chunk) bool) []chunkRef {
 	var refs []chunkRef
 	for id := range l.idx.RegularFiles() {
 		for i, c := range l.idx.Chunks(id) {
-			if want(c) {
+			if want(id, c) {
 				refs = append(refs, chunkRef{id, i})
 			}
 		}
