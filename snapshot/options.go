@@ -34,9 +34,9 @@ const (
 // defaultOptions holds every default of the package in one place.
 func defaultOptions() options {
 	return options{
-		logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-		registerer:   nil,
-		mountOptions: nil,
+		logger:             slog.New(slog.NewTextHandler(io.Discard, nil)),
+		registerer:         nil,
+		mountOptions:       nil,
 		restoreConcurrency: DefaultRestoreConcurrency,
 		restoreTimeout:     DefaultRestoreTimeout,
 		restoreRetry:       DefaultRestoreRetry,
