@@ -87,4 +87,3 @@ func TestLoadDamagedFile(t *testing.T) {
 		t.Errorf("error quotes the file: %v", err)
 	}
 }
-
