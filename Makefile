@@ -2,7 +2,7 @@
 GO ?= go
 export LAZYSNAP_TOOLS ?= /usr/local/lib/lazysnap-tools/bin
 
-.PHONY: build deps test test-unit bench bench-convert demo image lint clean
+.PHONY: build deps test test-unit bench bench-convert demo image lint clean soak
 
 build:
 	$(GO) build -o bin/ ./cmd/...
@@ -26,6 +26,13 @@ demo: deps build
 # Flags: make bench BENCH_ARGS="-rate 1000 -delay 2ms -reps 3 -images python -full"
 bench: deps build
 	$(GO) test -run '^$$' -bench BenchmarkStartup -benchtime 1x -timeout 120m ./bench/ -args $(BENCH_ARGS)
+
+# soak keeps 21 containers reading random files of three lazy images for
+# SOAK while fused, serve, containerd and the registry fail in turn, then
+# checks every sum they computed; `make test` runs it for 45 s.
+SOAK ?= 10m
+soak: deps build
+	$(GO) test -v -run '^TestSoak$$' -timeout 60m ./integration/ -args -soak=$(SOAK)
 
 bench-convert: build
 	$(GO) test -run '^$$' -bench BenchmarkConvert -benchtime 1x -cpu 1,2 -benchmem ./convert/

@@ -358,7 +358,7 @@ func TestInstallWithoutSystemdSupervises(t *testing.T) {
 		t.Errorf("report = %+v, want a containerd restart asked of the operator", rep)
 	}
 	cmds := h.runner.take()
-	if len(cmds) == 0 || !strings.Contains(cmds[len(cmds)-1], "setsid -f /usr/local/bin/lazysnap-install supervise --pid-file /run/lazysnap/supervise.pid -- /usr/local/bin/lazysnap serve") {
+	if len(cmds) == 0 || !strings.Contains(cmds[len(cmds)-1], "setsid -f /usr/local/bin/lazysnap-install supervise --pid-file /run/lazysnap/supervise.pid --cgroup lazysnap --cgroup-parent-pid 1 -- /usr/local/bin/lazysnap serve") {
 		t.Errorf("install ran %q, want the supervisor started", cmds)
 	}
 	if _, err := os.Stat(filepath.Join(h.root, "/etc/systemd/system/lazysnap.service")); !os.IsNotExist(err) {

@@ -42,6 +42,9 @@ type options struct {
 	runner           Runner
 	purge            bool
 	logger           *slog.Logger
+	cgroupName       string
+	cgroupParentPID  int
+	supervisorLog    string
 }
 
 // defaultOptions holds every default in one place; each With* option
@@ -59,6 +62,9 @@ func defaultOptions() options {
 		fuseDevice:       "/dev/fuse",
 		runner:           ExecRunner{},
 		logger:           slog.Default(),
+		cgroupName:       DefaultCgroupName,
+		cgroupParentPID:  DefaultCgroupParentPID,
+		supervisorLog:    "/var/log/lazysnap.log",
 	}
 }
 
@@ -129,3 +135,16 @@ func WithPurge(purge bool) Option { return func(o *options) { o.purge = purge } 
 
 // WithLogger sets the logger. The default is slog.Default().
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithCgroup sets the cgroup the supervisor (hosts without systemd) moves
+// lazysnap into, created below the cgroup of the process parentPID in every
+// hierarchy; an empty name leaves lazysnap in the cgroup it was started in
+// (the DaemonSet pod's). The default is DefaultCgroupName below the host's
+// init (DefaultCgroupParentPID); tests nest it below their own process.
+func WithCgroup(name string, parentPID int) Option {
+	return func(o *options) { o.cgroupName, o.cgroupParentPID = name, parentPID }
+}
+
+// WithSupervisorLog sets the host path of the supervisor's log (lazysnap's
+// output on hosts without systemd). The default is "/var/log/lazysnap.log".
+func WithSupervisorLog(path string) Option { return func(o *options) { o.supervisorLog = path } }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -19,12 +20,15 @@ func (s supervisedService) pidFile() string {
 	return filepath.Join(filepath.Dir(s.o.socket), "supervise.pid")
 }
 
-func (s supervisedService) logFile() string { return "/var/log/lazysnap.log" }
+func (s supervisedService) logFile() string { return s.o.supervisorLog }
 
 // superviseArgs is the supervisor's command line on the host.
 func (s supervisedService) superviseArgs() []string {
-	args := []string{filepath.Join(s.o.binDir, InstallerName), "supervise", "--pid-file", s.pidFile(), "--"}
-	return append(args, s.o.serveArgs()...)
+	args := []string{filepath.Join(s.o.binDir, InstallerName), "supervise", "--pid-file", s.pidFile()}
+	if s.o.cgroupName != "" {
+		args = append(args, "--cgroup", s.o.cgroupName, "--cgroup-parent-pid", strconv.Itoa(s.o.cgroupParentPID))
+	}
+	return append(append(args, "--"), s.o.serveArgs()...)
 }
 
 // running is a shell test for a live supervisor: its PID file names a

@@ -22,17 +22,24 @@ type options struct {
 	restoreRetry       time.Duration
 }
 
+// After a restart, remote layers are mounted again DefaultRestoreConcurrency
+// at a time, each given DefaultRestoreTimeout, and those that failed are
+// tried again every DefaultRestoreRetry (see WithRestore).
+const (
+	DefaultRestoreConcurrency = 8
+	DefaultRestoreTimeout     = 60 * time.Second
+	DefaultRestoreRetry       = 30 * time.Second
+)
+
 // defaultOptions holds every default of the package in one place.
 func defaultOptions() options {
 	return options{
-		logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-		registerer:   nil,
-		mountOptions: nil,
-		// After a restart, remote layers are mounted again 8 at a time,
-		// each given 60s, and those that failed are tried again every 30s.
-		restoreConcurrency: 8,
-		restoreTimeout:     60 * time.Second,
-		restoreRetry:       30 * time.Second,
+		logger:             slog.New(slog.NewTextHandler(io.Discard, nil)),
+		registerer:         nil,
+		mountOptions:       nil,
+		restoreConcurrency: DefaultRestoreConcurrency,
+		restoreTimeout:     DefaultRestoreTimeout,
+		restoreRetry:       DefaultRestoreRetry,
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -18,6 +19,8 @@ type hostFlags struct {
 	socket           string
 	rootDir          string
 	nsenter          bool
+	checkFused       bool
+	healthGrace      time.Duration
 }
 
 func (f *hostFlags) register(fs *pflag.FlagSet) {
@@ -26,6 +29,8 @@ func (f *hostFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.socket, "socket", "/run/lazysnap/lazysnap.sock", "lazysnap's socket on the host")
 	fs.StringVar(&f.rootDir, "root", "/var/lib/lazysnap", "lazysnap's root (state and cache) on the host")
 	fs.BoolVar(&f.nsenter, "nsenter", false, "run host commands (systemctl) in PID 1's namespaces, as a pod with hostPID must")
+	fs.BoolVar(&f.checkFused, "check-fused", true, "health checks also ask lazysnap fused on ROOT/fused.sock (turn off with fuse_manager = false)")
+	fs.DurationVar(&f.healthGrace, "health-grace", install.DefaultHealthGrace, "how long serve or fused may stop answering before the health check fails (they restart each other)")
 }
 
 func (f *hostFlags) options() []install.Option {
@@ -45,6 +50,16 @@ func (f *hostFlags) options() []install.Option {
 
 // socketPath is lazysnap's socket as seen from this process.
 func (f *hostFlags) socketPath() string { return filepath.Join(f.hostRoot, f.socket) }
+
+// health returns the checker of serve and, unless turned off, fused, whose
+// socket is in lazysnap's root.
+func (f *hostFlags) health(grace time.Duration) *install.Health {
+	fusedSocket := ""
+	if f.checkFused {
+		fusedSocket = filepath.Join(f.hostRoot, f.rootDir, "fused.sock")
+	}
+	return install.NewHealth(f.socketPath(), fusedSocket, install.WithHealthGrace(grace))
+}
 
 // installFlags are install's own flags.
 type installFlags struct {

@@ -44,7 +44,7 @@ their files from. Remove lazysnap deliberately with "uninstall".`,
 				return err
 			}
 			printReport("install", rep)
-			if err := serveHealth(cmd.Context(), listen, f.socketPath()); err != nil {
+			if err := serveHealth(cmd.Context(), listen, f.health(f.healthGrace)); err != nil {
 				return err
 			}
 			if !uninstallOnExit {
@@ -65,13 +65,15 @@ their files from. Remove lazysnap deliberately with "uninstall".`,
 }
 
 // serveHealth answers the kubelet's probes until ctx ends. Both endpoints
-// check lazysnap itself: readiness gates the node's rollout, and a failing
-// liveness restarts the pod, whose install step starts lazysnap again.
-func serveHealth(ctx context.Context, listen, socket string) error {
+// check lazysnap itself, serve and fused: readiness gates the node's
+// rollout, and a failing liveness restarts the pod, whose install step
+// starts lazysnap again. One checker serves both, so its grace period
+// (serve restarting fused, the supervisor restarting serve) spans probes.
+func serveHealth(ctx context.Context, listen string, health *install.Health) error {
 	check := func(w http.ResponseWriter, r *http.Request) {
 		cctx, cancel := context.WithTimeout(r.Context(), probeTimeout)
 		defer cancel()
-		if err := install.CheckHealth(cctx, socket); err != nil {
+		if err := health.Check(cctx); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}

@@ -12,6 +12,7 @@ import (
 	lazyfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/fs/layer"
 	"github.com/lazysnap/lazysnap/fs/remote"
+	"github.com/lazysnap/lazysnap/snapshot"
 	"github.com/pelletier/go-toml/v2"
 )
 
@@ -35,6 +36,21 @@ type config struct {
 	BackgroundFetch backgroundFetchConfig `toml:"background_fetch"`
 	Trace           traceConfig           `toml:"trace"`
 	CRIImageService criImageServiceConfig `toml:"cri_image_service"`
+	Restore         restoreConfig         `toml:"restore"`
+	Credentials     credentialsConfig     `toml:"credentials"`
+}
+
+// restoreConfig is how serve mounts remote layers again after a restart
+// (of the node, or of serve with its fused gone).
+type restoreConfig struct {
+	Concurrency   int      `toml:"concurrency"`
+	Timeout       duration `toml:"timeout"`
+	RetryInterval duration `toml:"retry_interval"`
+}
+
+// credentialsConfig is what becomes of registry credentials from CRI pulls.
+type credentialsConfig struct {
+	Persist bool `toml:"persist"`
 }
 
 // containerdConfig is the containerd lazysnap serves: serve withdraws
@@ -112,6 +128,12 @@ func defaultConfig() config {
 		},
 		Trace:           traceConfig{Enable: true, MaxFiles: lazyfs.DefaultTraceMaxFiles},
 		CRIImageService: criImageServiceConfig{Address: "", ContainerdAddress: "/run/containerd/containerd.sock"},
+		Restore: restoreConfig{
+			Concurrency:   snapshot.DefaultRestoreConcurrency,
+			Timeout:       duration(snapshot.DefaultRestoreTimeout),
+			RetryInterval: duration(snapshot.DefaultRestoreRetry),
+		},
+		Credentials: credentialsConfig{Persist: false},
 	}
 }
 
@@ -155,6 +177,10 @@ func (c config) validate() error {
 		return errors.New("config: fetch.read_timeout must be positive")
 	case c.WatchInterval <= 0:
 		return errors.New("config: watch_interval must be positive")
+	case c.Restore.Concurrency < 1:
+		return errors.New("config: restore.concurrency must be at least 1")
+	case c.Restore.Timeout <= 0 || c.Restore.RetryInterval <= 0:
+		return errors.New("config: restore.timeout and restore.retry_interval must be positive")
 	case c.Trace.MaxFiles < 1:
 		return errors.New("config: trace.max_files must be at least 1")
 	case c.CRIImageService.Address != "" && c.CRIImageService.ContainerdAddress == "":

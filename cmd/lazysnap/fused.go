@@ -39,7 +39,7 @@ type layerFS interface {
 func newLayerFS(_ context.Context, cfg config, log *slog.Logger) (layerFS, error) {
 	// Credentials from CRI pulls (POST /credentials, or serve's own proxy
 	// with fuse_manager off) win over the host's docker config.
-	creds := credstore.New()
+	creds := openCredentials(cfg, log)
 	resolver := remote.NewResolver(
 		remote.WithKeychain(authn.NewMultiKeychain(creds, authn.DefaultKeychain)),
 		remote.WithHostsDir(cfg.HostsDir),
@@ -72,6 +72,35 @@ func newLayerFS(_ context.Context, cfg config, log *slog.Logger) (layerFS, error
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(fsys.Collector())
 	return statsAdapter{FS: fsys, Gatherer: reg, metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), creds: creds}, nil
+}
+
+// credentialsFile is where credentials.persist keeps the working
+// credentials of CRI pulls: in the 0700 state root, itself 0600.
+func credentialsFile(root string) string { return filepath.Join(root, "credentials.json") }
+
+// openCredentials returns the credential store, with the credentials a
+// previous fused persisted when credentials.persist is on, so private
+// layers mount again after a reboot or a restart of fused. With it off, a
+// file an earlier run with it on left is removed: turning the setting off
+// takes the secrets off the disk. Neither failure stops fused: without
+// the file, layers of private images wait for the kubelet's next pull.
+func openCredentials(cfg config, log *slog.Logger) *credstore.Store {
+	file := credentialsFile(cfg.Root)
+	if !cfg.Credentials.Persist {
+		if err := os.Remove(file); err == nil {
+			log.Info("removed persisted registry credentials (credentials.persist is off)", "file", file)
+		} else if !errors.Is(err, os.ErrNotExist) {
+			log.Warn("removing persisted registry credentials", "file", file, "error", err)
+		}
+		return credstore.New()
+	}
+	creds := credstore.New(credstore.WithPersistFile(file))
+	n, err := creds.Load()
+	if err != nil {
+		log.Warn("loading persisted registry credentials", "error", err)
+	}
+	log.Info("loaded persisted registry credentials", "repositories", n)
+	return creds
 }
 
 // traceDir is where fused keeps the first-open trace of each image.

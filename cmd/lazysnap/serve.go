@@ -90,7 +90,8 @@ func runServe(ctx context.Context, cfg config, configPath string) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	forget := ctrsnap.NewForgetter(cfg.Containerd.Address, cfg.Containerd.Snapshotter)
 	sn, err := snapshot.New(ctx, cfg.Root, fsys, snapshot.WithLogger(log), snapshot.WithRegisterer(reg),
-		snapshot.WithForgetter(forget.Forget))
+		snapshot.WithForgetter(forget.Forget),
+		snapshot.WithRestore(cfg.Restore.Concurrency, time.Duration(cfg.Restore.Timeout), time.Duration(cfg.Restore.RetryInterval)))
 	if err != nil {
 		return err
 	}

@@ -19,8 +19,9 @@
 // the kubelet sends the pod's pull secret with every pull, so the newest
 // that worked is the one the registry accepts now.
 //
-// Credentials are never written to disk and never logged; they die with
-// the process. Combine the store with the docker config keychain with
+// Credentials are never logged. They are never written to disk and die
+// with the process, unless WithPersistFile names a root-only file to keep
+// the working ones in (credentials.persist, off by default). Combine the store with the docker config keychain with
 // authn.NewMultiKeychain(store, authn.DefaultKeychain): the store answers
 // Anonymous for repositories it knows nothing about, which makes the multi
 // keychain ask the next one.
@@ -47,6 +48,7 @@ type options struct {
 	pendingTimeout time.Duration
 	maxPending     int
 	now            func() time.Time
+	persistFile    string
 }
 
 // defaultOptions holds every default in one place.
@@ -55,6 +57,7 @@ func defaultOptions() options {
 		pendingTimeout: 30 * time.Minute, // The default is 30 minutes.
 		maxPending:     4,                // The default is 4 pulls per repository.
 		now:            time.Now,
+		persistFile:    "", // The default is memory only (WithPersistFile).
 	}
 }
 
@@ -132,7 +135,9 @@ func (s *Store) SetCredentials(_ context.Context, host, repository string, cfg a
 	case StepPending:
 		s.addPending(key, pull, cfg)
 	default: // StepSucceeded, or a plain repository
-		s.promote(key, pull, cfg)
+		if err := s.promote(key, pull, cfg); err != nil {
+			return fmt.Errorf("credentials for %s: kept in memory only: %w", key, err)
+		}
 	}
 	return nil
 }
@@ -147,11 +152,16 @@ func (s *Store) addPending(key, pull string, cfg authn.AuthConfig) {
 	s.pending[key] = append(list, pending{pull: pull, cfg: cfg, since: s.opts.now()})
 }
 
-func (s *Store) promote(key, pull string, cfg authn.AuthConfig) {
+func (s *Store) promote(key, pull string, cfg authn.AuthConfig) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	prev, had := s.working[key]
 	s.working[key] = cfg
 	s.dropPending(key, pull)
+	if had && prev == cfg {
+		return nil // the kubelet resends the same secret with every pull
+	}
+	return s.persist()
 }
 
 func (s *Store) forget(key, pull string) {
