@@ -94,6 +94,7 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, key, parent string, req
 		return nil, err
 	}
 	s.metrics.remoteMounts.Inc()
+	s.track(remoteLayer{id: id, name: name, labels: req.labels})
 	s.log.InfoContext(ctx, "layer mounted lazily", "layer", req.labels[snapshotters.TargetLayerDigestLabel], "snapshot", req.target)
 	return nil, fmt.Errorf("layer mounted lazily as %q: %w", req.target, errdefs.ErrAlreadyExists)
 }

@@ -29,6 +29,7 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 			if err := s.unmountRemote(ctx, id); err != nil {
 				return err
 			}
+			s.untrack(id)
 		}
 		orphans, err = s.orphanDirs(ctx)
 		return err

@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots/storage"
 	"github.com/containerd/containerd/v2/pkg/snapshotters"
 	"github.com/containerd/errdefs"
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
@@ -33,12 +34,17 @@ type layerState struct {
 	tried   time.Time     // when the last attempt ended
 }
 
-// begin records that an attempt to mount the layer starts: snapshots
-// stacked on it wait until end.
-func (st *layerState) begin() {
+// begin records that an attempt to mount the layer starts, unless one is
+// under way already (then it reports false and the caller leaves it to
+// that one): snapshots stacked on the layer wait until end.
+func (st *layerState) begin() bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.attempt != nil {
+		return false
+	}
 	st.attempt = make(chan struct{})
+	return true
 }
 
 func (st *layerState) end(err error) {
@@ -88,6 +94,22 @@ func (r *restores) state(l remoteLayer) *layerState {
 	return st
 }
 
+// track records a remote layer mounted by this process, so that a
+// snapshot stacked on it checks its mount is alive (see waitLayers).
+func (s *Snapshotter) track(l remoteLayer) {
+	if s.restores != nil {
+		s.restores.state(l)
+	}
+}
+
+func (s *Snapshotter) untrack(id string) {
+	if s.restores != nil {
+		s.restores.mu.Lock()
+		delete(s.restores.byID, id)
+		s.restores.mu.Unlock()
+	}
+}
+
 func (r *restores) lookup(id string) (*layerState, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -135,10 +157,11 @@ func (s *Snapshotter) beginAll(ctx context.Context) ([]*layerState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing remote layers: %w", err)
 	}
-	sts := make([]*layerState, len(layers))
-	for i, l := range layers {
-		sts[i] = s.restores.state(l)
-		sts[i].begin()
+	var sts []*layerState
+	for _, l := range layers {
+		if st := s.restores.state(l); st.begin() {
+			sts = append(sts, st)
+		}
 	}
 	return sts, nil
 }
@@ -228,8 +251,7 @@ func (s *Snapshotter) RetryRestore(ctx context.Context) {
 		st.mu.Lock()
 		due := time.Since(st.tried) >= s.opts.restoreRetry
 		st.mu.Unlock()
-		if due && ctx.Err() == nil {
-			st.begin()
+		if due && ctx.Err() == nil && st.begin() {
 			s.restoreLayer(ctx, st)
 		}
 	}
@@ -265,7 +287,17 @@ func (s *Snapshotter) waitLayers(ctx context.Context, ids []string) error {
 		if !ok {
 			continue
 		}
-		if err := st.wait(ctx); err != nil {
+		err := st.wait(ctx)
+		if err == nil && !s.mountAlive(st.remote) {
+			// The FileSystem lost the mount (fused died) and the
+			// supervisor has not mounted it again yet: do it now rather
+			// than stack a container on a dead or empty directory.
+			if st.begin() {
+				s.restoreLayer(ctx, st)
+			}
+			err = st.wait(ctx)
+		}
+		if err != nil {
 			l := st.remote
 			return fmt.Errorf("layer %s of image %s (snapshot %s) is not mounted: %w; lazysnap retries it in the background: %w",
 				l.labels[snapshotters.TargetLayerDigestLabel], l.labels[snapshotters.TargetRefLabel], l.name,
@@ -273,6 +305,19 @@ func (s *Snapshotter) waitLayers(ctx context.Context, ids []string) error {
 		}
 	}
 	return nil
+}
+
+// mountAlive reports whether something is mounted at the layer's
+// directory and answers: statfs of a FUSE mount whose server died fails
+// (ENOTCONN), and a directory with nothing mounted is no mount point.
+func (s *Snapshotter) mountAlive(l remoteLayer) bool {
+	dir := s.upperPath(l.id)
+	var st unix.Statfs_t
+	if unix.Statfs(dir, &st) != nil {
+		return false
+	}
+	mounted, err := mountinfo.Mounted(dir)
+	return err == nil && mounted
 }
 
 // ancestorIDs returns the IDs of the snapshot named parent and of its
