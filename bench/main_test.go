@@ -26,6 +26,7 @@ type benchFlags struct {
 	out        string
 	socket     string
 	baseline   string
+	baseConfig string
 	image      string
 	cmd        string
 	readyLine  string
@@ -43,6 +44,7 @@ func registerFlags(fs *flag.FlagSet) *benchFlags {
 	fs.StringVar(&f.out, "out", "", "output folder (default bench-results/TIMESTAMP in the repository)")
 	fs.StringVar(&f.socket, "snapshotter-socket", "", "another proxy snapshotter's socket, for side-by-side runs")
 	fs.StringVar(&f.baseline, "baseline-lazysnap", "", "another lazysnap binary, run as mode lazysnap-baseline beside this build")
+	fs.StringVar(&f.baseConfig, "baseline-config", "", "TOML appended to the baseline's lazysnap config (\\n for newlines)")
 	fs.StringVar(&f.image, "image", "", "benchmark this image instead (registry reference or oci:DIR)")
 	fs.StringVar(&f.cmd, "cmd", "", "the image's command: a JSON array, or a shell command")
 	fs.StringVar(&f.readyLine, "ready", "", "ready when a stdout line contains this text")
@@ -67,6 +69,7 @@ func (f *benchFlags) options() ([]Option, error) {
 	}
 	opts := []Option{WithRate(f.rateMbit * 1_000_000), WithDelay(f.delay), WithReps(f.reps), WithWorkloads(ws...),
 		WithExternalSnapshotter(f.socket), WithBaselineLazysnap(f.baseline),
+		WithBaselineConfig(strings.ReplaceAll(f.baseConfig, `\n`, "\n")),
 		WithLogger(slog.New(slog.NewTextHandler(os.Stderr, nil)))}
 	if f.modes != "" {
 		modes, err := ParseModes(f.modes)

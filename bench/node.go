@@ -27,7 +27,8 @@ func (e *env) startNode(tb testing.TB, m Mode) *testenv.Containerd {
 		cfg := fmt.Sprintf("hosts_dir = %q\n", cd.HostsDir)
 		lopts := []testenv.LazysnapOption{testenv.WithLazysnapConfig(cfg)}
 		if m == Baseline {
-			lopts = append(lopts, testenv.WithLazysnapBinary(e.baselineBin))
+			lopts = []testenv.LazysnapOption{testenv.WithLazysnapConfig(cfg + e.baselineConfig),
+				testenv.WithLazysnapBinary(e.baselineBin)}
 		}
 		testenv.StartLazysnap(tb, cd, lopts...)
 	case m == External:

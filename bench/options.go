@@ -18,6 +18,7 @@ type options struct {
 	modes          []Mode
 	externalSocket string
 	baselineBin    string
+	baselineConfig string
 	cacheDir       string
 	settleQuiet    time.Duration
 	settleCap      time.Duration
@@ -72,6 +73,13 @@ func WithExternalSnapshotter(socket string) Option {
 // case like the Lazy mode. The default is none.
 func WithBaselineLazysnap(path string) Option {
 	return func(o *options) { o.baselineBin = path }
+}
+
+// WithBaselineConfig appends toml to the Baseline mode's lazysnap config,
+// so that two settings of one build can be compared side by side (give
+// this build as the baseline binary). The default is "".
+func WithBaselineConfig(toml string) Option {
+	return func(o *options) { o.baselineConfig = toml }
 }
 
 // WithCacheDir sets where conversions are kept between runs. The default

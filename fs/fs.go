@@ -75,7 +75,7 @@ func New(opts ...Option) (*FS, error) {
 	f := &FS{
 		opts: o, store: o.store, resolver: o.resolver, mounts: map[string]*mounted{},
 		flights: layer.NewFlights(),
-		sched:   layer.NewScheduler(layer.WithBackgroundBytesPerSecond(o.backgroundRate)),
+		sched:   layer.NewScheduler(append([]layer.SchedulerOption{layer.WithBackgroundBytesPerSecond(o.backgroundRate)}, o.schedOpts...)...),
 	}
 	if f.store == nil {
 		s, err := cache.Open(o.cacheDir, o.cacheOpts...)

@@ -25,6 +25,7 @@ type options struct {
 	prefetchWait   time.Duration
 	background     bool
 	backgroundRate int64
+	schedOpts      []layer.SchedulerOption // package layer holds their defaults
 	traceDir       string
 	traceMaxFiles  int
 	traceFlush     time.Duration
@@ -131,6 +132,20 @@ func WithBackgroundFetch(on bool) Option { return func(o *options) { o.backgroun
 // WithBackgroundBytesPerSecond caps the bandwidth of background fetching
 // over every layer of the FS; 0 is no cap. The default is 0.
 func WithBackgroundBytesPerSecond(n int64) Option { return func(o *options) { o.backgroundRate = n } }
+
+// WithBackgroundQuietPeriod sets how long reads must have paused before a
+// background request starts (layer.WithQuietPeriod). The default is the
+// layer package's, 500 ms.
+func WithBackgroundQuietPeriod(d time.Duration) Option {
+	return func(o *options) { o.schedOpts = append(o.schedOpts, layer.WithQuietPeriod(d)) }
+}
+
+// WithBackgroundRequestBytes caps one background request
+// (layer.WithBackgroundRequestBytes). The default is the layer package's,
+// 2 MiB.
+func WithBackgroundRequestBytes(n int64) Option {
+	return func(o *options) { o.schedOpts = append(o.schedOpts, layer.WithBackgroundRequestBytes(n)) }
+}
 
 // WithTraceDir records, per image (its image-ref label), the order in which
 // files are first opened after mount, and keeps it in dir as one prefetch

@@ -82,8 +82,10 @@ type prefetchConfig struct {
 }
 
 type backgroundFetchConfig struct {
-	Enable         bool  `toml:"enable"`
-	BytesPerSecond int64 `toml:"bytes_per_second"`
+	Enable         bool     `toml:"enable"`
+	BytesPerSecond int64    `toml:"bytes_per_second"`
+	QuietPeriod    duration `toml:"quiet_period"`
+	RequestBytes   int64    `toml:"request_bytes"`
 }
 
 // criImageServiceConfig is the CRI image-service proxy the kubelet can use
@@ -125,6 +127,8 @@ func defaultConfig() config {
 		BackgroundFetch: backgroundFetchConfig{
 			Enable:         true,
 			BytesPerSecond: 0,
+			QuietPeriod:    duration(layer.DefaultQuietPeriod),
+			RequestBytes:   layer.DefaultBackgroundRequestBytes,
 		},
 		Trace:           traceConfig{Enable: true, MaxFiles: lazyfs.DefaultTraceMaxFiles},
 		CRIImageService: criImageServiceConfig{Address: "", ContainerdAddress: "/run/containerd/containerd.sock"},
@@ -169,6 +173,8 @@ func (c config) validate() error {
 		return errors.New("config: fetch.max_concurrency must be at least 1")
 	case c.Cache.MaxBytes < 0:
 		return errors.New("config: cache.max_bytes must not be negative")
+	case c.BackgroundFetch.QuietPeriod < 0 || c.BackgroundFetch.RequestBytes < 1:
+		return errors.New("config: background_fetch.quiet_period must not be negative, background_fetch.request_bytes at least 1")
 	case c.BackgroundFetch.BytesPerSecond < 0:
 		return errors.New("config: background_fetch.bytes_per_second must not be negative")
 	case c.Prefetch.WaitTimeout < 0:

@@ -60,6 +60,8 @@ func newLayerFS(_ context.Context, cfg config, log *slog.Logger) (layerFS, error
 		lazyfs.WithTracePrefetch(cfg.Prefetch.FromTrace),
 		lazyfs.WithBackgroundFetch(cfg.BackgroundFetch.Enable),
 		lazyfs.WithBackgroundBytesPerSecond(cfg.BackgroundFetch.BytesPerSecond),
+		lazyfs.WithBackgroundQuietPeriod(time.Duration(cfg.BackgroundFetch.QuietPeriod)),
+		lazyfs.WithBackgroundRequestBytes(cfg.BackgroundFetch.RequestBytes),
 		lazyfs.WithLogger(log),
 	}
 	if cfg.Trace.Enable {

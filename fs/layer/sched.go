@@ -44,12 +44,18 @@ type schedOptions struct {
 // defaultSchedOptions holds every default in one place.
 func defaultSchedOptions() schedOptions {
 	return schedOptions{
-		backgroundConcurrency:  1,       // The default is 1 background request at once per node.
-		backgroundRequestBytes: 2 << 20, // The default is 2 MiB.
-		bytesPerSecond:         0,       // The default is no bandwidth cap.
-		quietPeriod:            500 * time.Millisecond,
+		backgroundConcurrency:  1,                             // The default is 1 background request at once per node.
+		backgroundRequestBytes: DefaultBackgroundRequestBytes, // The default is 2 MiB.
+		bytesPerSecond:         0,                             // The default is no bandwidth cap.
+		quietPeriod:            DefaultQuietPeriod,
 	}
 }
+
+// Defaults of the scheduler, exported for the daemon's configuration.
+const (
+	DefaultBackgroundRequestBytes = 2 << 20
+	DefaultQuietPeriod            = 500 * time.Millisecond
+)
 
 // WithBackgroundConcurrency bounds the background requests in flight at once,
 // over every layer. The default is 1.
