@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -39,7 +40,20 @@ type critestImage struct {
 	user  string
 	cmd   []string
 	files map[string]string
+	// program, if set, is added in a layer of its own.
+	program *critestProgram
 }
+
+// critestProgram is a Go program of testdata/, built static and owned by root.
+type critestProgram struct {
+	src  string // directory under testdata
+	path string // where in the image
+	mode int64
+}
+
+// CritestSandboxImage is the pause image the CRI plugin of a critest
+// containerd runs its pod sandboxes from: critest pulls it by this name too.
+const CritestSandboxImage = "registry.k8s.io/pause:3.9"
 
 // critestImages lists what pkg/validate and pkg/framework of cri-tools
 // v1.37.0 pull on Linux. test-image-digest is absent: critest pins it by the
@@ -49,7 +63,8 @@ func critestImages() []critestImage {
 	marker := func(n string) map[string]string { return map[string]string{"/" + n: ""} }
 	imgs := []critestImage{
 		{refs: []string{"registry.k8s.io/e2e-test-images/busybox:1.29-2"}},
-		{refs: []string{"registry.k8s.io/pause:3.9", "k8s.gcr.io/pause:3.9"}, cmd: []string{"/bin/sh", "-c", pauseScript}},
+		{refs: []string{CritestSandboxImage, "k8s.gcr.io/pause:3.9"}, cmd: []string{"/pause"},
+			program: &critestProgram{src: "pause", path: "/pause", mode: 0o755}},
 		// nginx's pid file and process name matter: the HostPID tests read
 		// /var/run/nginx.pid and look for it with `pidof nginx`.
 		{refs: []string{"registry.k8s.io/e2e-test-images/nginx:1.14-2"}, cmd: webServer("nginx", 80),
@@ -58,6 +73,8 @@ func critestImages() []critestImage {
 			files: map[string]string{"/usr/share/nginx/html/index.html": "httpd substitute\n"}},
 		{refs: []string{staging + "hostnet-nginx-" + runtime.GOARCH + ":latest"}, cmd: webServer("nginx", 12003),
 			files: map[string]string{"/usr/share/nginx/html/index.html": "hostnet nginx substitute\n"}},
+		{refs: []string{"registry.k8s.io/e2e-test-images/nonewprivs:1.3"}, cmd: []string{"/usr/local/bin/nonewprivs"},
+			program: &critestProgram{src: "nonewprivs", path: "/usr/local/bin/nonewprivs", mode: 0o4755}},
 		{refs: []string{staging + "test-image-user-uid:latest"}, user: "1002"},
 		{refs: []string{staging + "test-image-user-username:latest"}, user: "www-data"},
 		{refs: []string{staging + "test-image-user-uid-group:latest"}, user: "1003:1004"},
@@ -77,13 +94,19 @@ func critestImages() []critestImage {
 	return imgs
 }
 
-// webServer serves /usr/share/nginx/html with busybox httpd under the
-// process name procName: exec'd through a link of that name (the kernel
-// names the process after it) with argv[0] "httpd" (busybox picks the
-// applet by it). The pid file and the log line are what critest checks.
+// webServer serves /usr/share/nginx/html with busybox httpd in the
+// background of a shell that stays PID 1, as nginx's master process does:
+// critest looks for "master process" in /proc/1/cmdline (here the shell's
+// $0), reads the server's pid from /var/run/NAME.pid and finds it with
+// `pidof NAME`. The server is exec'd through a link named procName (the
+// kernel names the process after it) with argv[0] "httpd" (busybox picks the
+// applet by it).
 func webServer(procName string, port int) []string {
-	return []string{"/bin/sh", "-c", fmt.Sprintf("echo %s starting >&2; echo $$ > /var/run/%s.pid; "+
-		"exec -a httpd /usr/sbin/%s -f -v -p %d -h /usr/share/nginx/html", procName, procName, procName, port)}
+	script := fmt.Sprintf("trap 'kill $pid; exit 0' TERM INT\n"+
+		"echo %[1]s starting >&2\n"+
+		"exec -a httpd /usr/sbin/%[1]s -f -v -p %[2]d -h /usr/share/nginx/html &\n"+
+		"pid=$!\necho $pid > /var/run/%[1]s.pid\nwait $pid\n", procName, port)
+	return []string{"/bin/sh", "-c", script, procName + ": master process"}
 }
 
 // busyboxPasswd and busyboxGroup are those of the busybox image the
@@ -178,6 +201,13 @@ func (ci critestImage) build(base v1.Layer) (v1.Image, error) {
 		}
 		adds = append(adds, mutate.Addendum{Layer: layer, History: v1.History{CreatedBy: "critest substitute"}})
 	}
+	if ci.program != nil {
+		layer, err := programLayer(*ci.program)
+		if err != nil {
+			return nil, err
+		}
+		adds = append(adds, mutate.Addendum{Layer: layer, History: v1.History{CreatedBy: ci.program.src}})
+	}
 	img, err := mutate.Append(img, adds...)
 	if err != nil {
 		return nil, fmt.Errorf("appending layers: %w", err)
@@ -216,7 +246,10 @@ func critestBaseLayer() (v1.Layer, error) {
 	}
 	files := map[string]string{"/etc/passwd": busyboxPasswd, "/etc/group": busyboxGroup,
 		"/usr/share/nginx/html/index.html": "critest substitute\n"}
-	if err := writeTextFiles(tw, dirs, files); err != nil {
+	if err := writeTextFiles(tw, dirs, files, 0o644); err != nil {
+		return nil, err
+	}
+	if err := writeTextFiles(tw, dirs, busyboxScripts(), 0o755); err != nil {
 		return nil, err
 	}
 	if err := tw.Close(); err != nil {
@@ -225,6 +258,9 @@ func critestBaseLayer() (v1.Layer, error) {
 	return bytesLayer(buf.Bytes())
 }
 
+// writeFullBusybox lays busybox out as the busybox image does: every applet
+// a hard link to /bin/busybox in /bin (critest masks /bin/ls and expects
+// only ls to go; masking a symlink would mask busybox itself).
 func writeFullBusybox(tw *tar.Writer, dirs *dirWriter) error {
 	bb, err := os.Open(hostBusybox)
 	if err != nil {
@@ -238,22 +274,27 @@ func writeFullBusybox(tw *tar.Writer, dirs *dirWriter) error {
 	if _, err := writeFile(tw, "/bin/busybox", 0o755, st.Size(), bb); err != nil {
 		return err
 	}
-	out, err := exec.Command(hostBusybox, "--list-full").Output()
+	out, err := exec.Command(hostBusybox, "--list").Output()
 	if err != nil {
 		return fmt.Errorf("listing busybox applets: %w", err)
 	}
-	// The web server substitutes exec busybox under these names.
-	links := append(strings.Fields(string(out)), "usr/sbin/nginx", "usr/sbin/httpd")
-	seen := map[string]bool{"bin/busybox": true}
-	for _, l := range links {
-		if seen[l] {
-			continue
+	var links []string
+	for _, applet := range strings.Fields(string(out)) {
+		if applet != "busybox" {
+			links = append(links, "bin/"+applet)
 		}
-		seen[l] = true
+	}
+	// The web server substitutes run busybox under these names.
+	links = append(links, "usr/sbin/nginx", "usr/sbin/httpd")
+	for _, l := range links {
 		if err := dirs.ensure("/" + path.Dir(l)); err != nil {
 			return err
 		}
-		hdr := &tar.Header{Typeflag: tar.TypeSymlink, Name: l, Linkname: "/bin/busybox", Mode: 0o777,
+		// A link entry carries its target's mode, as Docker and BuildKit
+		// write it: containerd's applier chmods the shared inode to the mode
+		// of every link entry, while lazysnap keeps the target's
+		// (docs/compat.md, critest).
+		hdr := &tar.Header{Typeflag: tar.TypeLink, Name: l, Linkname: "bin/busybox", Mode: 0o755,
 			ModTime: fixedTime()}
 		if err := tw.WriteHeader(hdr); err != nil {
 			return fmt.Errorf("writing link %s: %w", l, err)
@@ -262,9 +303,24 @@ func writeFullBusybox(tw *tar.Writer, dirs *dirWriter) error {
 	return nil
 }
 
+// busyboxScripts stand in for the applets critest runs that Debian's
+// busybox-static lacks.
+func busyboxScripts() map[string]string {
+	return map[string]string{
+		// pgrep NAME: the PIDs whose process name contains NAME.
+		"/bin/pgrep": "#!/bin/sh\nfound=1\nfor d in /proc/[0-9]*; do\n" +
+			"  read -r c < \"$d/comm\" 2>/dev/null || continue\n" +
+			"  case \"$c\" in *\"$1\"*) echo \"${d#/proc/}\"; found=0;; esac\ndone\nexit $found\n",
+		// ipcs -m: the System V shared memory segments of this IPC namespace.
+		"/bin/ipcs": "#!/bin/sh\necho '------ Shared Memory Segments --------'\n" +
+			"echo 'key        shmid      owner      perms      bytes      nattch'\n" +
+			"awk 'NR > 1 { printf \"0x%08x %-10s %-10s %-10s %-10s %s\\n\", $1, $2, $8, $3, $4, $7 }' /proc/sysvipc/shm\n",
+	}
+}
+
 // writeTextFiles writes files in path order, so a layer's digest is the
 // same on every run.
-func writeTextFiles(tw *tar.Writer, dirs *dirWriter, files map[string]string) error {
+func writeTextFiles(tw *tar.Writer, dirs *dirWriter, files map[string]string, mode int64) error {
 	paths := make([]string, 0, len(files))
 	for p := range files {
 		paths = append(paths, p)
@@ -275,7 +331,7 @@ func writeTextFiles(tw *tar.Writer, dirs *dirWriter, files map[string]string) er
 		if err := dirs.ensure(path.Dir(p)); err != nil {
 			return err
 		}
-		if _, err := writeFile(tw, p, 0o644, int64(len(content)), strings.NewReader(content)); err != nil {
+		if _, err := writeFile(tw, p, mode, int64(len(content)), strings.NewReader(content)); err != nil {
 			return err
 		}
 	}
@@ -287,7 +343,40 @@ func writeTextFiles(tw *tar.Writer, dirs *dirWriter, files map[string]string) er
 func filesLayer(files map[string]string) (v1.Layer, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	if err := writeTextFiles(tw, newDirWriter(tw), files); err != nil {
+	if err := writeTextFiles(tw, newDirWriter(tw), files, 0o644); err != nil {
+		return nil, err
+	}
+	if err := tw.Close(); err != nil {
+		return nil, fmt.Errorf("closing layer: %w", err)
+	}
+	return bytesLayer(buf.Bytes())
+}
+
+// programLayer builds testdata/SRC (static, no cgo) and puts it at its
+// path with its mode (nonewprivs is setuid root).
+func programLayer(p critestProgram) (v1.Layer, error) {
+	dir, err := os.MkdirTemp("", "critest-program-")
+	if err != nil {
+		return nil, fmt.Errorf("creating build dir: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, p.src)
+	src := filepath.Join(RepoRoot(), "internal", "testenv", "testdata", p.src, "main.go")
+	cmd := exec.Command("go", "build", "-o", bin, src)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("building %s: %w: %s", src, err, out)
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", bin, err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if err := newDirWriter(tw).ensure(path.Dir(p.path)); err != nil {
+		return nil, err
+	}
+	if _, err := writeFile(tw, p.path, p.mode, int64(len(data)), bytes.NewReader(data)); err != nil {
 		return nil, err
 	}
 	if err := tw.Close(); err != nil {
