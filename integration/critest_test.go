@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lazysnap/lazysnap/internal/testenv"
 )
@@ -81,7 +82,7 @@ func runCritestBoth(t *testing.T, focus, skip string) (overlay, lazy critestRun)
 				t.Fatal(err)
 			}
 			run.report = report
-			t.Logf("critest on %s: %s in %s", run.snapshotter, report.Summary(), report.Duration.Round(1e9))
+			t.Logf("critest on %s: %s in %s", run.snapshotter, report.Summary(), report.Duration.Round(time.Second))
 			if run.snapshotter == "lazysnap" {
 				assertCritestImageLazy(t, cd)
 			}
@@ -155,6 +156,13 @@ func reportCritest(t *testing.T, overlay, lazy critestRun, strict bool) {
 	}
 	for _, run := range []critestRun{overlay, lazy} {
 		for _, s := range run.report.Specs {
+			if s.State == "skipped" && !strict {
+				reason, _, _ := strings.Cut(s.Failure, "\n")
+				if reason == "" {
+					reason = "-ginkgo.skip"
+				}
+				t.Logf("%s: skipped %s: %s", run.snapshotter, s.Name, reason)
+			}
 			if s.State == "passed" || s.State == "skipped" {
 				continue
 			}
@@ -164,6 +172,27 @@ func reportCritest(t *testing.T, overlay, lazy critestRun, strict bool) {
 				t.Logf("%s: %s %s\n%s", run.snapshotter, s.State, s.Name, firstLines(s.Failure, 8))
 			}
 		}
+	}
+}
+
+// logSlowerSpecs logs the specs that took lazysnap over 5s longer than
+// overlayfs, slowest first: where lazy mounting costs time.
+func logSlowerSpecs(t *testing.T, overlay, lazy *testenv.CritestReport) {
+	t.Helper()
+	base := map[string]time.Duration{}
+	for _, s := range overlay.Specs {
+		base[s.Name] = s.RunTime
+	}
+	specs := append([]testenv.CritestSpec(nil), lazy.Specs...)
+	sort.Slice(specs, func(i, j int) bool {
+		return specs[i].RunTime-base[specs[i].Name] > specs[j].RunTime-base[specs[j].Name]
+	})
+	for _, s := range specs {
+		if s.RunTime-base[s.Name] < 5*time.Second {
+			break
+		}
+		t.Logf("slower on lazysnap: %s: %s (overlayfs %s)", s.Name, s.RunTime.Round(time.Millisecond),
+			base[s.Name].Round(time.Millisecond))
 	}
 }
 
@@ -191,4 +220,5 @@ func TestCritestFull(t *testing.T) {
 	}
 	overlay, lazy := runCritestBoth(t, "", strings.Join(critestSkip(), "|"))
 	reportCritest(t, overlay, lazy, false)
+	logSlowerSpecs(t, overlay.report, lazy.report)
 }
