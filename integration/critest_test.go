@@ -29,6 +29,12 @@ func critestSkip() []string {
 		// (FEATURE_SH_STANDALONE), so masking /bin/ls does not stop
 		// `sh -c ls`; the busybox image critest expects execs /bin/ls.
 		`Security Context bucket runtime should support MaskedPaths`,
+		// Timing: passes when CreateContainer completes outside a blocking NRI
+		// Synchronize, and critest skips it when containerd loses the
+		// container created during it (a known containerd race, see the
+		// spec's SPEC_DISCREPANCY note), which depends on how long the
+		// snapshotter's Prepare takes.
+		`NRI plugin synchronization should receive a callback for container created during the Synchronize call`,
 	}
 }
 

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
@@ -12,6 +13,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/containerd/errdefs"
 )
 
 // WithCritest readies a CRI containerd (see WithCRI) for critest: the
@@ -29,9 +32,26 @@ func WithCritest(reg *Registry) ContainerdOption {
 		if err := writeCNIConfig(c); err != nil {
 			return nil, err
 		}
-		return cfg, nil
+		return enableNRI(c, cfg)
 	})
 }
+
+// enableNRI turns on containerd's NRI plugin (disabled in test daemons) with
+// a private socket, so critest's NRI specs run (RunCritest passes the
+// socket): they create and stop containers on the snapshotter too.
+func enableNRI(c *Containerd, cfg []byte) ([]byte, error) {
+	const disabled = `"io.containerd.nri.v1.nri", `
+	if !bytes.Contains(cfg, []byte(disabled)) {
+		return nil, fmt.Errorf("the config does not disable NRI as expected: %w", errdefs.ErrFailedPrecondition)
+	}
+	cfg = bytes.Replace(cfg, []byte(disabled), nil, 1)
+	nri := fmt.Sprintf("\n[plugins.'io.containerd.nri.v1.nri']\n  disable = false\n  socket_path = %q\n"+
+		"  plugin_path = %q\n  plugin_config_path = %q\n", c.nriSocket(),
+		filepath.Join(c.configDir, "nri-plugins"), filepath.Join(c.configDir, "nri-conf"))
+	return append(cfg, nri...), nil
+}
+
+func (c *Containerd) nriSocket() string { return filepath.Join(c.runDir, "nri.sock") }
 
 // writeMirrorFile sends every pull of registry to the plain-HTTP host
 // (HOST:PORT) instead: no request leaves the machine.
@@ -159,6 +179,9 @@ func (c *Containerd) RunCritest(focus, skip string) (*CritestReport, error) {
 	ep := "unix://" + c.Address
 	args := []string{"-runtime-endpoint", ep, "-image-endpoint", ep,
 		"-ginkgo.json-report=" + reportPath, "-ginkgo.no-color", "-ginkgo.timeout=60m"}
+	if _, err := os.Stat(c.nriSocket()); err == nil {
+		args = append(args, "-nri-socket", c.nriSocket())
+	}
 	if focus != "" {
 		args = append(args, "-ginkgo.focus="+focus)
 	}
