@@ -159,6 +159,11 @@ func orNone(s string) string {
 func reportCritest(t *testing.T, overlay, lazy critestRun, strict bool) {
 	t.Helper()
 	t.Logf("overlayfs: %s; lazysnap: %s", overlay.report.Summary(), lazy.report.Summary())
+	for _, run := range []critestRun{overlay, lazy} {
+		for _, s := range run.report.Flaky() {
+			t.Logf("%s: flaky (passed on attempt %d) %s", run.snapshotter, s.Attempts, s.Name)
+		}
+	}
 	for _, d := range critestDifferences(overlay.report, lazy.report) {
 		t.Errorf("differs (overlayfs / lazysnap): %s", d)
 	}

@@ -120,6 +120,9 @@ type CritestSpec struct {
 	Failure string
 	// RunTime is how long the spec ran.
 	RunTime time.Duration
+	// Attempts is how many times it ran: above 1, it failed first (see
+	// RunCritest) and State is that of the last attempt.
+	Attempts int
 }
 
 // CritestReport is the result of one critest run.
@@ -155,6 +158,17 @@ func (r *CritestReport) Summary() string {
 	return strings.Join(append(parts, other...), ", ")
 }
 
+// Flaky returns the specs that failed and then passed on a later attempt.
+func (r *CritestReport) Flaky() []CritestSpec {
+	var out []CritestSpec
+	for _, s := range r.Specs {
+		if s.State == "passed" && s.Attempts > 1 {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // States maps each spec's name to its state.
 func (r *CritestReport) States() map[string]string {
 	out := make(map[string]string, len(r.Specs))
@@ -164,11 +178,18 @@ func (r *CritestReport) States() map[string]string {
 	return out
 }
 
+// critestAttempts is how many times a failing spec runs. Some critest specs
+// race the runtime by design (removing a container that is still exiting, a
+// failed sandbox's asynchronous cleanup) and fail now and then under load on
+// any snapshotter; a spec that fails every attempt is a real failure.
+const critestAttempts = 3
+
 // RunCritest runs the critest binary from the tools dir against the
 // daemon's CRI endpoint, with the specs selected by focus and skip (Ginkgo
-// regular expressions; empty selects everything), one spec at a time, and
-// returns each spec's outcome from Ginkgo's JSON report. Failed specs are
-// not an error: the caller judges the report.
+// regular expressions; empty selects everything), one spec at a time, a
+// failing spec up to critestAttempts times, and returns each spec's outcome
+// from Ginkgo's JSON report. Failed specs are not an error: the caller
+// judges the report.
 func (c *Containerd) RunCritest(focus, skip string) (*CritestReport, error) {
 	dir, err := os.MkdirTemp("", "critest-")
 	if err != nil {
@@ -178,7 +199,8 @@ func (c *Containerd) RunCritest(focus, skip string) (*CritestReport, error) {
 	reportPath := filepath.Join(dir, "report.json")
 	ep := "unix://" + c.Address
 	args := []string{"-runtime-endpoint", ep, "-image-endpoint", ep,
-		"-ginkgo.json-report=" + reportPath, "-ginkgo.no-color", "-ginkgo.timeout=60m"}
+		"-ginkgo.json-report=" + reportPath, "-ginkgo.no-color", "-ginkgo.timeout=60m",
+		fmt.Sprintf("-ginkgo.flake-attempts=%d", critestAttempts)}
 	if _, err := os.Stat(c.nriSocket()); err == nil {
 		args = append(args, "-nri-socket", c.nriSocket())
 	}
@@ -211,6 +233,7 @@ type ginkgoReport struct {
 		LeafNodeType            string
 		State                   string
 		RunTime                 time.Duration
+		NumAttempts             int
 		Failure                 struct {
 			Message  string
 			Location struct {
@@ -238,7 +261,7 @@ func readGinkgoReport(path string) ([]CritestSpec, error) {
 				continue
 			}
 			spec := CritestSpec{Name: strings.Join(append(s.ContainerHierarchyTexts, s.LeafNodeText), " "),
-				State: s.State, RunTime: s.RunTime}
+				State: s.State, RunTime: s.RunTime, Attempts: s.NumAttempts}
 			if s.Failure.Message != "" {
 				spec.Failure = fmt.Sprintf("%s:%d: %s", filepath.Base(s.Failure.Location.FileName),
 					s.Failure.Location.LineNumber, s.Failure.Message)
