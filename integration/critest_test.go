@@ -10,8 +10,8 @@ import (
 	"github.com/lazysnap/lazysnap/internal/testenv"
 )
 
-// critestSkip lists the critest specs that cannot pass on this kind of host
-// for reasons that have nothing to do with the snapshotter. They are skipped
+// critestSkip lists the critest specs that cannot pass here, or not
+// reliably, for reasons that have nothing to do with the snapshotter. They are skipped
 // for overlayfs and lazysnap alike; docs/compat.md says why for each.
 func critestSkip() []string {
 	return []string{
@@ -42,8 +42,8 @@ func critestSkip() []string {
 
 // critestCIFocus selects the CI subset: image pull, status, list and
 // removal, pod sandbox lifecycle, container create/start/stop/remove, exec,
-// logs and streaming, on images from the registry. About a minute per
-// snapshotter.
+// logs and streaming, on images from the registry: 26 specs, about 20
+// seconds per snapshotter.
 func critestCIFocus() []string {
 	return []string{
 		`Image Manager public image with tag`,
