@@ -2,7 +2,7 @@
 GO ?= go
 export LAZYSNAP_TOOLS ?= /usr/local/lib/lazysnap-tools/bin
 
-.PHONY: build deps test test-unit bench bench-convert demo image lint clean soak
+.PHONY: build deps test test-unit critest soak bench bench-convert demo image lint clean
 
 build:
 	$(GO) build -o bin/ ./cmd/...
@@ -17,6 +17,12 @@ test: deps build
 
 test-unit:
 	$(GO) test -short ./...
+
+# critest runs the whole CRI validation suite (cri-tools' critest) on
+# containerd with overlayfs, then with lazysnap, and prints the counts of
+# both and every spec whose result differs (docs/compat.md). About 5 minutes.
+critest: deps build
+	LAZYSNAP_CRITEST_FULL=1 $(GO) test -count=1 -run '^TestCritestFull$$' -v -timeout 60m ./integration/
 
 demo: deps build
 	bash script/demo.sh

@@ -12,6 +12,8 @@ REGISTRY_VERSION=v3.1.2
 CRANE_VERSION=v0.22.1
 TOXIPROXY_VERSION=v2.5.0
 CRICTL_VERSION=v1.37.0
+CRITEST_VERSION=v1.37.0
+CNI_PLUGINS_VERSION=v1.9.0
 
 TOOLS=${LAZYSNAP_TOOLS:-/usr/local/lib/lazysnap-tools/bin}
 STAMPS="$TOOLS/.stamps"
@@ -55,5 +57,45 @@ go_tool registry github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_
 go_tool crane github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION
 go_tool toxiproxy-server github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION
 go_tool crictl sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION
+
+# critest is a Ginkgo test binary (package main in cmd/critest), not an
+# installable command: build it with `go test -c` from a throwaway module that
+# requires cri-tools, as cri-tools' own Makefile does.
+critest() {
+	local stamp="$STAMPS/critest@$CRITEST_VERSION"
+	if [ -x "$TOOLS/critest" ] && [ -f "$stamp" ]; then
+		return
+	fi
+	log "go test -c sigs.k8s.io/cri-tools/cmd/critest@$CRITEST_VERSION"
+	local tmp
+	tmp=$(mktemp -d)
+	(
+		cd "$tmp"
+		go mod init critest-build >/dev/null 2>&1
+		GOFLAGS=-mod=mod go get "sigs.k8s.io/cri-tools@$CRITEST_VERSION"
+		GOFLAGS=-mod=mod go test -c -o "$tmp/critest" sigs.k8s.io/cri-tools/cmd/critest
+	)
+	mv "$tmp/critest" "$TOOLS/critest"
+	rm -rf "$tmp"
+	touch "$stamp"
+}
+critest
+
+# critest's pods have their own network namespace, which containerd's CRI sets
+# up through CNI: the reference plugins go to $TOOLS/cni, not /opt/cni/bin.
+cni_plugins() {
+	local stamp="$STAMPS/cni-plugins@$CNI_PLUGINS_VERSION"
+	if [ -d "$TOOLS/cni" ] && [ -f "$stamp" ]; then
+		return
+	fi
+	log "go install containernetworking/plugins@$CNI_PLUGINS_VERSION"
+	mkdir -p "$TOOLS/cni"
+	local m=github.com/containernetworking/plugins/plugins
+	GOBIN=$TOOLS/cni GOFLAGS=-mod=mod go install "$m/main/bridge@$CNI_PLUGINS_VERSION" \
+		"$m/main/loopback@$CNI_PLUGINS_VERSION" "$m/ipam/host-local@$CNI_PLUGINS_VERSION" \
+		"$m/meta/portmap@$CNI_PLUGINS_VERSION"
+	touch "$stamp"
+}
+cni_plugins
 
 log "tools ready in $TOOLS"
