@@ -84,6 +84,9 @@ type pending struct {
 	id     ID
 	// linkState marks hardlinks while resolveHardlinks follows chains.
 	linkState uint8
+	// lastLink is the TOC index of the last hardlink entry naming this
+	// entry (0 if none): see attrEntry.
+	lastLink int
 }
 
 // linkState values.
@@ -314,6 +317,7 @@ func (b *builder) followLinks(p *pending) (*pending, error) {
 	}
 	for _, q := range path {
 		q.target, q.linkState = t, linkResolved
+		t.lastLink = max(t.lastLink, q.toc)
 	}
 	return t, nil
 }
@@ -479,9 +483,17 @@ func (b *builder) addInode(p *pending) error {
 		b.markOpaque(p)
 		return nil
 	}
-	e := b.toc[p.toc]
+	e, attrs := b.toc[p.toc], b.attrEntry(p)
 	if err := fillAttrs(&n, e); err != nil {
 		return err
+	}
+	if attrs != e {
+		// A hardlink entry's device numbers do not change the file.
+		major, minor := n.devMajor, n.devMinor
+		if err := fillAttrs(&n, attrs); err != nil {
+			return err
+		}
+		n.devMajor, n.devMinor = major, minor
 	}
 	var err error
 	switch p.kind {
@@ -509,12 +521,20 @@ func (b *builder) addInode(p *pending) error {
 	}
 	b.x.inodes = append(b.x.inodes, n)
 	if p.kind != kindWhiteout {
-		if err := b.addXattrs(p.id, e); err != nil {
+		if err := b.addXattrs(p.id, attrs); err != nil {
 			return err
 		}
 	}
 	b.markOpaque(p)
 	return nil
+}
+
+// attrEntry is the TOC entry whose mode, owner, times and xattrs the
+// inode shows: its own, or the last hardlink entry naming it, since tar
+// extraction (containerd's among them) applies each hardlink entry's
+// header to the one file all its names share, the last one winning.
+func (b *builder) attrEntry(p *pending) *estargz.TOCEntry {
+	return b.toc[max(p.toc, p.lastLink)]
 }
 
 func (b *builder) markOpaque(p *pending) {

@@ -256,3 +256,27 @@ func TestParseSHA256(t *testing.T) {
 		}
 	}
 }
+
+// TestHardlinkEntryMetadataWins: tar extraction (containerd's among them)
+// applies a hardlink entry's mode, owner, time and xattrs to the file all
+// its names share, the last entry winning; the index shows the same, so a
+// lazily mounted layer looks like the unpacked one (critest's substitute
+// images, written with mode 0 on their links, showed the difference).
+func TestHardlinkEntryMetadataWins(t *testing.T) {
+	x := mustBuild(t, `{"entries":[
+		{"name":"x","type":"dir","mode":493},
+		{"name":"x/f","type":"reg","mode":493,"uid":0,"gid":0,"size":0,"modtime":"2020-01-01T00:00:00Z"},
+		{"name":"x/g","type":"hardlink","linkName":"x/f","mode":384,"uid":1234,"gid":4321,
+		 "modtime":"2021-01-01T00:00:00Z","xattrs":{"user.k":"dg=="}}]}`)
+	for _, p := range []string{"x/f", "x/g"} {
+		id := lookupPath(t, x, p)
+		a := x.Attr(id)
+		if a.Mode&0o7777 != 0o600 || a.UID != 1234 || a.GID != 4321 || a.Mtime != 1609459200 {
+			t.Errorf("%s: mode %o owner %d:%d mtime %d; want the link entry's 600 1234:4321 1609459200",
+				p, a.Mode&0o7777, a.UID, a.GID, a.Mtime)
+		}
+		if v, ok := x.Xattr(id, "user.k"); !ok || string(v) != "v" {
+			t.Errorf("%s: xattr user.k = %q, %v; want the link entry's", p, v, ok)
+		}
+	}
+}
