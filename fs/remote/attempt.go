@@ -54,25 +54,35 @@ func (b *blob) send(ctx context.Context, off, n int64) (*attempt, error) {
 	return a, nil
 }
 
+// acceptRange checks that the Content-Range of resp starts at off and lies
+// within [off, off+n) of the blob.
+func (a *attempt) acceptRange(resp *http.Response, off, n int64) error {
+	h := resp.Header.Get("Content-Range")
+	cr, err := parseContentRange(h)
+	if err != nil {
+		return err
+	}
+	if cr.first != off || cr.last > off+n-1 || (cr.size >= 0 && cr.size != a.b.size) {
+		return fmt.Errorf("%w: Content-Range %q for bytes=%d-%d of %d", errdefs.ErrFailedPrecondition, h, off, off+n-1, a.b.size)
+	}
+	a.left = cr.last - cr.first + 1
+	return nil
+}
+
 // accept checks that resp carries bytes [off, off+n). A 200 to a ranged
 // request means the server ignored Range: the attempt then drops the first
 // off bytes of the full body rather than failing, since a retry would get
 // the same answer; the waste shows in BytesFetched and is logged once per
 // blob.
 func (a *attempt) accept(resp *http.Response, off, n int64) error {
-	switch resp.StatusCode {
-	case http.StatusPartialContent:
-		h := resp.Header.Get("Content-Range")
-		cr, err := parseContentRange(h)
-		if err != nil {
-			return err
-		}
-		if cr.first != off || cr.last > off+n-1 || (cr.size >= 0 && cr.size != a.b.size) {
-			return fmt.Errorf("%w: Content-Range %q for bytes=%d-%d of %d", errdefs.ErrFailedPrecondition, h, off, off+n-1, a.b.size)
-		}
-		a.left = cr.last - cr.first + 1
-		return nil
-	case http.StatusOK:
+	switch {
+	case resp.StatusCode == http.StatusPartialContent:
+		return a.acceptRange(resp, off, n)
+	case resp.StatusCode == http.StatusOK && resp.Header.Get("Content-Range") != "":
+		// Some P2P proxies (Dragonfly's dfdaemon) answer a Range request
+		// with 200 and the range's Content-Range: the body is the range.
+		return a.acceptRange(resp, off, n)
+	case resp.StatusCode == http.StatusOK:
 		if resp.ContentLength >= 0 && resp.ContentLength != a.b.size {
 			return fmt.Errorf("%w: full body of %d bytes, blob has %d", errdefs.ErrFailedPrecondition, resp.ContentLength, a.b.size)
 		}

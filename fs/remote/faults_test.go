@@ -157,3 +157,30 @@ func TestStallBeforeHeadersResumes(t *testing.T) {
 	checkRange(t, b, fx.data, 10, 100)
 	wantRanges(t, p, "bytes=10-109", "bytes=10-109")
 }
+
+// TestRangeAnsweredWith200AndContentRange is how Dragonfly's dfdaemon (a
+// P2P proxy containerd reaches through hosts.toml) answers a Range GET: 200
+// with the range's Content-Range and only the range in the body. The body
+// is the range, not a whole blob to skip into.
+func TestRangeAnsweredWith200AndContentRange(t *testing.T) {
+	fx, _, b := faultBlob(t, 64<<10, func(p *faultProxy, _ int, w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || r.Header.Get("Range") == "" {
+			return false
+		}
+		rec := &statusRewriter{ResponseWriter: w}
+		p.rp.ServeHTTP(rec, r)
+		return true
+	})
+	checkRange(t, b, fx.data, 1000, 2000)
+	checkRange(t, b, fx.data, 0, b.Size())
+}
+
+// statusRewriter turns a 206 into a 200, keeping headers and body.
+type statusRewriter struct{ http.ResponseWriter }
+
+func (s *statusRewriter) WriteHeader(code int) {
+	if code == http.StatusPartialContent {
+		code = http.StatusOK
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
