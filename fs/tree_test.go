@@ -30,8 +30,11 @@ func treeEntries() []tentry {
 		reg("etc/empty", 0, 0),
 		dir("bin/", 0o755),
 		{name: "bin/tool", typ: tar.TypeReg, mode: 0o4755, size: 3<<20 + 123, seed: 1},
-		{name: "bin/tool2", typ: tar.TypeLink, link: "bin/tool"},
-		{name: "bin/tool3", typ: tar.TypeLink, link: "/bin/tool"},
+		// Hard links carry their file's metadata, as Docker and BuildKit
+		// write them (the last entry naming a file sets its mode:
+		// TestHardlinkEntryMetadataWins in fs/index).
+		{name: "bin/tool2", typ: tar.TypeLink, mode: 0o4755, link: "bin/tool"},
+		{name: "bin/tool3", typ: tar.TypeLink, mode: 0o4755, link: "/bin/tool"},
 		{name: "bin/sh", typ: tar.TypeSymlink, mode: 0o777, link: "/bin/tool"},
 		{name: "lib", typ: tar.TypeSymlink, mode: 0o777, link: "usr/lib"},
 		dir("usr/", 0o755),
