@@ -45,15 +45,17 @@ func (c *Converter) buildLayer(ctx context.Context, tarPath string, plan layerPl
 		estargz.WithChunkSize(c.opts.chunkSize),
 		estargz.WithPrioritizedFiles(plan.names),
 	}
+	bc := &buildCompression{workers: c.opts.layerWorkers, minSpan: c.opts.minSpan}
 	var zc *zstdCompression
 	switch c.opts.format {
 	case FormatZstdChunked:
 		zc = newZstdCompression(c.level())
-		opts = append(opts, estargz.WithCompression(zc))
+		bc.Compression, bc.newDecoder = zc, newZstdSpanDecoder
 	default:
-		opts = append(opts, estargz.WithCompression(newGzipCompression(c.level())))
+		bc.Compression = newGzipCompression(c.level())
+		bc.newDecoder = func() (spanDecoder, error) { return &gzipSpanDecoder{}, nil }
 	}
-	blob, err := estargz.Build(sr, opts...)
+	blob, err := estargz.Build(sr, append(opts, estargz.WithCompression(bc))...)
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +66,11 @@ func (c *Converter) buildLayer(ctx context.Context, tarPath string, plan layerPl
 	}
 	b := &built{path: out.Name(), mediaType: mediaType, prioritized: len(plan.names)}
 	h := sha256.New()
-	b.size, err = io.Copy(io.MultiWriter(out, h), blob)
+	wb := startWriteBehind(out, 4, 1<<20)
+	b.size, err = io.Copy(io.MultiWriter(wb, h), blob)
+	if werr := wb.Close(); err == nil {
+		err = werr
+	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}

@@ -162,7 +162,10 @@ func (c *Converter) read(ctx context.Context, j *layerJob) (err error) {
 		return fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	defer tr.Close()
+	ra := startReadAhead(tr, rc, 4, 256<<10)
+	defer ra.Close()
 	var w io.Writer = io.Discard
+	var wb *writeBehind
 	if !j.keep {
 		f, err := os.CreateTemp(c.dir, "tar-*")
 		if err != nil {
@@ -170,10 +173,17 @@ func (c *Converter) read(ctx context.Context, j *layerJob) (err error) {
 		}
 		defer f.Close()
 		j.tarPath = f.Name()
-		w = f
+		wb = startWriteBehind(f, 4, 1<<20)
+		defer wb.Close()
+		w = wb
 	}
-	if j.staged, err = stage(tr, w); err != nil {
+	if j.staged, err = stage(ra, w); err != nil {
 		return err
+	}
+	if wb != nil {
+		if err := wb.Close(); err != nil {
+			return fmt.Errorf("staging: %w", err)
+		}
 	}
 	if j.staged.diffID != j.diffID {
 		return fmt.Errorf("uncompressed content %s does not match the config's diff_id %s: %w", j.staged.diffID, j.diffID, errdefs.ErrDataLoss)
