@@ -66,8 +66,9 @@ func (c *Converter) buildLayer(ctx context.Context, tarPath string, plan layerPl
 	}
 	b := &built{path: out.Name(), mediaType: mediaType, prioritized: len(plan.names)}
 	h := sha256.New()
-	wb := startWriteBehind(out, 4, 1<<20)
-	b.size, err = io.Copy(io.MultiWriter(wb, h), blob)
+	wb := startWriteBehind(out, writeBehindBuffers, writeBehindSize)
+	// A large buffer takes the blob from estargz's pipe in few hand-overs.
+	b.size, err = io.CopyBuffer(io.MultiWriter(wb, h), blob, make([]byte, 1<<20))
 	if werr := wb.Close(); err == nil {
 		err = werr
 	}

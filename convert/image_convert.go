@@ -173,7 +173,7 @@ func (c *Converter) read(ctx context.Context, j *layerJob) (err error) {
 		}
 		defer f.Close()
 		j.tarPath = f.Name()
-		wb = startWriteBehind(f, 4, 1<<20)
+		wb = startWriteBehind(f, writeBehindBuffers, writeBehindSize)
 		defer wb.Close()
 		w = wb
 	}

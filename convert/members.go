@@ -120,7 +120,7 @@ type span struct {
 // spanReader reads a blob from r in pieces cut at member starts, decodes up
 // to workers pieces at once and returns the decoded bytes in blob order.
 type spanReader struct {
-	ordered chan *span // pieces in blob order, at most 2*workers ahead
+	ordered chan *span // pieces in blob order, at most workers ahead
 	jobs    chan *span
 	stop    chan struct{}
 	once    sync.Once
@@ -135,7 +135,7 @@ type spanReader struct {
 func newSpanReader(r io.Reader, bounds []int64, workers int, newDecoder func() (spanDecoder, error)) *spanReader {
 	workers = max(workers, 1)
 	s := &spanReader{
-		ordered: make(chan *span, 2*workers),
+		ordered: make(chan *span, workers),
 		jobs:    make(chan *span),
 		stop:    make(chan struct{}),
 	}
