@@ -40,12 +40,15 @@ func (c *Converter) buildLayer(ctx context.Context, tarPath string, plan layerPl
 		return nil, err
 	}
 	opts := []estargz.Option{
-		estargz.WithContext(ctx),
 		estargz.WithParallelism(c.opts.buildParts),
 		estargz.WithChunkSize(c.opts.chunkSize),
 		estargz.WithPrioritizedFiles(plan.names),
 	}
-	bc := &buildCompression{workers: c.opts.layerWorkers, minSpan: c.opts.minSpan}
+	// Ending ctx when buildLayer returns stops the parallel diff_id of a
+	// blob it stopped reading.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	bc := &buildCompression{ctx: ctx, workers: c.opts.layerWorkers, minSpan: c.opts.minSpan}
 	var zc *zstdCompression
 	switch c.opts.format {
 	case FormatZstdChunked:
@@ -55,7 +58,7 @@ func (c *Converter) buildLayer(ctx context.Context, tarPath string, plan layerPl
 		bc.Compression = newGzipCompression(c.level())
 		bc.newDecoder = func() (spanDecoder, error) { return &gzipSpanDecoder{}, nil }
 	}
-	blob, err := estargz.Build(sr, append(opts, estargz.WithCompression(bc))...)
+	blob, err := estargz.Build(sr, append(opts, estargz.WithContext(ctx), estargz.WithCompression(bc))...)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package convert
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"hash"
@@ -27,6 +28,9 @@ import (
 // to its end as whole members, or the reader fails.
 type buildCompression struct {
 	estargz.Compression
+	// ctx ends the decoding early: estargz's goroutine that computes the
+	// diff_id would otherwise wait for a reader of the blob that gave up.
+	ctx        context.Context
 	workers    int
 	minSpan    int64
 	newDecoder func() (spanDecoder, error)
@@ -44,7 +48,7 @@ func (c *buildCompression) Reader(r io.Reader) (io.ReadCloser, error) {
 	if c.bounds == nil {
 		return c.Compression.Reader(r)
 	}
-	return newSpanReader(r, c.bounds, c.workers, c.newDecoder), nil
+	return c.newSpanReader(r), nil
 }
 
 // memberStarts returns, in order, offsets where a member starts: 0, the
@@ -122,6 +126,7 @@ type span struct {
 type spanReader struct {
 	ordered chan *span // pieces in blob order, at most workers ahead
 	jobs    chan *span
+	ctx     context.Context
 	stop    chan struct{}
 	once    sync.Once
 	wg      sync.WaitGroup
@@ -132,17 +137,18 @@ type spanReader struct {
 	srcs, outs sync.Pool
 }
 
-func newSpanReader(r io.Reader, bounds []int64, workers int, newDecoder func() (spanDecoder, error)) *spanReader {
-	workers = max(workers, 1)
+func (c *buildCompression) newSpanReader(r io.Reader) *spanReader {
+	workers := max(c.workers, 1)
 	s := &spanReader{
 		ordered: make(chan *span, workers),
 		jobs:    make(chan *span),
+		ctx:     c.ctx,
 		stop:    make(chan struct{}),
 	}
 	s.wg.Add(1 + workers)
-	go s.cut(r, bounds)
+	go s.cut(r, c.bounds)
 	for range workers {
-		go s.decode(newDecoder)
+		go s.decode(c.newDecoder)
 	}
 	return s
 }
@@ -164,6 +170,8 @@ func (s *spanReader) cut(r io.Reader, bounds []int64) {
 		case s.ordered <- sp:
 		case <-s.stop:
 			return
+		case <-s.ctx.Done():
+			return
 		}
 		if sp.err != nil {
 			close(sp.done)
@@ -172,6 +180,8 @@ func (s *spanReader) cut(r io.Reader, bounds []int64) {
 		select {
 		case s.jobs <- sp:
 		case <-s.stop:
+			return
+		case <-s.ctx.Done():
 			return
 		}
 	}
@@ -232,12 +242,24 @@ func (s *spanReader) next() error {
 	if s.err != nil {
 		return s.err
 	}
-	sp, ok := <-s.ordered
+	var sp *span
+	ok := false
+	select {
+	case sp, ok = <-s.ordered:
+	case <-s.ctx.Done():
+		s.err = s.ctx.Err()
+		return s.err
+	}
 	if !ok {
 		s.err = io.EOF
 		return s.err
 	}
-	<-sp.done
+	select {
+	case <-sp.done:
+	case <-s.ctx.Done():
+		s.err = s.ctx.Err()
+		return s.err
+	}
 	if sp.err != nil {
 		s.err = sp.err
 		return s.err

@@ -149,7 +149,8 @@ func TestSpanReaderChecksCuts(t *testing.T) {
 	}
 	newDecoder := func() (spanDecoder, error) { return &gzipSpanDecoder{}, nil }
 	for _, workers := range []int{1, 3} {
-		sr := newSpanReader(bytes.NewReader(blob.Bytes()), starts, workers, newDecoder)
+		bc := &buildCompression{ctx: context.Background(), workers: workers, newDecoder: newDecoder, bounds: starts}
+		sr := bc.newSpanReader(bytes.NewReader(blob.Bytes()))
 		var got bytes.Buffer
 		if _, err := io.Copy(&got, sr); err != nil {
 			t.Fatalf("workers %d: %v", workers, err)
@@ -159,10 +160,32 @@ func TestSpanReaderChecksCuts(t *testing.T) {
 			t.Fatalf("workers %d: decoded bytes differ", workers)
 		}
 	}
-	bad := []int64{0, starts[2] + 7, starts[4]}
-	sr := newSpanReader(bytes.NewReader(blob.Bytes()), bad, 2, newDecoder)
+	bc := &buildCompression{ctx: context.Background(), workers: 2, newDecoder: newDecoder, bounds: []int64{0, starts[2] + 7, starts[4]}}
+	sr := bc.newSpanReader(bytes.NewReader(blob.Bytes()))
 	defer sr.Close()
 	if _, err := io.Copy(io.Discard, sr); !errdefs.IsDataLoss(err) {
 		t.Fatalf("cut inside a member: got %v, want a data loss error", err)
 	}
+}
+
+// TestSpanReaderStopsWithContext checks that the parallel diff_id gives up
+// when the build does, as estargz's goroutine computing it waits on it.
+func TestSpanReaderStopsWithContext(t *testing.T) {
+	first := gzipBytes(t, bytes.Repeat([]byte("a"), 1000))
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	bc := &buildCompression{ctx: ctx, workers: 2, bounds: []int64{0, int64(len(first)), 1 << 20},
+		newDecoder: func() (spanDecoder, error) { return &gzipSpanDecoder{}, nil }}
+	sr := bc.newSpanReader(pr)
+	go pw.Write(first) // then the blob stalls, as when its reader stopped reading
+	buf := make([]byte, 1000)
+	if _, err := io.ReadFull(sr, buf); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if _, err := sr.WriteTo(io.Discard); err != context.Canceled {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	pw.CloseWithError(io.ErrClosedPipe) // what estargz does with the error
+	sr.Close()
 }
