@@ -48,16 +48,8 @@ func (c *Converter) buildLayer(ctx context.Context, tarPath string, plan layerPl
 	// blob it stopped reading.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	bc := &buildCompression{ctx: ctx, workers: c.opts.layerWorkers, minSpan: c.opts.minSpan}
-	var zc *zstdCompression
-	switch c.opts.format {
-	case FormatZstdChunked:
-		zc = newZstdCompression(c.level())
-		bc.Compression, bc.newDecoder = zc, newZstdSpanDecoder
-	default:
-		bc.Compression = newGzipCompression(c.level())
-		bc.newDecoder = func() (spanDecoder, error) { return &gzipSpanDecoder{}, nil }
-	}
+	bc, zc := c.compression()
+	bc.ctx = ctx
 	blob, err := estargz.Build(sr, append(opts, estargz.WithContext(ctx), estargz.WithCompression(bc))...)
 	if err != nil {
 		return nil, err
@@ -102,6 +94,21 @@ func (c *Converter) buildLayer(ctx context.Context, tarPath string, plan layerPl
 		}
 	}
 	return b, nil
+}
+
+// compression returns the Compression of one layer's build (its ctx unset)
+// and, for zstd:chunked, the compression whose Metadata has the layer's
+// annotations once the TOC is written.
+func (c *Converter) compression() (*buildCompression, *zstdCompression) {
+	bc := &buildCompression{workers: c.opts.layerWorkers, minSpan: c.opts.minSpan}
+	if c.opts.format == FormatZstdChunked {
+		zc := newZstdCompression(c.level())
+		bc.Compression, bc.newDecoder = zc, newZstdSpanDecoder
+		return bc, zc
+	}
+	bc.Compression = newGzipCompression(c.level())
+	bc.newDecoder = func() (spanDecoder, error) { return &gzipSpanDecoder{}, nil }
+	return bc, nil
 }
 
 // level returns the compression level for the chosen format.
