@@ -392,8 +392,10 @@ func (c *Converter) writeStreamed(fp *firstPart, parts []*streamedPart, mediaTyp
 	}
 	b := &built{path: out.Name(), mediaType: mediaType}
 	h, diff, n := sha256.New(), sha256.New(), &byteCount{}
-	wb := startWriteBehind(out, writeBehindBuffers, writeBehindSize)
-	dec, err := fp.comp.Reader(io.TeeReader(io.MultiReader(append(rs, &tail)...), io.MultiWriter(wb, h, n)))
+	// The blob is hashed behind too: the goroutine reading it hands pieces
+	// to the decoders, which the diff_id waits for.
+	wb := startWriteBehind(io.MultiWriter(out, h, n), writeBehindBuffers, writeBehindSize)
+	dec, err := fp.comp.Reader(io.TeeReader(io.MultiReader(append(rs, &tail)...), wb))
 	var usize int64
 	if err == nil {
 		usize, err = io.Copy(diff, dec)
