@@ -223,13 +223,14 @@ type firstPart struct {
 	final   int // entries in the first part once the list is complete, -1 before
 	aborted bool
 	part    *streamedPart
+	fed     chan struct{} // closed when feed returns
 }
 
 // startFirstPart starts the first part's writer on the staged tar that
 // staging writes to staged.
 func (c *Converter) startFirstPart(staged *growingFile) *firstPart {
 	bc, zc := c.compression()
-	fp := &firstPart{parts: c.opts.buildParts, staged: staged, comp: bc, zc: zc, names: make(map[string]bool), final: -1}
+	fp := &firstPart{parts: c.opts.buildParts, staged: staged, comp: bc, zc: zc, names: make(map[string]bool), final: -1, fed: make(chan struct{})}
 	fp.cond = sync.NewCond(&fp.mu)
 	l := landmarkEntry()
 	fp.list, fp.seen = []streamEntry{l}, l.hdr.Size
@@ -277,6 +278,7 @@ func (fp *firstPart) next(fed int, cum int64) (e streamEntry, ok bool, err error
 }
 
 func (fp *firstPart) feed(pw *io.PipeWriter) {
+	defer close(fp.fed)
 	tw := tar.NewWriter(pw)
 	var cum int64
 	for fed := 0; ; fed++ {
@@ -309,6 +311,7 @@ func (fp *firstPart) close() {
 	fp.abort()
 	fp.staged.finish()
 	fp.part.remove()
+	<-fp.fed
 	fp.staged.close()
 }
 
