@@ -19,8 +19,8 @@ import (
 
 // buildCompression is the Compression of one estargz.Build. estargz computes
 // the new layer's diff_id by decompressing the whole blob with Reader on one
-// core, after the parallel compression: for a one-layer image that was a
-// quarter of the conversion on one core. Every chunk of an eStargz blob starts a new gzip member
+// core, after the parallel compression: about a sixth of a conversion on one
+// core. Every chunk of an eStargz blob starts a new gzip member
 // (or zstd frame) at the offset its TOC entry records, so once estargz has
 // handed the TOC to WriteTOCAndFooter, Reader knows where the blob can be cut
 // and decodes the pieces on several cores, returning their bytes in order.
