@@ -14,6 +14,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/stargz-snapshotter/estargz"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"go.uber.org/goleak"
 )
 
 // layerDigests are the facts of a built layer that must not depend on how
@@ -201,4 +203,23 @@ func TestSpanReaderStopsWithContext(t *testing.T) {
 	}
 	pw.CloseWithError(io.ErrClosedPipe) // what estargz does with the error
 	sr.Close()
+}
+
+// TestStreamedBuildLeavesNothing converts a two-layer image, and one whose
+// second layer is truncated, and checks that no goroutine of the streamed
+// first parts or of the parallel diff_id outlives the conversion.
+func TestStreamedBuildLeavesNothing(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	good := gzLayer(t, parallelFiles()...)
+	other := gzLayer(t, reg("etc/other", strings.Repeat("other ", 50000)))
+	c := newConverter(t, WithChunkSize(32<<10))
+	c.opts.minSpan = 1
+	if _, err := c.Image(context.Background(), imageOf(t, good, other)); err != nil {
+		t.Fatal(err)
+	}
+	blob := gzipBytes(t, tarBytes(t, parallelFiles()...))
+	cut := &blobLayer{blob: blob[:len(blob)/2], diffID: sha(tarBytes(t, parallelFiles()...)), mt: types.OCILayer}
+	if _, err := c.Image(context.Background(), imageOf(t, other, cut)); err == nil {
+		t.Fatal("converted a truncated layer")
+	}
 }
