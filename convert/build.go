@@ -84,8 +84,14 @@ func (c *Converter) buildLayer(ctx context.Context, tarPath string, plan layerPl
 		os.Remove(b.path)
 		return nil, err
 	}
+	b.annotate(blob.TOCDigest().String(), usize, zc)
+	return b, nil
+}
+
+// annotate sets the annotations of the new layer's descriptor.
+func (b *built) annotate(tocDigest string, usize int64, zc *zstdCompression) {
 	b.annotations = map[string]string{
-		estargz.TOCJSONDigestAnnotation:         blob.TOCDigest().String(),
+		estargz.TOCJSONDigestAnnotation:         tocDigest,
 		estargz.StoreUncompressedSizeAnnotation: strconv.FormatInt(usize, 10),
 	}
 	if zc != nil {
@@ -93,7 +99,6 @@ func (c *Converter) buildLayer(ctx context.Context, tarPath string, plan layerPl
 			b.annotations[k] = v
 		}
 	}
-	return b, nil
 }
 
 // compression returns the Compression of one layer's build (its ctx unset)

@@ -11,7 +11,6 @@ import (
 	"io"
 	"os"
 	"path"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -447,15 +446,7 @@ func (c *Converter) writeStreamed(fp *firstPart, parts []*streamedPart, mediaTyp
 	b.size = n.n
 	b.digest = v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", h.Sum(nil))}
 	b.diffID = v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", diff.Sum(nil))}
-	b.annotations = map[string]string{
-		estargz.TOCJSONDigestAnnotation:         tocDigest.String(),
-		estargz.StoreUncompressedSizeAnnotation: strconv.FormatInt(usize, 10),
-	}
-	if fp.zc != nil {
-		for k, v := range fp.zc.Metadata {
-			b.annotations[k] = v
-		}
-	}
+	b.annotate(tocDigest.String(), usize, fp.zc)
 	return b, nil
 }
 
