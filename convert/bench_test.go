@@ -22,15 +22,18 @@ import (
 	"github.com/klauspost/compress/gzip"
 )
 
-// benchLayers and benchLayerMB size the benchmark image: 4 layers of 256 MB
-// (1 GiB) unless LAZYCONV_BENCH_MB sets the total.
-const benchLayers = 4
+// benchTotalMB and benchLayers size the benchmark image: one layer of 1 GiB,
+// the common shape of an image whose weight sits in one layer, unless
+// LAZYCONV_BENCH_MB sets the total and LAZYCONV_BENCH_LAYERS the layer count.
+func benchTotalMB() int { return envInt("LAZYCONV_BENCH_MB", 1024) }
 
-func benchTotalMB() int {
-	if v, err := strconv.Atoi(os.Getenv("LAZYCONV_BENCH_MB")); err == nil && v > 0 {
+func benchLayers() int { return envInt("LAZYCONV_BENCH_LAYERS", 1) }
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
 		return v
 	}
-	return 1024
+	return def
 }
 
 // BenchmarkConvert converts a generated multi-layer image (half
@@ -77,20 +80,26 @@ func benchOptions(dir string) []Option {
 	return opts
 }
 
-// benchImage writes benchLayers gzip layers totalling about totalMB of
+// benchImage writes benchLayers() gzip layers totalling about totalMB of
 // uncompressed files into dir.
 func benchImage(b *testing.B, dir string, totalMB int) (v1.Image, int64) {
 	b.Helper()
 	var layers []v1.Layer
 	var total int64
-	for i := range benchLayers {
-		l, n, err := writeBenchLayer(filepath.Join(dir, fmt.Sprintf("layer%d.tar.gz", i)), uint64(i), int64(totalMB)<<20/benchLayers)
+	for i := range benchLayers() {
+		l, n, err := writeBenchLayer(filepath.Join(dir, fmt.Sprintf("layer%d.tar.gz", i)), uint64(i), int64(totalMB)<<20/int64(benchLayers()))
 		if err != nil {
 			b.Fatal(err)
 		}
 		layers, total = append(layers, l), total+n
 	}
-	return imageOf(b, layers...), total
+	img := imageOf(b, layers...)
+	// The source's manifest needs its layers' digests; a registry serves it
+	// ready, so hashing the source blobs is no part of the conversion.
+	if _, err := img.Manifest(); err != nil {
+		b.Fatal(err)
+	}
+	return img, total
 }
 
 func writeBenchLayer(path string, seed uint64, size int64) (v1.Layer, int64, error) {

@@ -40,20 +40,17 @@ func (c *Converter) buildLayer(ctx context.Context, tarPath string, plan layerPl
 		return nil, err
 	}
 	opts := []estargz.Option{
-		estargz.WithContext(ctx),
 		estargz.WithParallelism(c.opts.buildParts),
 		estargz.WithChunkSize(c.opts.chunkSize),
 		estargz.WithPrioritizedFiles(plan.names),
 	}
-	var zc *zstdCompression
-	switch c.opts.format {
-	case FormatZstdChunked:
-		zc = newZstdCompression(c.level())
-		opts = append(opts, estargz.WithCompression(zc))
-	default:
-		opts = append(opts, estargz.WithCompression(newGzipCompression(c.level())))
-	}
-	blob, err := estargz.Build(sr, opts...)
+	// Ending ctx when buildLayer returns stops the parallel diff_id of a
+	// blob it stopped reading.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	bc, zc := c.compression()
+	bc.ctx = ctx
+	blob, err := estargz.Build(sr, append(opts, estargz.WithContext(ctx), estargz.WithCompression(bc))...)
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +61,12 @@ func (c *Converter) buildLayer(ctx context.Context, tarPath string, plan layerPl
 	}
 	b := &built{path: out.Name(), mediaType: mediaType, prioritized: len(plan.names)}
 	h := sha256.New()
-	b.size, err = io.Copy(io.MultiWriter(out, h), blob)
+	wb := startWriteBehind(out, writeBehindBuffers, writeBehindSize)
+	// A large buffer takes the blob from estargz's pipe in few hand-overs.
+	b.size, err = io.CopyBuffer(io.MultiWriter(wb, h), blob, make([]byte, 1<<20))
+	if werr := wb.Close(); err == nil {
+		err = werr
+	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
@@ -82,8 +84,14 @@ func (c *Converter) buildLayer(ctx context.Context, tarPath string, plan layerPl
 		os.Remove(b.path)
 		return nil, err
 	}
+	b.annotate(blob.TOCDigest().String(), usize, zc)
+	return b, nil
+}
+
+// annotate sets the annotations of the new layer's descriptor.
+func (b *built) annotate(tocDigest string, usize int64, zc *zstdCompression) {
 	b.annotations = map[string]string{
-		estargz.TOCJSONDigestAnnotation:         blob.TOCDigest().String(),
+		estargz.TOCJSONDigestAnnotation:         tocDigest,
 		estargz.StoreUncompressedSizeAnnotation: strconv.FormatInt(usize, 10),
 	}
 	if zc != nil {
@@ -91,7 +99,21 @@ func (c *Converter) buildLayer(ctx context.Context, tarPath string, plan layerPl
 			b.annotations[k] = v
 		}
 	}
-	return b, nil
+}
+
+// compression returns the Compression of one layer's build (its ctx unset)
+// and, for zstd:chunked, the compression whose Metadata has the layer's
+// annotations once the TOC is written.
+func (c *Converter) compression() (*buildCompression, *zstdCompression) {
+	bc := &buildCompression{workers: c.opts.layerWorkers, minSpan: c.opts.minSpan}
+	if c.opts.format == FormatZstdChunked {
+		zc := newZstdCompression(c.level())
+		bc.Compression, bc.newDecoder = zc, newZstdSpanDecoder
+		return bc, zc
+	}
+	bc.Compression = newGzipCompression(c.level())
+	bc.newDecoder = func() (spanDecoder, error) { return &gzipSpanDecoder{}, nil }
+	return bc, nil
 }
 
 // level returns the compression level for the chosen format.

@@ -26,7 +26,7 @@ func FuzzConvertLayer(f *testing.F) {
 		if err != nil {
 			return
 		}
-		sl, err := stage(zr, io.Discard)
+		sl, err := stage(zr, io.Discard, nil)
 		if err != nil {
 			return
 		}

@@ -1,6 +1,7 @@
 package convert
 
 import (
+	"archive/tar"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -29,6 +30,7 @@ type layerJob struct {
 
 	staged  *stagedLayer
 	tarPath string
+	first   *firstPart // the first part, built while staging, or nil
 	built   *built
 }
 
@@ -135,6 +137,9 @@ func (c *Converter) forEach(ctx context.Context, jobs []*layerJob, want func(*la
 
 func removeStaged(jobs []*layerJob) {
 	for _, j := range jobs {
+		if j.first != nil {
+			j.first.close()
+		}
 		if j.tarPath != "" {
 			os.Remove(j.tarPath)
 		}
@@ -162,7 +167,11 @@ func (c *Converter) read(ctx context.Context, j *layerJob) (err error) {
 		return fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	defer tr.Close()
+	ra := startReadAhead(tr, rc, 4, 256<<10)
+	defer ra.Close()
 	var w io.Writer = io.Discard
+	var wb *writeBehind
+	var onEntry func(*tar.Header, int64)
 	if !j.keep {
 		f, err := os.CreateTemp(c.dir, "tar-*")
 		if err != nil {
@@ -170,10 +179,27 @@ func (c *Converter) read(ctx context.Context, j *layerJob) (err error) {
 		}
 		defer f.Close()
 		j.tarPath = f.Name()
-		w = f
+		var dst io.Writer = f
+		if len(c.opts.prioritized) == 0 {
+			g, err := newGrowingFile(f)
+			if err != nil {
+				return err
+			}
+			defer g.finish()
+			j.first = c.startFirstPart(g)
+			dst, onEntry = g, j.first.add
+		}
+		wb = startWriteBehind(dst, writeBehindBuffers, writeBehindSize)
+		defer wb.Close()
+		w = wb
 	}
-	if j.staged, err = stage(tr, w); err != nil {
+	if j.staged, err = stage(ra, w, onEntry); err != nil {
 		return err
+	}
+	if wb != nil {
+		if err := wb.Close(); err != nil {
+			return fmt.Errorf("staging: %w", err)
+		}
 	}
 	if j.staged.diffID != j.diffID {
 		return fmt.Errorf("uncompressed content %s does not match the config's diff_id %s: %w", j.staged.diffID, j.diffID, errdefs.ErrDataLoss)
@@ -215,7 +241,14 @@ func (c *Converter) plan(jobs []*layerJob) []layerPlan {
 
 func (c *Converter) build(ctx context.Context, j *layerJob, plan layerPlan, manifestType types.MediaType) error {
 	c.opts.progress.Update(LayerStatus{Index: j.index, Source: j.desc.Digest, Phase: PhaseBuild})
-	b, err := c.buildLayer(ctx, j.tarPath, plan, c.layerMediaType(manifestType))
+	var b *built
+	err := errStreamAborted
+	if j.first != nil {
+		b, err = c.buildStreamed(ctx, j, c.layerMediaType(manifestType))
+	}
+	if errors.Is(err, errStreamAborted) {
+		b, err = c.buildLayer(ctx, j.tarPath, plan, c.layerMediaType(manifestType))
+	}
 	if err != nil {
 		return asLayerErr(j.desc.Digest, fmt.Errorf("building: %w", err))
 	}

@@ -31,28 +31,35 @@ func ParseFormat(s string) (Format, error) {
 type Option func(*options) error
 
 type options struct {
-	format      Format
-	prioritized []string
-	concurrency int
-	chunkSize   int
-	level       int
-	buildParts  int
-	workDir     string
-	progress    Progress
-	platform    *v1.Platform
-	warn        func(msg string, args ...any)
+	format       Format
+	prioritized  []string
+	concurrency  int
+	chunkSize    int
+	level        int
+	buildParts   int
+	layerWorkers int
+	minSpan      int64
+	workDir      string
+	progress     Progress
+	platform     *v1.Platform
+	warn         func(msg string, args ...any)
 }
 
 // defaultOptions returns the options a Converter uses unless told otherwise.
 func defaultOptions() options {
 	return options{
-		format:      FormatEStargz,
-		concurrency: runtime.GOMAXPROCS(0),
-		chunkSize:   0, // 0 lets estargz pick its own default (4 MiB).
-		level:       0, // 0: the format's default, see WithCompressionLevel.
-		buildParts:  4,
-		progress:    nopProgress{},
-		warn:        func(string, ...any) {},
+		format:       FormatEStargz,
+		concurrency:  runtime.GOMAXPROCS(0),
+		chunkSize:    0, // 0 lets estargz pick its own default (4 MiB).
+		level:        0, // 0: the format's default, see WithCompressionLevel.
+		buildParts:   4,
+		layerWorkers: runtime.GOMAXPROCS(0),
+		// minSpan is the least compressed size handed to one decoder when the
+		// new blob is decoded for its diff_id: members of small files are
+		// decoded in batches so that handing them over costs little.
+		minSpan:  1 << 20,
+		progress: nopProgress{},
+		warn:     func(string, ...any) {},
 	}
 }
 
@@ -128,6 +135,20 @@ func WithBuildParts(n int) Option {
 			return fmt.Errorf("build parts %d < 1: %w", n, errdefs.ErrInvalidArgument)
 		}
 		o.buildParts = n
+		return nil
+	}
+}
+
+// WithLayerWorkers sets how many goroutines decompress a new layer's members
+// at once to compute its diff_id (estargz would decompress the whole layer on
+// one core). It does not change the output. The default is
+// runtime.GOMAXPROCS(0).
+func WithLayerWorkers(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("layer workers %d < 1: %w", n, errdefs.ErrInvalidArgument)
+		}
+		o.layerWorkers = n
 		return nil
 	}
 }

@@ -62,10 +62,12 @@ type stagedLayer struct {
 
 // stage reads an uncompressed layer tar from r, checks every entry, and copies
 // the bytes unchanged to w. It returns the entries' index and the tar's
-// digest. Errors name the entry at fault; the caller adds the layer.
-func stage(r io.Reader, w io.Writer) (*stagedLayer, error) {
+// digest. Errors name the entry at fault; the caller adds the layer. onEntry,
+// if set, gets each good entry's header and where its content starts in w.
+func stage(r io.Reader, w io.Writer, onEntry func(hdr *tar.Header, contentOffset int64)) (*stagedLayer, error) {
 	h := sha256.New()
-	tee := io.TeeReader(r, io.MultiWriter(w, h))
+	n := &byteCount{}
+	tee := io.TeeReader(r, io.MultiWriter(w, h, n))
 	tr := tar.NewReader(tee)
 	sl := &stagedLayer{entries: make(map[string]*tar.Header)}
 	last := ""
@@ -82,6 +84,10 @@ func stage(r io.Reader, w io.Writer) (*stagedLayer, error) {
 			return nil, &entryError{entry: hdr.Name, err: err}
 		}
 		last = hdr.Name
+		if onEntry != nil {
+			// The tar reader reads a header and no further.
+			onEntry(hdr, n.n)
+		}
 		if _, err := io.Copy(io.Discard, tr); err != nil {
 			return nil, entryErr(hdr.Name, "reading its content", err)
 		}
