@@ -8,6 +8,7 @@ import (
 
 	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/internal/testenv"
@@ -65,6 +66,18 @@ func TestBackgroundFetchCompletes(t *testing.T) {
 // gaugeValue gathers c and returns the value of the only series of name.
 func gaugeValue(t testing.TB, c prometheus.Collector, name string) float64 {
 	t.Helper()
+	return metricValue(t, c, name).GetGauge().GetValue()
+}
+
+// counterValue gathers c and returns the value of the only series of name.
+func counterValue(t testing.TB, c prometheus.Collector, name string) float64 {
+	t.Helper()
+	return metricValue(t, c, name).GetCounter().GetValue()
+}
+
+// metricValue gathers c and returns the only series of name.
+func metricValue(t testing.TB, c prometheus.Collector, name string) *dto.Metric {
+	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(c)
 	mfs, err := reg.Gather()
@@ -73,11 +86,11 @@ func gaugeValue(t testing.TB, c prometheus.Collector, name string) float64 {
 	}
 	for _, mf := range mfs {
 		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetGauge().GetValue()
+			return mf.GetMetric()[0]
 		}
 	}
 	t.Fatalf("no single series %s", name)
-	return 0
+	return nil
 }
 
 // TestBackgroundFetchOff: without the background fetch nothing but the

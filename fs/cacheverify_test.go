@@ -18,7 +18,6 @@ import (
 
 	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/opencontainers/go-digest"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lazysnap/lazysnap/cache"
 	lfs "github.com/lazysnap/lazysnap/fs"
@@ -103,24 +102,6 @@ const cvChunkSize = 512 << 10
 
 // estargzChunkSize is the chunk size estargz.Build uses unless told.
 const estargzChunkSize = 4 << 20
-
-// counterValue gathers c and returns the value of the only series of name.
-func counterValue(t testing.TB, c prometheus.Collector, name string) float64 {
-	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(c)
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("no single series %s", name)
-	return 0
-}
 
 // flipBit flips one bit of the cached data of file e at off, behind the
 // cache's back, as a failing disk would.

@@ -14,49 +14,6 @@ import (
 	"github.com/lazysnap/lazysnap/internal/unixsock/unixsocktest"
 )
 
-// suidProbeC prints the effective uid, and whether argv[1], a device node,
-// opens and takes a write.
-const suidProbeC = `#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
-#include <string.h>
-#include <unistd.h>
-int main(int argc, char **argv) {
-	printf("euid=%d", (int)geteuid());
-	if (argc > 1) {
-		int fd = open(argv[1], O_WRONLY);
-		if (fd < 0)
-			printf(" dev=%s", strerrorname_np(errno));
-		else
-			printf(" dev=%s", write(fd, "x", 1) == 1 ? "ok" : "write-failed");
-	}
-	printf("\n");
-	return 0;
-}
-`
-
-// buildSuidProbe compiles suidProbeC statically, so it runs in any root.
-func buildSuidProbe(t *testing.T) []byte {
-	t.Helper()
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Skip("needs gcc")
-	}
-	dir := t.TempDir()
-	src, bin := filepath.Join(dir, "probe.c"), filepath.Join(dir, "probe")
-	if err := os.WriteFile(src, []byte(suidProbeC), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("gcc", "-static", "-Os", "-o", bin, src).CombinedOutput(); err != nil {
-		t.Skipf("gcc -static: %v: %s", err, out)
-	}
-	b, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // overlayOf mounts a container-like overlay (read-write, upper and work
 // dirs of its own) over lower and returns its root, searchable by all.
 func overlayOf(t *testing.T, lower string) string {
@@ -154,7 +111,7 @@ func TestSetuidAndDevicesLikeOverlayfs(t *testing.T) {
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Skip("needs setpriv")
 	}
-	probe := buildSuidProbe(t)
+	probe := testenv.SuidProbe(t)
 	entries := []tentry{
 		dir("bin/", 0o755),
 		{name: "bin/probe", typ: tar.TypeReg, mode: 0o4755, size: int64(len(probe)), data: probe},

@@ -5,9 +5,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -22,47 +19,11 @@ import (
 	"github.com/lazysnap/lazysnap/internal/testenv"
 )
 
-// suidProbeC prints the effective uid, and whether argv[1], a device node,
-// opens and takes a write.
-const suidProbeC = `#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
-#include <string.h>
-#include <unistd.h>
-int main(int argc, char **argv) {
-	printf("euid=%d", (int)geteuid());
-	if (argc > 1) {
-		int fd = open(argv[1], O_WRONLY);
-		if (fd < 0)
-			printf(" dev=%s", strerrorname_np(errno));
-		else
-			printf(" dev=%s", write(fd, "x", 1) == 1 ? "ok" : "write-failed");
-	}
-	printf("\n");
-	return 0;
-}
-`
-
 // suidLayer is a one-layer image's gzip tar: the probe, set-user-ID root,
 // and a c 1 3 device (allowed by runc's default device rules).
 func suidLayer(t *testing.T) []byte {
 	t.Helper()
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Skip("needs gcc")
-	}
-	dir := t.TempDir()
-	src, bin := filepath.Join(dir, "probe.c"), filepath.Join(dir, "probe")
-	if err := os.WriteFile(src, []byte(suidProbeC), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("gcc", "-static", "-Os", "-o", bin, src).CombinedOutput(); err != nil {
-		t.Skipf("gcc -static: %v: %s", err, out)
-	}
-	probe, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	probe := testenv.SuidProbe(t)
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
 	tw := tar.NewWriter(zw)
