@@ -37,24 +37,8 @@ type BlobGet struct {
 // test ends.
 func StartCountingProxy(t testing.TB, target string) *CountingProxy {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listening for counting proxy: %v", err)
-	}
-	p := &CountingProxy{Host: l.Addr().String()}
-	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
-	srv := &http.Server{Handler: p.wrap(rp)}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			t.Logf("counting proxy: %v", err)
-		}
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
+	p := &CountingProxy{}
+	p.Host = serveProxy(t, "counting proxy", target, p.wrap)
 	return p
 }
 
@@ -119,4 +103,29 @@ func (c *countingWriter) Flush() {
 	if f, ok := c.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
+}
+
+// serveProxy serves a reverse proxy to target ("HOST:PORT", plain HTTP),
+// its handler wrapped by wrap, on a loopback port until the test ends, and
+// returns its HOST:PORT.
+func serveProxy(t testing.TB, name, target string, wrap func(http.Handler) http.Handler) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listening for %s: %v", name, err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
+	srv := &http.Server{Handler: wrap(rp)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			t.Logf("%s: %v", name, err)
+		}
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	return l.Addr().String()
 }

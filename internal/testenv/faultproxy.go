@@ -1,11 +1,7 @@
 package testenv
 
 import (
-	"errors"
-	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -49,25 +45,10 @@ type FaultProxy struct {
 // test ends, with no fault.
 func StartFaultProxy(t testing.TB, target string) *FaultProxy {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listening for fault proxy: %v", err)
-	}
-	p := &FaultProxy{Host: l.Addr().String()}
-	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
-	srv := &http.Server{Handler: p.wrap(rp)}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			t.Logf("fault proxy: %v", err)
-		}
-	}()
-	t.Cleanup(func() {
-		p.Set(FaultNone)
-		srv.Close()
-		<-done
-	})
+	p := &FaultProxy{}
+	p.Host = serveProxy(t, "fault proxy", target, p.wrap)
+	// Runs before the server's cleanup: a stalled request lets go first.
+	t.Cleanup(func() { p.Set(FaultNone) })
 	return p
 }
 
