@@ -7,6 +7,7 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/images/converter"
 	"github.com/containerd/containerd/v2/core/remotes"
@@ -16,6 +17,7 @@ import (
 	"github.com/containerd/stargz-snapshotter/estargz"
 	estargzconvert "github.com/containerd/stargz-snapshotter/nativeconverter/estargz"
 	"github.com/containerd/stargz-snapshotter/nativeconverter/zstdchunked"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/lazysnap/lazysnap/internal/testenv"
 )
@@ -94,6 +96,18 @@ func startConverterNode(t *testing.T, registry string) *converterNode {
 	return &converterNode{cd: cd, resolver: docker.NewResolver(docker.ResolverOptions{Hosts: hosts})}
 }
 
+// perLayerOptions gives each layer conversion its own options. containerd
+// converts an image's layers concurrently, and the not-found list that
+// WithAllowPrioritizeNotFound appends to must not be shared between them
+// (a shared slice was a data race the race detector caught in CI).
+func perLayerOptions(layerFn func(...estargz.Option) converter.ConvertFunc) converter.ConvertFunc {
+	return func(ctx context.Context, cs content.Store, desc ocispec.Descriptor) (*ocispec.Descriptor, error) {
+		var missing []string // prioritized files this layer does not have
+		return layerFn(estargz.WithPrioritizedFiles(prioritizedFiles),
+			estargz.WithAllowPrioritizeNotFound(&missing))(ctx, cs, desc)
+	}
+}
+
 // convertAndPush fetches src, converts it to dst with layerFn and the
 // prioritized files, pushes dst and returns its layer digests.
 func (n *converterNode) convertAndPush(t *testing.T, src, dst string,
@@ -108,10 +122,8 @@ func (n *converterNode) convertAndPush(t *testing.T, src, dst string,
 	if _, err := n.cd.Client.Fetch(ctx, src, containerd.WithResolver(n.resolver)); err != nil {
 		t.Fatalf("fetching %s: %v", src, err)
 	}
-	var missing []string // prioritized files a layer does not have
 	out, err := converter.Convert(ctx, n.cd.Client, dst, src, converter.WithDockerToOCI(true),
-		converter.WithLayerConvertFunc(layerFn(estargz.WithPrioritizedFiles(prioritizedFiles),
-			estargz.WithAllowPrioritizeNotFound(&missing))))
+		converter.WithLayerConvertFunc(perLayerOptions(layerFn)))
 	if err != nil {
 		t.Fatalf("converting %s: %v", src, err)
 	}

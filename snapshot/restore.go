@@ -47,10 +47,18 @@ func (st *layerState) begin() bool {
 	return true
 }
 
-func (st *layerState) end(err error) {
+// record records the outcome of the attempt under way; end then lets the
+// snapshots waiting for it go on. They are two steps so that what reports
+// the outcome (the gauge) is current before any waiter returns.
+func (st *layerState) record(err error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.err, st.tried = err, time.Now()
+}
+
+func (st *layerState) end() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
 	close(st.attempt)
 	st.attempt = nil
 }
@@ -205,7 +213,7 @@ func (s *Snapshotter) restoreLayer(ctx context.Context, st *layerState) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.restoreTimeout)
 	defer cancel()
 	err := s.mountAgain(ctx, st.remote)
-	st.end(err)
+	st.record(err)
 	l := st.remote
 	if err != nil {
 		s.log.ErrorContext(ctx, "remote layer could not be mounted; containers that need it fail to start until it is",
@@ -213,6 +221,7 @@ func (s *Snapshotter) restoreLayer(ctx context.Context, st *layerState) {
 			"layer", l.labels[snapshotters.TargetLayerDigestLabel], "error", err)
 	}
 	s.restoreMetrics.unmounted.Set(float64(len(s.failedLayers())))
+	st.end()
 }
 
 // mountAgain checks the layer's mount and mounts it again when the
