@@ -90,3 +90,29 @@ func BenchmarkWriteAt(b *testing.B) {
 	}
 	e.Close()
 }
+
+// BenchmarkSmallEntry stores one 4 KiB file per iteration in a fresh entry:
+// create, write, close. A layer of small files (a Python stack, headers)
+// costs this per file, on the path of every first read, read-ahead and
+// stream.
+func BenchmarkSmallEntry(b *testing.B) {
+	s := openStore(b, b.TempDir())
+	p := newContent(b, 4<<10).data
+	n := 0
+	b.SetBytes(int64(len(p)))
+	for b.Loop() {
+		n++
+		var id [8]byte
+		binary.LittleEndian.PutUint64(id[:], uint64(n))
+		e, err := s.Entry(digest.FromBytes(id[:]), int64(len(p)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := e.WriteAt(p, 0); err != nil {
+			b.Fatal(err)
+		}
+		if err := e.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -558,4 +559,48 @@ func TestHandlesAfterStoreClose(t *testing.T) {
 	if _, err := s.Entry(c.d, 100); !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("Entry after store Close: err = %v, want failed precondition", err)
 	}
+}
+
+// TestJournalCreatedByFirstWrite: a fresh entry has no journal file until
+// its first write (a file creation saved per entry, most of the cost of a
+// small file); a leftover journal of a forgotten entry cannot claim bytes
+// of the new one; an entry reopened before any write still works.
+func TestJournalCreatedByFirstWrite(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	c := newContent(t, 4096)
+	st := newEntryState(dir, c.d, 4096)
+	if err := os.MkdirAll(filepath.Dir(st.journalPath()), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	leftover := make([]byte, len(journalMagic)+recordSize)
+	copy(leftover, journalMagic)
+	encodeRecord(leftover[len(journalMagic):], span{0, 4096})
+	if err := os.WriteFile(st.journalPath(), leftover, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	e, err := s.Entry(c.d, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(st.journalPath()); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("fresh entry: journal stat %v, want no journal (the leftover removed)", err)
+	}
+	if e.Has(0, 1) {
+		t.Error("fresh entry claims bytes")
+	}
+	e.Close()
+	e = openEntry(t, s, c) // reopened with nothing written
+	write(t, e, c, 0, 1024)
+	write(t, e, c, 1024, 4096)
+	if fi, err := os.Stat(st.journalPath()); err != nil || fi.Size() != int64(len(journalMagic)+recordSize) {
+		t.Errorf("after two writes completing the file: journal %v, %v; want one record", fi, err)
+	}
+	e.Close()
+	s.Close()
+
+	s = openStore(t, dir)
+	e = openEntry(t, s, c)
+	readAll(t, e, c)
 }

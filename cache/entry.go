@@ -52,8 +52,9 @@ func (st *entryState) dataPath() string {
 
 func (st *entryState) journalPath() string { return st.dataPath() + ".ranges" }
 
-// create makes a fresh sparse data file and an empty journal, and opens
-// them. Leftovers of an entry the store forgot are overwritten.
+// create makes a fresh sparse data file, opened, and the journal its
+// first write creates (see journal). Leftovers of an entry the store forgot
+// are overwritten.
 func (st *entryState) create() error {
 	f, err := os.OpenFile(st.dataPath(), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -64,14 +65,19 @@ func (st *entryState) create() error {
 		f.Close()
 		return fmt.Errorf("size data file: %w", err)
 	}
-	f.Close()
-	if err := writeJournal(st.journalPath(), &intervals{}); err != nil {
+	j, err := newJournal(st.journalPath())
+	if err != nil {
+		f.Close()
 		return err
 	}
-	return st.openFiles()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.data, st.journal = f, j
+	return nil
 }
 
-// openFiles opens the data file and journal for the first handle.
+// openFiles opens the data file and journal for the first handle. An entry
+// with nothing present may have no journal yet.
 func (st *entryState) openFiles() error {
 	f, err := os.OpenFile(st.dataPath(), os.O_RDWR, 0)
 	if err != nil {
@@ -79,7 +85,11 @@ func (st *entryState) openFiles() error {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.journal, err = openJournal(st.journalPath()); err != nil {
+	st.journal, err = openJournal(st.journalPath())
+	if errors.Is(err, fs.ErrNotExist) && st.present.bytes == 0 {
+		st.journal, err = newJournal(st.journalPath())
+	}
+	if err != nil {
 		f.Close()
 		return err
 	}
@@ -190,7 +200,7 @@ func (st *entryState) markVerified(start, end int64) bool {
 func (st *entryState) discard(start, end int64) (int64, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.journal.f == nil {
+	if st.journal.closed {
 		// The store was closed under the handle: rewriting the journal
 		// now would leave it open.
 		return 0, os.ErrClosed

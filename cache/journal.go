@@ -104,11 +104,17 @@ func writeJournal(path string, iv *intervals) error {
 	return nil
 }
 
-// journal appends records to an open presence journal. Not safe for
-// concurrent use; the entry's mutex guards it.
+// journal appends records to a presence journal. Not safe for concurrent
+// use; the entry's mutex guards it. A fresh entry has no journal file until
+// its first record: a missing journal means nothing is present, so creating
+// it with that record saves a file creation (and the temporary and rename
+// of writeJournal) per entry, which on a layer of small files is most of
+// the cost of storing one.
 type journal struct {
-	f    *os.File
-	size int64 // end of the last complete record
+	path   string
+	f      *os.File // nil until created or opened, and after close
+	size   int64    // end of the last complete record
+	closed bool
 }
 
 // openJournal opens the journal at path for appending; it must exist
@@ -123,24 +129,50 @@ func openJournal(path string) (journal, error) {
 		f.Close()
 		return journal{}, fmt.Errorf("stat presence journal: %w", err)
 	}
-	return journal{f: f, size: fi.Size()}, nil
+	return journal{path: path, f: f, size: fi.Size()}, nil
+}
+
+// newJournal is the journal of a fresh entry: created by its first append.
+// A leftover of an entry the store forgot is removed now, so it cannot
+// claim bytes of the new one.
+func newJournal(path string) (journal, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return journal{}, fmt.Errorf("remove old presence journal: %w", err)
+	}
+	return journal{path: path}, nil
 }
 
 // append persists one span. We write at our own offset rather than with
 // O_APPEND so that a failed, partial write can be cut off again: a torn
 // record in the middle would hide every record after it.
 func (j *journal) append(s span) error {
-	var b [recordSize]byte
-	encodeRecord(b[:], s)
-	if _, err := j.f.WriteAt(b[:], j.size); err != nil {
+	if j.closed {
+		return fmt.Errorf("append presence journal: %w", os.ErrClosed)
+	}
+	var b [len(journalMagic) + recordSize]byte
+	rec := b[len(journalMagic):]
+	if j.f == nil {
+		// The first record creates the file, magic and record in one
+		// write; a torn one reads as an empty journal.
+		f, err := os.OpenFile(j.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return fmt.Errorf("create presence journal: %w", err)
+		}
+		j.f, j.size = f, 0
+		copy(b[:], journalMagic)
+		rec = b[:]
+	}
+	encodeRecord(b[len(journalMagic):], s)
+	if _, err := j.f.WriteAt(rec, j.size); err != nil {
 		_ = j.f.Truncate(j.size)
 		return fmt.Errorf("append presence journal: %w", err)
 	}
-	j.size += recordSize
+	j.size += int64(len(rec))
 	return nil
 }
 
 func (j *journal) close() error {
+	j.closed = true
 	if j.f == nil {
 		return nil
 	}

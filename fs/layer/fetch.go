@@ -156,11 +156,11 @@ func (l *Layer) fetchTargets(ctx context.Context, ts []target, p plan) error {
 		if k == len(runs)-1 && p.class == classRead && l.opts.readAhead > 0 && l.streams.begin() {
 			// The read's last request (in blob order) goes on into the
 			// files stored after it.
-			tail, done := l.readAhead(run[len(run)-1])
+			tail, files, done := l.readAhead(run[len(run)-1])
 			if len(tail) > 0 {
-				own := len(run)
+				own, tailFiles := len(run), len(files)
 				run = append(run, tail...)
-				g.Go(func() error { return l.fetchRunAhead(gctx, run, own, done) })
+				g.Go(func() error { return l.fetchRunAhead(gctx, run, own, tailFiles, done) })
 				continue
 			}
 			done()

@@ -149,6 +149,7 @@ type Layer struct {
 	digests []digest.Digest
 	frames  gzipFrames
 	streams streams // read-ahead streams outliving their read
+	ra      raModel // how far read-ahead may go (see readAhead)
 	checks  checks  // cached chunks being verified
 
 	bad atomic.Pointer[error] // set by MarkBad

@@ -3,6 +3,7 @@ package layer
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/lazysnap/lazysnap/fs/index"
 )
@@ -27,8 +28,11 @@ const maxReadAheadChunks = 512
 // The chunks are claimed as prefetch flights, so a reader waits for them
 // only while the stream flows close to them (worthWaiting). done closes the
 // files opened for the chunks; the caller calls it when the stream ends.
-func (l *Layer) readAhead(from target) (tail []target, done func()) {
-	files := map[index.ID]*File{}
+//
+// The tail also stops after the number of files raModel allows: what the
+// stream stores within one round trip of this layer's reads.
+func (l *Layer) readAhead(from target) (tail []target, files map[index.ID]*File, done func()) {
+	files = map[index.ID]*File{}
 	done = func() {
 		for _, f := range files {
 			f.Close()
@@ -36,6 +40,7 @@ func (l *Layer) readAhead(from target) (tail []target, done func()) {
 	}
 	end := from.chunk().BlobEnd
 	id, i := from.f.id, from.i
+	maxFiles := l.ra.maxFiles()
 	for len(tail) < maxReadAheadChunks {
 		var ok bool
 		if id, i, ok = l.idx.BlobNext(id, i); !ok || id == from.f.id {
@@ -47,6 +52,9 @@ func (l *Layer) readAhead(from target) (tail []target, done func()) {
 		}
 		f := files[id]
 		if f == nil {
+			if len(files) == maxFiles {
+				break
+			}
 			var err error
 			if f, err = l.OpenFile(id); err != nil {
 				break // read-ahead is a bet: it never fails a read
@@ -65,7 +73,7 @@ func (l *Layer) readAhead(from target) (tail []target, done func()) {
 		t.fl = fl
 		tail = append(tail, t)
 	}
-	return tail, done
+	return tail, files, done
 }
 
 // fetchRunAhead fetches run, whose first own chunks are the read's and the
@@ -74,14 +82,28 @@ func (l *Layer) readAhead(from target) (tail []target, done func()) {
 // on its own, under the layer's context, so the read never waits for them.
 // If ctx ends before the read's chunks are stored, the request is
 // cancelled. done is called when the stream ends.
-func (l *Layer) fetchRunAhead(ctx context.Context, run []target, own int, done func()) error {
+//
+// It feeds raModel: the time to the read's own chunks is a round trip, and
+// the rest of a stream that ran to its end is the cost of tailFiles files.
+func (l *Layer) fetchRunAhead(ctx context.Context, run []target, own, tailFiles int, done func()) error {
 	rctx, cancel := context.WithCancel(l.ctx)
 	ownDone := make(chan error, 1)
 	go func() {
 		defer l.streams.end()
 		defer done()
 		defer cancel()
-		err := l.fetchRunSplit(rctx, run, classRead, own, func(err error) { ownDone <- err })
+		start := time.Now()
+		var ownAt time.Time
+		err := l.fetchRunSplit(rctx, run, classRead, own, func(err error) {
+			if err == nil {
+				ownAt = time.Now()
+				l.ra.observeRoundTrip(ownAt.Sub(start))
+			}
+			ownDone <- err
+		})
+		if err == nil && !ownAt.IsZero() {
+			l.ra.observeTail(time.Since(ownAt), tailFiles)
+		}
 		if err != nil && !isContextErr(err) {
 			l.opts.logger.Debug("read-ahead stopped", "layer", l.Digest(), "error", err)
 		}
