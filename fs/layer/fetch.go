@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -158,7 +159,7 @@ func (l *Layer) fetchTargets(ctx context.Context, ts []target, p plan) error {
 			// files stored after it.
 			tail, files, done := l.readAhead(run[len(run)-1])
 			if len(tail) > 0 {
-				own, tailFiles := len(run), len(files)
+				own, tailFiles := len(run), slices.Collect(maps.Keys(files))
 				run = append(run, tail...)
 				g.Go(func() error { return l.fetchRunAhead(gctx, run, own, tailFiles, done) })
 				continue
