@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -159,7 +158,7 @@ func (l *Layer) fetchTargets(ctx context.Context, ts []target, p plan) error {
 			// files stored after it.
 			tail, files, done := l.readAhead(run[len(run)-1])
 			if len(tail) > 0 {
-				own, tailFiles := len(run), slices.Collect(maps.Keys(files))
+				own, tailFiles := len(run), len(files)
 				run = append(run, tail...)
 				g.Go(func() error { return l.fetchRunAhead(gctx, run, own, tailFiles, done) })
 				continue

@@ -233,18 +233,8 @@ type File struct {
 	entry  *cache.Entry // nil for an empty file
 }
 
-// OpenFile opens regular file id for reading, as the workload does (the
-// read-ahead model counts it; see raModel).
+// OpenFile opens regular file id for reading.
 func (l *Layer) OpenFile(id index.ID) (*File, error) {
-	f, err := l.openFile(id)
-	if err == nil {
-		l.ra.observeOpen(id)
-	}
-	return f, err
-}
-
-// openFile opens regular file id for the layer's own use.
-func (l *Layer) openFile(id index.ID) (*File, error) {
 	if err := l.Bad(); err != nil {
 		return nil, err
 	}

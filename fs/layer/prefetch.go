@@ -143,7 +143,7 @@ func (l *Layer) fetchWindow(ctx context.Context, refs []chunkRef, p plan) (err e
 	for _, r := range refs {
 		f, ok := files[r.id]
 		if !ok {
-			if f, err = l.openFile(r.id); err != nil {
+			if f, err = l.OpenFile(r.id); err != nil {
 				return err
 			}
 			files[r.id] = f

@@ -56,7 +56,7 @@ func (l *Layer) readAhead(from target) (tail []target, files map[index.ID]*File,
 				break
 			}
 			var err error
-			if f, err = l.openFile(id); err != nil {
+			if f, err = l.OpenFile(id); err != nil {
 				break // read-ahead is a bet: it never fails a read
 			}
 			files[id] = f
@@ -84,9 +84,8 @@ func (l *Layer) readAhead(from target) (tail []target, files map[index.ID]*File,
 // cancelled. done is called when the stream ends.
 //
 // It feeds raModel: the time to the read's own chunks is a round trip, and
-// the rest of a stream that ran to its end is the cost of the files
-// tailFiles, which the model then watches being opened.
-func (l *Layer) fetchRunAhead(ctx context.Context, run []target, own int, tailFiles []index.ID, done func()) error {
+// the rest of a stream that ran to its end is the cost of tailFiles files.
+func (l *Layer) fetchRunAhead(ctx context.Context, run []target, own, tailFiles int, done func()) error {
 	rctx, cancel := context.WithCancel(l.ctx)
 	ownDone := make(chan error, 1)
 	go func() {
@@ -103,8 +102,7 @@ func (l *Layer) fetchRunAhead(ctx context.Context, run []target, own int, tailFi
 			ownDone <- err
 		})
 		if err == nil && !ownAt.IsZero() {
-			l.ra.observeTail(time.Since(ownAt), len(tailFiles))
-			l.ra.observeBrought(tailFiles)
+			l.ra.observeTail(time.Since(ownAt), tailFiles)
 		}
 		if err != nil && !isContextErr(err) {
 			l.opts.logger.Debug("read-ahead stopped", "layer", l.Digest(), "error", err)

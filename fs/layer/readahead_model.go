@@ -3,8 +3,6 @@ package layer
 import (
 	"sync"
 	"time"
-
-	"github.com/lazysnap/lazysnap/fs/index"
 )
 
 // raModel learns, for one layer, what read-ahead costs and what it saves:
@@ -21,22 +19,10 @@ import (
 // a small file costs a file creation (about 0.3-1 ms on the test machine's
 // ext4, BenchmarkSmallEntry), so a 256 KiB tail of ~60 small files kept the
 // next read waiting for ten round trips' worth of stores.
-//
-// It also learns how often the files a tail brings are opened later (the
-// hit rate h). Each tail file costs the stream perFile and saves a round
-// trip only if it is opened, so read-ahead pays while h x round trip >
-// perFile, and is off while it does not: on a fast link a layer whose
-// start-up opens few neighbours stops reading ahead. The files brought
-// keep being counted as they are opened, so h, and read-ahead, come back
-// when the workload turns to a package it reads whole.
 type raModel struct {
 	mu      sync.Mutex
 	rtt     time.Duration // moving average of a read request's round trip
 	perFile time.Duration // moving average of the stream's time per tail file
-	brought float64       // files tails brought (decayed)
-	opened  float64       // of those, files opened since (decayed)
-
-	unread sync.Map // index.ID -> struct{}: brought by a tail, not opened yet
 }
 
 const (
@@ -46,50 +32,16 @@ const (
 	// raWeight is the weight of the moving averages' past: a new sample
 	// counts for 1/raWeight.
 	raWeight = 4
-	// raPriorBrought and raPriorOpened are the hit rate assumed before
-	// any tail was opened (1/2), worth this many files of evidence.
-	raPriorBrought, raPriorOpened = 8, 4
-	// raMemory is how many files of evidence the hit rate keeps: past it,
-	// both counts are halved, so the rate follows the workload's phases.
-	raMemory = 256
 )
 
-// maxFiles is how many files past a read's own the tail may reach: none
-// while tails do not pay (see raModel).
+// maxFiles is how many files past a read's own the tail may reach.
 func (m *raModel) maxFiles() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.rtt == 0 || m.perFile == 0 {
 		return raInitialFiles
 	}
-	hitRate := (m.opened + raPriorOpened) / (m.brought + raPriorBrought)
-	if hitRate*float64(m.rtt) < float64(m.perFile) {
-		return 0
-	}
 	return min(max(int(m.rtt/m.perFile), 1), maxReadAheadChunks)
-}
-
-// observeBrought records the files a tail stored.
-func (m *raModel) observeBrought(ids []index.ID) {
-	for _, id := range ids {
-		m.unread.Store(id, struct{}{})
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.brought += float64(len(ids))
-	if m.brought > raMemory {
-		m.brought, m.opened = m.brought/2, m.opened/2
-	}
-}
-
-// observeOpen records that the workload opened file id.
-func (m *raModel) observeOpen(id index.ID) {
-	if _, ok := m.unread.LoadAndDelete(id); !ok {
-		return
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.opened = min(m.opened+1, m.brought)
 }
 
 // observeRoundTrip records how long a read's request took to store the

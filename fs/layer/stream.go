@@ -171,7 +171,7 @@ func (l *Layer) storeFromTar(r io.Reader) {
 // storeFile stores the missing chunks of regular file id from r, which
 // holds its content from the start.
 func (l *Layer) storeFile(r io.Reader, id index.ID) error {
-	f, err := l.openFile(id)
+	f, err := l.OpenFile(id)
 	if err != nil {
 		return err
 	}
