@@ -49,7 +49,9 @@ const (
 	DefaultMaxRequestBytes int64 = 4 << 20
 	// DefaultConcurrency is the default of WithConcurrency.
 	DefaultConcurrency = 4
-	// DefaultReadAheadBytes is the default of WithReadAhead: off.
+	// DefaultReadAheadBytes is the default of WithReadAhead: off until a
+	// read whose read-ahead request stalls is known to meet its deadline
+	// (TestSlowRegistryNeitherHoldsReadsNorStarvesOthers hangs with it on).
 	DefaultReadAheadBytes int64 = 0
 	// DefaultReadTimeout is the default of WithReadTimeout.
 	DefaultReadTimeout = 30 * time.Second
@@ -99,13 +101,11 @@ func WithMaxPrefetchBytes(n int64) Option { return func(o *options) { o.maxPrefe
 func WithMaxGapBytes(n int64) Option { return func(o *options) { o.maxGapBytes = max(0, n) } }
 
 // WithReadAhead sets how many compressed bytes past a read's last missing
-// chunk its request goes on reading, to bring the chunks of the files
+// chunk its request may go on reading, to bring the chunks of the files
 // stored next in the layer (its neighbours in the tar) that are not cached
-// yet; the read returns as soon as its own chunks are stored. 0 disables
-// read-ahead. The default is 0 (off): with python importing numpy, 256 KiB
-// cut the requests before ready from 182 to 67 and the time to ready by 10%
-// over 200 Mbit/s + 20 ms, but made it 65% slower over 1 Gbit/s + 2 ms
-// (3.55 s against 2.15 s), a cost not yet explained.
+// yet; the read returns as soon as its own chunks are stored. The layer
+// cuts the tail further to the files its stream stores within one measured
+// round trip (see raModel). 0 disables read-ahead. The default is 0 (off).
 func WithReadAhead(n int64) Option { return func(o *options) { o.readAhead = max(0, n) } }
 
 // WithScheduler shares the scheduler that puts reads before background
