@@ -14,7 +14,6 @@ import (
 	"github.com/containerd/containerd/v2/pkg/snapshotters"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/stargz-snapshotter/estargz"
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
@@ -53,7 +52,7 @@ type FS struct {
 // mounted is one mounted layer.
 type mounted struct {
 	layer   *layer.Layer
-	server  *fuse.Server
+	node    *node.Mounted
 	ref     string
 	fetches *fetches
 	traced  bool // holds a recorder of f.traces for ref
@@ -211,7 +210,7 @@ func (f *FS) mountLayer(toc *layer.TOC, mountpoint string, spec mountSpec) (*mou
 			m.tracePaths = rec.Paths()
 		}
 	}
-	if m.server, err = node.Mount(mountpoint, l, nopts...); err != nil {
+	if m.node, err = node.Mount(mountpoint, l, nopts...); err != nil {
 		f.releaseTrace(m)
 		return nil, errors.Join(err, l.Close())
 	}
@@ -294,13 +293,7 @@ func (f *FS) Unmount(ctx context.Context, mountpoint string) error {
 // detached and goes away when its last user does.
 func (m *mounted) unmount(mountpoint string) error {
 	m.fetches.stop()
-	err := m.layer.Close()
-	if uerr := m.server.Unmount(); uerr != nil {
-		if derr := unix.Unmount(mountpoint, unix.MNT_DETACH); derr != nil && !errors.Is(derr, unix.EINVAL) {
-			return errors.Join(err, fmt.Errorf("unmounting %s: %w", mountpoint, uerr), derr)
-		}
-	}
-	return err
+	return errors.Join(m.layer.Close(), m.node.Unmount())
 }
 
 // Stats returns the counters of every mounted layer by mountpoint.
