@@ -54,6 +54,7 @@ type mounted struct {
 	layer   *layer.Layer
 	node    *node.Mounted
 	ref     string
+	labels  map[string]string // of the Mount, for a handover
 	fetches *fetches
 	traced  bool // holds a recorder of f.traces for ref
 	// tracePaths are the files this node saw the image open first, in
@@ -125,7 +126,15 @@ func parseLabels(labels map[string]string) (target, error) {
 // fetch (WithBackgroundFetch) start; Mount returns at once, or after the
 // prefetch when that takes less than WithPrefetchWait. Layers mounted one
 // after the other therefore prefetch in parallel.
-func (f *FS) Mount(ctx context.Context, mountpoint string, labels map[string]string) (retErr error) {
+func (f *FS) Mount(ctx context.Context, mountpoint string, labels map[string]string) error {
+	return f.serve(ctx, mountpoint, labels, func(l *layer.Layer, opts []node.Option) (*node.Mounted, error) {
+		return node.Mount(mountpoint, l, opts...)
+	})
+}
+
+// serve builds the layer the labels describe and has start serve it at
+// mountpoint: a new mount, or one handed over (Resume).
+func (f *FS) serve(ctx context.Context, mountpoint string, labels map[string]string, start startFunc) (retErr error) {
 	t, err := parseLabels(labels)
 	if err != nil {
 		return err
@@ -146,10 +155,10 @@ func (f *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 	if err != nil {
 		return err
 	}
-	spec := mountSpec{ref: t.ref, bad: labels[LabelBad]}
+	spec := mountSpec{ref: t.ref, bad: labels[LabelBad], labels: labels}
 	spec.chain, spec.verify = parseChain(labels)
 	spec.verify = spec.verify && f.opts.verifyDiffID && spec.bad == ""
-	m, err := f.mountLayer(toc, mountpoint, spec)
+	m, err := f.mountLayer(toc, mountpoint, spec, start)
 	if err != nil {
 		return err
 	}
@@ -164,6 +173,9 @@ func (f *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 	return nil
 }
 
+// startFunc serves l with the node options.
+type startFunc func(l *layer.Layer, opts []node.Option) (*node.Mounted, error)
+
 // mountLayer serves toc's layer at mountpoint and starts its fetches.
 // mountSpec is what a Mount asks of the layer besides its blob.
 type mountSpec struct {
@@ -171,9 +183,10 @@ type mountSpec struct {
 	chain  chainCheck
 	verify bool   // check the layer's content against chain
 	bad    string // the layer was found bad before: why
+	labels map[string]string
 }
 
-func (f *FS) mountLayer(toc *layer.TOC, mountpoint string, spec mountSpec) (*mounted, error) {
+func (f *FS) mountLayer(toc *layer.TOC, mountpoint string, spec mountSpec, start startFunc) (*mounted, error) {
 	opts := append([]layer.Option{
 		layer.WithFlights(f.flights),
 		layer.WithScheduler(f.sched),
@@ -185,7 +198,7 @@ func (f *FS) mountLayer(toc *layer.TOC, mountpoint string, spec mountSpec) (*mou
 		return nil, err
 	}
 	ref := spec.ref
-	m := &mounted{layer: l, ref: ref, chain: spec.chain, verify: spec.verify}
+	m := &mounted{layer: l, ref: ref, chain: spec.chain, verify: spec.verify, labels: spec.labels}
 	switch {
 	case spec.bad != "":
 		l.MarkBad(errors.New(spec.bad))
@@ -210,7 +223,7 @@ func (f *FS) mountLayer(toc *layer.TOC, mountpoint string, spec mountSpec) (*mou
 			m.tracePaths = rec.Paths()
 		}
 	}
-	if m.node, err = node.Mount(mountpoint, l, nopts...); err != nil {
+	if m.node, err = start(l, nopts); err != nil {
 		f.releaseTrace(m)
 		return nil, errors.Join(err, l.Close())
 	}

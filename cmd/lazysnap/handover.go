@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"time"
+
+	lazyfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/node"
+	"github.com/lazysnap/lazysnap/internal/fused"
+)
+
+// handoverSocket is where the fused serving on fusedSock hands its mounts'
+// connections over: ROOT/fused.handover.sock by default.
+func handoverSocket(fusedSock string) string {
+	return strings.TrimSuffix(fusedSock, ".sock") + ".handover.sock"
+}
+
+// handoverTimeout bounds one exchange on the handover socket; resuming a
+// layer may read its TOC from the registry.
+const handoverTimeout = time.Minute
+
+// handoverProvider is package fs's side of the handover socket, in fused.
+type handoverProvider struct{ fs *lazyfs.FS }
+
+func (p handoverProvider) Handovers(mountpoint string) ([]fused.HandoverEntry, error) {
+	hs, err := p.fs.Handovers(mountpoint)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]fused.HandoverEntry, len(hs))
+	for i, h := range hs {
+		out[i] = fused.HandoverEntry{Mountpoint: h.Mountpoint, Labels: h.Labels, State: h.State, Conn: h.Conn, Modes: h.Modes}
+	}
+	return out, nil
+}
+
+func (p handoverProvider) Resume(ctx context.Context, e fused.HandoverEntry) error {
+	return p.fs.Resume(ctx, lazyfs.Handover{
+		Handover: node.Handover{Mountpoint: e.Mountpoint, Conn: e.Conn, Modes: e.Modes, State: e.State},
+		Labels:   e.Labels,
+	})
+}
+
+// heldFS is serve's client of fused with handover on: it collects each
+// mount's connection from fused after mounting it and holds it until the
+// unmount, so the mount outlives fused; resumeHeld gives them to a new
+// fused.
+type heldFS struct {
+	*fused.Client
+	socket string // fused's handover socket
+	held   *fused.HandoverHolder
+	log    *slog.Logger
+}
+
+func newHeldFS(ctx context.Context, c *fused.Client, fusedSock string, log *slog.Logger) *heldFS {
+	h := &heldFS{Client: c, socket: handoverSocket(fusedSock), held: fused.NewHandoverHolder(), log: log}
+	// A fused that outlived the last serve holds mounts: take them all.
+	h.collect(ctx, "")
+	return h
+}
+
+func (h *heldFS) Mount(ctx context.Context, mountpoint string, labels map[string]string) error {
+	if err := h.Client.Mount(ctx, mountpoint, labels); err != nil {
+		return err
+	}
+	h.collect(ctx, mountpoint)
+	return nil
+}
+
+func (h *heldFS) Unmount(ctx context.Context, mountpoint string) error {
+	h.held.Drop(mountpoint)
+	return h.Client.Unmount(ctx, mountpoint)
+}
+
+// collect takes the connections of mountpoint ("" for all) from fused. A
+// failure leaves the mount working, without surviving fused: logged.
+func (h *heldFS) collect(ctx context.Context, mountpoint string) {
+	ctx, cancel := context.WithTimeout(ctx, handoverTimeout)
+	defer cancel()
+	es, err := fused.CollectHandovers(ctx, h.socket, mountpoint)
+	if err != nil {
+		h.log.WarnContext(ctx, "collecting mounts' FUSE connections from fused; they will not survive it", "mountpoint", mountpoint, "error", err)
+		return
+	}
+	h.held.Put(es...)
+}
+
+// resumeHeld gives every connection held to the fused just started, which
+// serves them again. A mount it could not resume is dropped: the remount
+// that follows mounts it anew.
+func (h *heldFS) resumeHeld(ctx context.Context) {
+	start := time.Now()
+	var resumed, failed []string
+	h.held.Each(func(e fused.HandoverEntry) {
+		rctx, cancel := context.WithTimeout(ctx, handoverTimeout)
+		defer cancel()
+		if err := fused.ResumeHandover(rctx, h.socket, e); err != nil {
+			h.log.ErrorContext(ctx, "fused could not resume a mount; it will be mounted again", "mountpoint", e.Mountpoint, "error", err)
+			failed = append(failed, e.Mountpoint)
+			return
+		}
+		resumed = append(resumed, e.Mountpoint)
+	})
+	for _, mp := range failed {
+		h.held.Drop(mp)
+	}
+	h.log.InfoContext(ctx, "fused resumed the mounts handed over", "resumed", len(resumed), "failed", len(failed), "took", time.Since(start))
+}
