@@ -189,7 +189,7 @@ func runFused(ctx context.Context, cfg config, socket string) error {
 		}
 		defer hl.Close()
 	}
-	log.InfoContext(ctx, "fused serving", "socket", socket, "handover", cfg.Handover)
+	log.InfoContext(ctx, "fused serving", "socket", socket, "handover", cfg.Handover, "version", version)
 	select {
 	case <-ctx.Done():
 	case err = <-serveErr:
@@ -290,8 +290,11 @@ func superviseFused(ctx context.Context, cfg config, configPath string, sn *snap
 			log.ErrorContext(ctx, "mounting layers again after fused restarted", "error", err)
 		}
 	}
-	return fusedproc.Supervise(ctx, fusedSocket(cfg.Root), argv, time.Duration(cfg.WatchInterval), remount,
-		fusedproc.WithLogFile(fusedLog(cfg.Root)), fusedproc.WithLogger(log))
+	opts := []fusedproc.Option{fusedproc.WithLogFile(fusedLog(cfg.Root)), fusedproc.WithLogger(log)}
+	if held != nil {
+		opts = append(opts, fusedproc.WithDied(held.watch(ctx)))
+	}
+	return fusedproc.Supervise(ctx, fusedSocket(cfg.Root), argv, time.Duration(cfg.WatchInterval), remount, opts...)
 }
 
 // fusedArgv is the command that runs `lazysnap fused` (this binary) for ROOT.

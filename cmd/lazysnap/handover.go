@@ -74,6 +74,28 @@ func (h *heldFS) Unmount(ctx context.Context, mountpoint string) error {
 	return h.Client.Unmount(ctx, mountpoint)
 }
 
+// watch reports on the channel returned each time the fused it is
+// connected to goes away, so that the supervisor starts the next one at
+// once: until then, reads of every lazy layer wait.
+func (h *heldFS) watch(ctx context.Context) <-chan struct{} {
+	died := make(chan struct{}, 1)
+	go func() {
+		for ctx.Err() == nil {
+			if err := fused.WatchHandover(ctx, h.socket); err == nil && ctx.Err() == nil {
+				select {
+				case died <- struct{}{}:
+				default:
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	return died
+}
+
 // collect takes the connections of mountpoint ("" for all) from fused. A
 // failure leaves the mount working, without surviving fused: logged.
 func (h *heldFS) collect(ctx context.Context, mountpoint string) {

@@ -323,3 +323,24 @@ func (h *HandoverHolder) Len() int {
 	defer h.mu.Unlock()
 	return len(h.entries)
 }
+
+// WatchHandover connects to the handover socket and returns when fused's
+// end closes, as it does when fused exits or dies, or when ctx is done.
+func WatchHandover(ctx context.Context, socket string) error {
+	c, err := dialHandover(ctx, socket)
+	if err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	defer c.Close()
+	// fused answers nothing until asked: the read ends with the connection.
+	_, files, err := fdpass.Recv(c)
+	for _, f := range files {
+		f.Close()
+	}
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
+}
