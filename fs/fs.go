@@ -127,14 +127,14 @@ func parseLabels(labels map[string]string) (target, error) {
 // prefetch when that takes less than WithPrefetchWait. Layers mounted one
 // after the other therefore prefetch in parallel.
 func (f *FS) Mount(ctx context.Context, mountpoint string, labels map[string]string) error {
-	return f.serve(ctx, mountpoint, labels, func(l *layer.Layer, opts []node.Option) (*node.Mounted, error) {
+	return f.serve(ctx, mountpoint, labels, false, func(l *layer.Layer, opts []node.Option) (*node.Mounted, error) {
 		return node.Mount(mountpoint, l, opts...)
 	})
 }
 
 // serve builds the layer the labels describe and has start serve it at
-// mountpoint: a new mount, or one handed over (Resume).
-func (f *FS) serve(ctx context.Context, mountpoint string, labels map[string]string, start startFunc) (retErr error) {
+// mountpoint: a new mount, or one handed over (resumed, see Resume).
+func (f *FS) serve(ctx context.Context, mountpoint string, labels map[string]string, resumed bool, start startFunc) (retErr error) {
 	t, err := parseLabels(labels)
 	if err != nil {
 		return err
@@ -147,11 +147,7 @@ func (f *FS) serve(ctx context.Context, mountpoint string, labels map[string]str
 			f.release(mountpoint)
 		}
 	}()
-	blob, err := f.resolver.Resolve(ctx, t.ref, t.digest)
-	if err != nil {
-		return fmt.Errorf("resolving layer %s of %s: %w", t.digest, t.ref, err)
-	}
-	toc, err := readTOC(ctx, blob, t.tocDigest)
+	toc, err := f.layerTOC(ctx, mountpoint, t, resumed)
 	if err != nil {
 		return err
 	}
@@ -298,6 +294,7 @@ func (f *FS) Unmount(ctx context.Context, mountpoint string) error {
 	delete(f.mounts, mountpoint)
 	f.mu.Unlock()
 	defer f.releaseTrace(m)
+	f.removeTail(mountpoint)
 	return m.unmount(mountpoint)
 }
 

@@ -52,9 +52,10 @@ func closeHandovers(hs []Handover) {
 
 // Resume serves the layer of h, which an earlier process mounted and
 // handed over, as Mount would have; it takes h's files. The layer is
-// built again from its labels (resolving the blob and reading its TOC), so
-// it fails as Mount does; the mount then stays as it is, and its requests
-// wait, until the caller unmounts it or another Resume succeeds.
+// built again from its labels: its TOC from the tail Mount saved
+// (WithTOCTailDir), without the registry, else as Mount does, failing as
+// Mount does; the mount then stays as it is, and its requests wait, until
+// the caller unmounts it or another Resume succeeds.
 func (f *FS) Resume(ctx context.Context, h Handover) error {
 	taken := false
 	defer func() {
@@ -65,7 +66,7 @@ func (f *FS) Resume(ctx context.Context, h Handover) error {
 	if h.Mountpoint == "" {
 		return fmt.Errorf("handover without a mountpoint: %w", errdefs.ErrInvalidArgument)
 	}
-	err := f.serve(ctx, h.Mountpoint, h.Labels, func(l *layer.Layer, opts []node.Option) (*node.Mounted, error) {
+	err := f.serve(ctx, h.Mountpoint, h.Labels, true, func(l *layer.Layer, opts []node.Option) (*node.Mounted, error) {
 		taken = true
 		return node.Resume(h.Handover, l, opts...)
 	})
