@@ -27,6 +27,20 @@ func TestFusedKilledWhileContainerReads(t *testing.T) {
 	})
 }
 
+// TestFusedKilledAfterServeRestart: a serve started while fused runs
+// collects the connections of every mount from it, so a fused killed after
+// a serve restart hands its mounts over as well.
+func TestFusedKilledAfterServeRestart(t *testing.T) {
+	e := startLazyEnv(t)
+	testFusedReplaced(t, e, "serve-restart", func(pid int) {
+		e.ls.Kill()
+		e.ls.Restart()
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
 // TestFusedUpgradedWhileContainerReads replaces the lazysnap binary on disk
 // by another build and stops fused with SIGTERM, as an upgrade does: serve
 // starts the new binary's fused, which resumes the mounts; the container
@@ -82,7 +96,7 @@ func testFusedReplaced(t *testing.T, e *lazyEnv, name string, replace func(pid i
 		t.Fatal(err)
 	}
 	waitForFile(t, filepath.Join(out, "done"))
-	t.Logf("%s: the container read the second half of the files %v after fused was ended", name, time.Since(start).Round(time.Millisecond))
+	t.Logf("%s: the container read the second half of the files (first reads) %v after the replacement began", name, time.Since(start).Round(time.Millisecond))
 
 	sums, err := os.ReadFile(filepath.Join(out, "sums"))
 	if err != nil {
