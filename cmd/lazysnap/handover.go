@@ -4,7 +4,10 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/containerd/errdefs"
 
 	lazyfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/fs/node"
@@ -52,6 +55,8 @@ type heldFS struct {
 	socket string // fused's handover socket
 	held   *fused.HandoverHolder
 	log    *slog.Logger
+
+	resumeMu sync.Mutex // one resume at a time: two of one mount would fail the second
 }
 
 func newHeldFS(ctx context.Context, c *fused.Client, fusedSock string, log *slog.Logger) *heldFS {
@@ -67,6 +72,41 @@ func (h *heldFS) Mount(ctx context.Context, mountpoint string, labels map[string
 	}
 	h.collect(ctx, mountpoint)
 	return nil
+}
+
+// Check checks the mount; one fused does not know yet but serve holds (a
+// check that came between a new fused's start and its resumes) is resumed
+// first: mounting it again would drop the mount running containers use.
+func (h *heldFS) Check(ctx context.Context, mountpoint string, labels map[string]string) error {
+	err := h.Client.Check(ctx, mountpoint, labels)
+	if !errdefs.IsNotFound(err) {
+		return err
+	}
+	var found bool
+	h.held.Each(func(e fused.HandoverEntry) {
+		if e.Mountpoint == mountpoint {
+			found = true
+			if rerr := h.resume(ctx, e); rerr != nil {
+				h.log.WarnContext(ctx, "resuming a held mount on its check", "mountpoint", mountpoint, "error", rerr)
+			}
+		}
+	})
+	if !found {
+		return err
+	}
+	return h.Client.Check(ctx, mountpoint, labels)
+}
+
+// resume has fused serve e's mount unless it does already.
+func (h *heldFS) resume(ctx context.Context, e fused.HandoverEntry) error {
+	h.resumeMu.Lock()
+	defer h.resumeMu.Unlock()
+	if err := h.Client.Check(ctx, e.Mountpoint, e.Labels); !errdefs.IsNotFound(err) {
+		return nil // served (perhaps with a layer error Check reports)
+	}
+	ctx, cancel := context.WithTimeout(ctx, handoverTimeout)
+	defer cancel()
+	return fused.ResumeHandover(ctx, h.socket, e)
 }
 
 func (h *heldFS) Unmount(ctx context.Context, mountpoint string) error {
@@ -116,9 +156,7 @@ func (h *heldFS) resumeHeld(ctx context.Context) {
 	start := time.Now()
 	var resumed, failed []string
 	h.held.Each(func(e fused.HandoverEntry) {
-		rctx, cancel := context.WithTimeout(ctx, handoverTimeout)
-		defer cancel()
-		if err := fused.ResumeHandover(rctx, h.socket, e); err != nil {
+		if err := h.resume(ctx, e); err != nil {
 			h.log.ErrorContext(ctx, "fused could not resume a mount; it will be mounted again", "mountpoint", e.Mountpoint, "error", err)
 			failed = append(failed, e.Mountpoint)
 			return
