@@ -181,14 +181,16 @@ func runFused(ctx context.Context, cfg config, socket string) error {
 	srv := fused.NewHTTPServer(fsys)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(l) }()
+	var handover *fused.HandoverServer
 	if cfg.Handover {
-		hl, err := serveHandover(ctx, fsys, socket, log)
+		hs, hl, err := serveHandover(ctx, fsys, socket, log)
 		if err != nil {
 			srv.Close()
 			fsys.Close()
 			return err
 		}
 		defer hl.Close()
+		handover = hs
 	}
 	log.InfoContext(ctx, "fused serving", "socket", socket, "handover", cfg.Handover, "version", version)
 	select {
@@ -198,10 +200,12 @@ func runFused(ctx context.Context, cfg config, socket string) error {
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	srv.Shutdown(shutdownCtx)
-	if cfg.Handover {
+	if handover != nil && handover.Peers() > 0 {
 		// The mounts live on in the connections serve holds; the next
 		// fused resumes them. Closing them here would fail the reads in
 		// flight, which the kernel sends again to the next fused instead.
+		// With no serve connected (it stopped first: an uninstall, a
+		// node shutdown) no one would: unmount as without handover.
 		log.InfoContext(ctx, "fused stopping without unmounting: the next fused resumes the mounts")
 		return ignoreClosed(err)
 	}
@@ -219,21 +223,22 @@ func ignoreClosed(err error) error {
 }
 
 // serveHandover serves fused's handover socket, beside its API socket.
-func serveHandover(ctx context.Context, fsys layerFS, socket string, log *slog.Logger) (io.Closer, error) {
+func serveHandover(ctx context.Context, fsys layerFS, socket string, log *slog.Logger) (*fused.HandoverServer, io.Closer, error) {
 	a, ok := fsys.(statsAdapter)
 	if !ok {
-		return nil, fmt.Errorf("handover: the file system cannot hand mounts over")
+		return nil, nil, fmt.Errorf("handover: the file system cannot hand mounts over")
 	}
 	l, err := fused.ListenHandover(handoverSocket(socket))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	hs := fused.NewHandoverServer(handoverProvider{a.FS}, log)
 	go func() {
-		if err := fused.ServeHandover(ctx, l, handoverProvider{a.FS}, log); err != nil {
+		if err := hs.Serve(ctx, l); err != nil {
 			log.ErrorContext(ctx, "handover socket", "error", err)
 		}
 	}()
-	return l, nil
+	return hs, l, nil
 }
 
 // listenUnix listens on the unix socket path, 0600 whatever the umask

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
@@ -82,9 +83,26 @@ func ListenHandover(path string) (*net.UnixListener, error) {
 	return l, nil
 }
 
-// ServeHandover answers handover requests on l until l is closed; peers
-// that are not unixsock.Trusted are refused.
-func ServeHandover(ctx context.Context, l *net.UnixListener, p HandoverProvider, log *slog.Logger) error {
+// HandoverServer answers handover requests.
+type HandoverServer struct {
+	p     HandoverProvider
+	log   *slog.Logger
+	peers atomic.Int64
+}
+
+// NewHandoverServer returns the server of p's handovers.
+func NewHandoverServer(p HandoverProvider, log *slog.Logger) *HandoverServer {
+	return &HandoverServer{p: p, log: log}
+}
+
+// Peers is the number of connections open: a serve holding the mounts'
+// connections keeps one open (WatchHandover), so with none open no one
+// would resume a mount fused leaves behind.
+func (s *HandoverServer) Peers() int64 { return s.peers.Load() }
+
+// Serve answers requests on l until l is closed; peers that are not
+// unixsock.Trusted are refused.
+func (s *HandoverServer) Serve(ctx context.Context, l *net.UnixListener) error {
 	for {
 		c, err := l.AcceptUnix()
 		if err != nil {
@@ -96,10 +114,12 @@ func ServeHandover(ctx context.Context, l *net.UnixListener, p HandoverProvider,
 		go func() {
 			defer c.Close()
 			if !trustedConn(c) {
-				log.WarnContext(ctx, "handover connection refused: untrusted peer")
+				s.log.WarnContext(ctx, "handover connection refused: untrusted peer")
 				return
 			}
-			serveHandoverConn(ctx, c, p, log)
+			s.peers.Add(1)
+			defer s.peers.Add(-1)
+			serveHandoverConn(ctx, c, s.p, s.log)
 		}()
 	}
 }

@@ -68,7 +68,8 @@ func TestHandoverCollectAndResume(t *testing.T) {
 	}
 	p := &pipeProvider{resumed: map[string]string{}}
 	done := make(chan error, 1)
-	go func() { done <- ServeHandover(t.Context(), l, p, slog.New(slog.DiscardHandler)) }()
+	srv := NewHandoverServer(p, slog.New(slog.DiscardHandler))
+	go func() { done <- srv.Serve(t.Context(), l) }()
 	defer func() {
 		l.Close()
 		if err := <-done; err != nil {
@@ -78,6 +79,9 @@ func TestHandoverCollectAndResume(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 
+	if n := srv.Peers(); n != 0 {
+		t.Errorf("%d peers before any connected", n)
+	}
 	all, err := CollectHandovers(ctx, sock, "")
 	if err != nil || len(all) != 2 {
 		t.Fatalf("collect all: %d entries, %v", len(all), err)
