@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/singleflight"
 
 	lazyfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/fs/node"
@@ -56,7 +58,7 @@ type heldFS struct {
 	held   *fused.HandoverHolder
 	log    *slog.Logger
 
-	resumeMu sync.Mutex // one resume at a time: two of one mount would fail the second
+	resumes singleflight.Group // by mountpoint: a second resume of one mount would fail
 }
 
 func newHeldFS(ctx context.Context, c *fused.Client, fusedSock string, log *slog.Logger) *heldFS {
@@ -99,14 +101,15 @@ func (h *heldFS) Check(ctx context.Context, mountpoint string, labels map[string
 
 // resume has fused serve e's mount unless it does already.
 func (h *heldFS) resume(ctx context.Context, e fused.HandoverEntry) error {
-	h.resumeMu.Lock()
-	defer h.resumeMu.Unlock()
-	if err := h.Client.Check(ctx, e.Mountpoint, e.Labels); !errdefs.IsNotFound(err) {
-		return nil // served (perhaps with a layer error Check reports)
-	}
-	ctx, cancel := context.WithTimeout(ctx, handoverTimeout)
-	defer cancel()
-	return fused.ResumeHandover(ctx, h.socket, e)
+	_, err, _ := h.resumes.Do(e.Mountpoint, func() (any, error) {
+		if err := h.Client.Check(ctx, e.Mountpoint, e.Labels); !errdefs.IsNotFound(err) {
+			return nil, nil // served (perhaps with a layer error Check reports)
+		}
+		ctx, cancel := context.WithTimeout(ctx, handoverTimeout)
+		defer cancel()
+		return nil, fused.ResumeHandover(ctx, h.socket, e)
+	})
+	return err
 }
 
 func (h *heldFS) Unmount(ctx context.Context, mountpoint string) error {
@@ -154,17 +157,31 @@ func (h *heldFS) collect(ctx context.Context, mountpoint string) {
 // that follows mounts it anew.
 func (h *heldFS) resumeHeld(ctx context.Context) {
 	start := time.Now()
+	var mu sync.Mutex
 	var resumed, failed []string
+	var g errgroup.Group
+	g.SetLimit(resumeConcurrency)
 	h.held.Each(func(e fused.HandoverEntry) {
-		if err := h.resume(ctx, e); err != nil {
-			h.log.ErrorContext(ctx, "fused could not resume a mount; it will be mounted again", "mountpoint", e.Mountpoint, "error", err)
-			failed = append(failed, e.Mountpoint)
-			return
-		}
-		resumed = append(resumed, e.Mountpoint)
+		g.Go(func() error {
+			err := h.resume(ctx, e)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				h.log.ErrorContext(ctx, "fused could not resume a mount; it will be mounted again", "mountpoint", e.Mountpoint, "error", err)
+				failed = append(failed, e.Mountpoint)
+				return nil
+			}
+			resumed = append(resumed, e.Mountpoint)
+			return nil
+		})
 	})
+	g.Wait()
 	for _, mp := range failed {
 		h.held.Drop(mp)
 	}
 	h.log.InfoContext(ctx, "fused resumed the mounts handed over", "resumed", len(resumed), "failed", len(failed), "took", time.Since(start))
 }
+
+// resumeConcurrency bounds the mounts resumed at once: each builds its
+// layer's index from its TOC, which is CPU work.
+const resumeConcurrency = 4

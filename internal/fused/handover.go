@@ -324,7 +324,8 @@ func (h *HandoverHolder) Drop(mountpoint string) {
 	}
 }
 
-// Each calls fn with every entry held; fn must not keep the entry's files.
+// Each calls fn with every entry held. fn must not close the entry's files;
+// they stay open until the entry is dropped.
 func (h *HandoverHolder) Each(fn func(HandoverEntry)) {
 	h.mu.Lock()
 	es := make([]HandoverEntry, 0, len(h.entries))
