@@ -191,6 +191,7 @@ func runFused(ctx context.Context, cfg config, socket string) error {
 		}
 		defer hl.Close()
 		handover = hs
+		warnOldKernel(ctx, log)
 	}
 	log.InfoContext(ctx, "fused serving", "socket", socket, "handover", cfg.Handover, "version", version)
 	select {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/sys/unix"
 
 	lazyfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/fs/node"
@@ -185,3 +187,22 @@ func (h *heldFS) resumeHeld(ctx context.Context) {
 // resumeConcurrency bounds the mounts resumed at once: each builds its
 // layer's index from its TOC, which is CPU work.
 const resumeConcurrency = 4
+
+// warnOldKernel says what handover cannot do on a kernel before 6.9, which
+// has no FUSE_NOTIFY_RESEND: the requests a dying fused had read are never
+// answered, and their readers hang until the mount's connection is aborted.
+func warnOldKernel(ctx context.Context, log *slog.Logger) {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return
+	}
+	release := unix.ByteSliceToString(u.Release[:])
+	var major, minor int
+	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err != nil {
+		return
+	}
+	if major < 6 || major == 6 && minor < 9 {
+		log.WarnContext(ctx, "this kernel has no FUSE_NOTIFY_RESEND (Linux 6.9): reads in flight when fused dies hang instead of going on",
+			"kernel", release)
+	}
+}
