@@ -14,7 +14,6 @@ import (
 	"github.com/containerd/containerd/v2/pkg/snapshotters"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/stargz-snapshotter/estargz"
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
@@ -53,8 +52,9 @@ type FS struct {
 // mounted is one mounted layer.
 type mounted struct {
 	layer   *layer.Layer
-	server  *fuse.Server
+	node    *node.Mounted
 	ref     string
+	labels  map[string]string // of the Mount, for a handover
 	fetches *fetches
 	traced  bool // holds a recorder of f.traces for ref
 	// tracePaths are the files this node saw the image open first, in
@@ -126,7 +126,15 @@ func parseLabels(labels map[string]string) (target, error) {
 // fetch (WithBackgroundFetch) start; Mount returns at once, or after the
 // prefetch when that takes less than WithPrefetchWait. Layers mounted one
 // after the other therefore prefetch in parallel.
-func (f *FS) Mount(ctx context.Context, mountpoint string, labels map[string]string) (retErr error) {
+func (f *FS) Mount(ctx context.Context, mountpoint string, labels map[string]string) error {
+	return f.serve(ctx, mountpoint, labels, false, func(l *layer.Layer, opts []node.Option) (*node.Mounted, error) {
+		return node.Mount(mountpoint, l, opts...)
+	})
+}
+
+// serve builds the layer the labels describe and has start serve it at
+// mountpoint: a new mount, or one handed over (resumed, see Resume).
+func (f *FS) serve(ctx context.Context, mountpoint string, labels map[string]string, resumed bool, start startFunc) (retErr error) {
 	t, err := parseLabels(labels)
 	if err != nil {
 		return err
@@ -139,18 +147,14 @@ func (f *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 			f.release(mountpoint)
 		}
 	}()
-	blob, err := f.resolver.Resolve(ctx, t.ref, t.digest)
-	if err != nil {
-		return fmt.Errorf("resolving layer %s of %s: %w", t.digest, t.ref, err)
-	}
-	toc, err := readTOC(ctx, blob, t.tocDigest)
+	toc, err := f.layerTOC(ctx, mountpoint, t, resumed)
 	if err != nil {
 		return err
 	}
-	spec := mountSpec{ref: t.ref, bad: labels[LabelBad]}
+	spec := mountSpec{ref: t.ref, bad: labels[LabelBad], labels: labels}
 	spec.chain, spec.verify = parseChain(labels)
 	spec.verify = spec.verify && f.opts.verifyDiffID && spec.bad == ""
-	m, err := f.mountLayer(toc, mountpoint, spec)
+	m, err := f.mountLayer(toc, mountpoint, spec, start)
 	if err != nil {
 		return err
 	}
@@ -165,6 +169,9 @@ func (f *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 	return nil
 }
 
+// startFunc serves l with the node options.
+type startFunc func(l *layer.Layer, opts []node.Option) (*node.Mounted, error)
+
 // mountLayer serves toc's layer at mountpoint and starts its fetches.
 // mountSpec is what a Mount asks of the layer besides its blob.
 type mountSpec struct {
@@ -172,9 +179,10 @@ type mountSpec struct {
 	chain  chainCheck
 	verify bool   // check the layer's content against chain
 	bad    string // the layer was found bad before: why
+	labels map[string]string
 }
 
-func (f *FS) mountLayer(toc *layer.TOC, mountpoint string, spec mountSpec) (*mounted, error) {
+func (f *FS) mountLayer(toc *layer.TOC, mountpoint string, spec mountSpec, start startFunc) (*mounted, error) {
 	opts := append([]layer.Option{
 		layer.WithFlights(f.flights),
 		layer.WithScheduler(f.sched),
@@ -186,7 +194,7 @@ func (f *FS) mountLayer(toc *layer.TOC, mountpoint string, spec mountSpec) (*mou
 		return nil, err
 	}
 	ref := spec.ref
-	m := &mounted{layer: l, ref: ref, chain: spec.chain, verify: spec.verify}
+	m := &mounted{layer: l, ref: ref, chain: spec.chain, verify: spec.verify, labels: spec.labels}
 	switch {
 	case spec.bad != "":
 		l.MarkBad(errors.New(spec.bad))
@@ -211,7 +219,7 @@ func (f *FS) mountLayer(toc *layer.TOC, mountpoint string, spec mountSpec) (*mou
 			m.tracePaths = rec.Paths()
 		}
 	}
-	if m.server, err = node.Mount(mountpoint, l, nopts...); err != nil {
+	if m.node, err = start(l, nopts); err != nil {
 		f.releaseTrace(m)
 		return nil, errors.Join(err, l.Close())
 	}
@@ -286,6 +294,7 @@ func (f *FS) Unmount(ctx context.Context, mountpoint string) error {
 	delete(f.mounts, mountpoint)
 	f.mu.Unlock()
 	defer f.releaseTrace(m)
+	f.removeTail(mountpoint)
 	return m.unmount(mountpoint)
 }
 
@@ -294,13 +303,7 @@ func (f *FS) Unmount(ctx context.Context, mountpoint string) error {
 // detached and goes away when its last user does.
 func (m *mounted) unmount(mountpoint string) error {
 	m.fetches.stop()
-	err := m.layer.Close()
-	if uerr := m.server.Unmount(); uerr != nil {
-		if derr := unix.Unmount(mountpoint, unix.MNT_DETACH); derr != nil && !errors.Is(derr, unix.EINVAL) {
-			return errors.Join(err, fmt.Errorf("unmounting %s: %w", mountpoint, uerr), derr)
-		}
-	}
-	return err
+	return errors.Join(m.layer.Close(), m.node.Unmount())
 }
 
 // Stats returns the counters of every mounted layer by mountpoint.

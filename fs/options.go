@@ -32,6 +32,7 @@ type options struct {
 	debug          bool
 	verifyDiffID   bool
 	verifiedDir    string
+	tocTailDir     string
 }
 
 // DefaultTraceMaxFiles is the default of WithTraceMaxFiles; the daemon's
@@ -57,6 +58,12 @@ func defaultOptions() options {
 // WithCache uses an open cache store, shared with the caller (who closes
 // it). The default is to open one in the cache directory.
 func WithCache(s *cache.Store) Option { return func(o *options) { o.store = s } }
+
+// WithTOCTailDir keeps, per mounted layer, the ranges of its blob that
+// reading its TOC fetched, in dir, so that a layer handed over (Resume) is
+// built again without the registry. The default is "" (not kept: Resume
+// reads the TOC from the registry).
+func WithTOCTailDir(dir string) Option { return func(o *options) { o.tocTailDir = dir } }
 
 // WithCacheDir sets where the FS opens its cache store when WithCache is
 // not given. The default is /var/lib/lazysnap/cache.

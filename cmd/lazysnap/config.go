@@ -26,6 +26,7 @@ type config struct {
 	MetricsAddress  string                `toml:"metrics_address"`
 	LogLevel        string                `toml:"log_level"`
 	FuseManager     bool                  `toml:"fuse_manager"`
+	Handover        bool                  `toml:"handover"`
 	MemoryLimit     int64                 `toml:"memory_limit_bytes"`
 	WatchInterval   duration              `toml:"watch_interval"`
 	Containerd      containerdConfig      `toml:"containerd"`
@@ -112,6 +113,7 @@ func defaultConfig() config {
 		MetricsAddress: "",
 		LogLevel:       "info",
 		FuseManager:    true,
+		Handover:       true,
 		MemoryLimit:    96 << 20,
 		WatchInterval:  duration(5 * time.Second),
 		Containerd:     containerdConfig{Address: "/run/containerd/containerd.sock", Snapshotter: "lazysnap"},

@@ -50,6 +50,7 @@ func newLayerFS(_ context.Context, cfg config, log *slog.Logger) (layerFS, error
 		lazyfs.WithResolver(resolver),
 		lazyfs.WithCacheDir(filepath.Join(cfg.Root, "cache")),
 		lazyfs.WithVerifiedDir(filepath.Join(cfg.Root, "verified")),
+		lazyfs.WithTOCTailDir(filepath.Join(cfg.Root, "tocs")),
 		lazyfs.WithVerifyDiffID(cfg.Verify.DiffID),
 		lazyfs.WithCacheMaxBytes(cfg.Cache.MaxBytes),
 		lazyfs.WithMaxRequestBytes(cfg.Fetch.MaxRequestBytes),
@@ -180,7 +181,19 @@ func runFused(ctx context.Context, cfg config, socket string) error {
 	srv := fused.NewHTTPServer(fsys)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(l) }()
-	log.InfoContext(ctx, "fused serving", "socket", socket)
+	var handover *fused.HandoverServer
+	if cfg.Handover {
+		hs, hl, err := serveHandover(ctx, fsys, socket, log)
+		if err != nil {
+			srv.Close()
+			fsys.Close()
+			return err
+		}
+		defer hl.Close()
+		handover = hs
+		warnOldKernel(ctx, log)
+	}
+	log.InfoContext(ctx, "fused serving", "socket", socket, "handover", cfg.Handover, "version", version)
 	select {
 	case <-ctx.Done():
 	case err = <-serveErr:
@@ -188,13 +201,45 @@ func runFused(ctx context.Context, cfg config, socket string) error {
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	srv.Shutdown(shutdownCtx)
+	if handover != nil && handover.Peers() > 0 {
+		// The mounts live on in the connections serve holds; the next
+		// fused resumes them. Closing them here would fail the reads in
+		// flight, which the kernel sends again to the next fused instead.
+		// With no serve connected (it stopped first: an uninstall, a
+		// node shutdown) no one would: unmount as without handover.
+		log.InfoContext(ctx, "fused stopping without unmounting: the next fused resumes the mounts")
+		return ignoreClosed(err)
+	}
 	if cerr := fsys.Close(); cerr != nil {
 		return errors.Join(err, fmt.Errorf("unmounting layers: %w", cerr))
 	}
+	return ignoreClosed(err)
+}
+
+func ignoreClosed(err error) error {
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
 	return err
+}
+
+// serveHandover serves fused's handover socket, beside its API socket.
+func serveHandover(ctx context.Context, fsys layerFS, socket string, log *slog.Logger) (*fused.HandoverServer, io.Closer, error) {
+	a, ok := fsys.(statsAdapter)
+	if !ok {
+		return nil, nil, fmt.Errorf("handover: the file system cannot hand mounts over")
+	}
+	l, err := fused.ListenHandover(handoverSocket(socket))
+	if err != nil {
+		return nil, nil, err
+	}
+	hs := fused.NewHandoverServer(handoverProvider{a.FS}, log)
+	go func() {
+		if err := hs.Serve(ctx, l); err != nil {
+			log.ErrorContext(ctx, "handover socket", "error", err)
+		}
+	}()
+	return hs, l, nil
 }
 
 // listenUnix listens on the unix socket path, 0600 whatever the umask
@@ -237,19 +282,26 @@ func ensureFused(ctx context.Context, cfg config, configPath string, log *slog.L
 }
 
 // superviseFused starts fused again whenever it stops answering, then has
-// sn mount again the layers the dead fused held.
-func superviseFused(ctx context.Context, cfg config, configPath string, sn *snapshot.Snapshotter, log *slog.Logger) error {
+// it resume the mounts held (with handover on: held is not nil) and sn
+// mount again the layers the dead fused held that were not resumed.
+func superviseFused(ctx context.Context, cfg config, configPath string, sn *snapshot.Snapshotter, held *heldFS, log *slog.Logger) error {
 	argv, err := fusedArgv(cfg, configPath)
 	if err != nil {
 		return err
 	}
 	remount := func(ctx context.Context) {
+		if held != nil {
+			held.resumeHeld(ctx)
+		}
 		if err := sn.RemountAll(ctx); err != nil {
 			log.ErrorContext(ctx, "mounting layers again after fused restarted", "error", err)
 		}
 	}
-	return fusedproc.Supervise(ctx, fusedSocket(cfg.Root), argv, time.Duration(cfg.WatchInterval), remount,
-		fusedproc.WithLogFile(fusedLog(cfg.Root)), fusedproc.WithLogger(log))
+	opts := []fusedproc.Option{fusedproc.WithLogFile(fusedLog(cfg.Root)), fusedproc.WithLogger(log)}
+	if held != nil {
+		opts = append(opts, fusedproc.WithDied(held.watch(ctx)))
+	}
+	return fusedproc.Supervise(ctx, fusedSocket(cfg.Root), argv, time.Duration(cfg.WatchInterval), remount, opts...)
 }
 
 // fusedArgv is the command that runs `lazysnap fused` (this binary) for ROOT.

@@ -12,6 +12,10 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// version names the build; `go build -ldflags "-X main.version=..."` sets
+// it (upgrade tests tell two builds apart by it).
+var version = "dev"
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
@@ -30,6 +34,7 @@ func run(ctx context.Context, args []string) error {
 		Short:         "A containerd remote snapshotter that starts containers before their images are pulled",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version,
 	}
 	root.AddCommand(
 		newServeCommand(),

@@ -112,8 +112,11 @@ func runServe(ctx context.Context, cfg config, configPath string) error {
 	workers := []func(context.Context) error{
 		func(ctx context.Context) error { return watchLayers(ctx, sn, time.Duration(cfg.WatchInterval), log) },
 	}
-	if _, ok := fsys.(*fused.Client); ok {
-		workers = append(workers, func(ctx context.Context) error { return superviseFused(ctx, cfg, configPath, sn, log) })
+	switch v := fsys.(type) {
+	case *fused.Client:
+		workers = append(workers, func(ctx context.Context) error { return superviseFused(ctx, cfg, configPath, sn, nil, log) })
+	case *heldFS:
+		workers = append(workers, func(ctx context.Context) error { return superviseFused(ctx, cfg, configPath, sn, v, log) })
 	}
 	return serveGRPC(ctx, cfg, sn, proxy, gatherer, log, workers...)
 }
@@ -144,6 +147,9 @@ func openFileSystem(ctx context.Context, cfg config, configPath string, log *slo
 		if err != nil {
 			log.ErrorContext(ctx, "remote snapshots disabled: every layer is pulled", "error", err)
 			return nil, func() {}
+		}
+		if cfg.Handover {
+			return newHeldFS(ctx, c, fusedSocket(cfg.Root), log), func() {}
 		}
 		return c, func() {}
 	}

@@ -8,10 +8,8 @@ import (
 	"syscall"
 	"time"
 
-	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/lazysnap/lazysnap/fs/index"
 	"github.com/lazysnap/lazysnap/fs/layer"
 )
 
@@ -70,32 +68,29 @@ func WithFirstOpen(fn func(path string)) Option { return func(o *options) { o.fi
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
 // Mount mounts l read-only at mountpoint and returns once the kernel serves
-// it. Unmount with the returned server's Unmount.
-func Mount(mountpoint string, l *layer.Layer, opts ...Option) (*fuse.Server, error) {
+// it.
+func Mount(mountpoint string, l *layer.Layer, opts ...Option) (*Mounted, error) {
 	o := defaultOptions()
 	for _, opt := range opts {
 		opt(&o)
-	}
-	t := &tree{layer: l, idx: l.Index(), passthrough: o.passthrough, logger: o.logger}
-	if o.firstOpen != nil {
-		t.opened = newOpenedSet(l.Index().Len(), o.firstOpen)
 	}
 	mo := mountOptions(l, o)
 	if os.Geteuid() == 0 {
 		small := mo
 		smallRequestBuffers(&small)
-		server, err := mountTree(mountpoint, t, small, o.timeout)
+		m, err := mountTree(mountpoint, l, o, small)
 		if err == nil {
-			return server, nil
+			m.small = true
+			return m, nil
 		}
 		// Mount as before, fusermount included, with go-fuse's buffers.
 		o.logger.Debug("direct mount failed; retrying", "mountpoint", mountpoint, "error", err)
 	}
-	server, err := mountTree(mountpoint, t, mo, o.timeout)
+	m, err := mountTree(mountpoint, l, o, mo)
 	if err != nil {
 		return nil, fmt.Errorf("mounting layer %s at %s: %w", l.Digest(), mountpoint, err)
 	}
-	return server, nil
+	return m, nil
 }
 
 func mountOptions(l *layer.Layer, o options) fuse.MountOptions {
@@ -122,18 +117,25 @@ func mountOptions(l *layer.Layer, o options) fuse.MountOptions {
 	}
 }
 
-// mountTree serves t at mountpoint, from a fresh root node each time: a
-// failed mount may have attached the old one to its bridge.
-func mountTree(mountpoint string, t *tree, mo fuse.MountOptions, timeout time.Duration) (*fuse.Server, error) {
-	root := &dirNode{base: base{t: t, id: index.Root}}
-	return gofs.Mount(mountpoint, root, &gofs.Options{
-		MountOptions:    mo,
-		EntryTimeout:    &timeout,
-		AttrTimeout:     &timeout,
-		NegativeTimeout: &timeout,
-		NullPermissions: true, // report modes exactly as the TOC has them
-		RootStableAttr:  &gofs.StableAttr{Ino: 1},
-	})
+// mountTree serves l at mountpoint with fresh handles and open modes.
+func mountTree(mountpoint string, l *layer.Layer, o options, mo fuse.MountOptions) (*Mounted, error) {
+	modes, err := newIOModes(l.Index().Len())
+	if err != nil {
+		return nil, err
+	}
+	m := newMounted(mountpoint, l, o, modes)
+	server, err := fuse.NewServer(m.raw, mountpoint, &mo)
+	if err != nil {
+		modes.close()
+		return nil, err
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		modes.close()
+		return nil, err
+	}
+	m.server = server
+	return m, nil
 }
 
 // maxReadBytes is the largest READ the kernel sends: 128 KiB, the size the

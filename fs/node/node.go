@@ -1,16 +1,19 @@
 // Package node presents a layer as a read-only FUSE file system with
-// go-fuse: directories look entries up in the layer's index on demand,
-// files read through the layer's chunk reader, and errors become
-// syscall.Errno here and nowhere else.
+// go-fuse's fuse package: directories look entries up in the layer's index
+// on demand, files read through the layer's chunk reader, and errors become
+// syscall.Errno here and nowhere else. A mount's connection can be handed
+// to another process, which resumes serving it (Mount.Handover, Resume).
 package node
 
 import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
+	"strings"
+	"sync"
 	"syscall"
 
-	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
@@ -25,44 +28,61 @@ type tree struct {
 	passthrough bool
 	logger      *slog.Logger
 	opened      *openedSet // nil when first opens are not reported
+
+	parentsOnce sync.Once
+	parents     []parentSlot // built on the first path asked for
 }
 
-// base is the part common to every node: attributes and extended
-// attributes come straight from the index.
-type base struct {
-	gofs.Inode
-	t  *tree
-	id index.ID
+// parentSlot places an inode in its directory (one of them, for a
+// hardlinked file).
+type parentSlot struct {
+	dir  index.ID
+	slot int32
 }
 
-var (
-	_ = (gofs.NodeGetattrer)((*base)(nil))
-	_ = (gofs.NodeGetxattrer)((*base)(nil))
-	_ = (gofs.NodeListxattrer)((*base)(nil))
-	_ = (gofs.NodeStatfser)((*base)(nil))
-)
+// path returns an absolute path of id in the layer. The parents are built
+// once, when first needed: the kernel names inodes by node ID only, and
+// after a resume the node IDs it sends were never looked up here.
+func (t *tree) path(id index.ID) string {
+	t.parentsOnce.Do(func() {
+		t.parents = make([]parentSlot, t.idx.Len())
+		for dir := range index.ID(t.idx.Len()) {
+			if !t.idx.IsDir(dir) {
+				continue
+			}
+			for i := range t.idx.NumChildren(dir) {
+				_, c := t.idx.Child(dir, i)
+				if c != index.Root && t.parents[c] == (parentSlot{}) {
+					t.parents[c] = parentSlot{dir: dir, slot: int32(i)}
+				}
+			}
+		}
+	})
+	var names []string
+	for id != index.Root && len(names) < t.idx.Len() {
+		p := t.parents[id]
+		name, _ := t.idx.Child(p.dir, int(p.slot))
+		names = append(names, name)
+		id = p.dir
+	}
+	slices.Reverse(names)
+	return "/" + strings.Join(names, "/")
+}
 
-// Statfs reports a read-only file system of the layer's size. The name
+// statfs reports a read-only file system of the layer's size. The name
 // length matters: overlayfs refuses names longer than its layers' maximum.
-func (n *base) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+func (t *tree) statfs(out *fuse.StatfsOut) {
 	const bsize = 4096
-	s := n.t.layer.Stats()
+	s := t.layer.Stats()
 	out.Bsize, out.Frsize = bsize, bsize
 	out.Blocks = uint64(s.BytesTotal+bsize-1) / bsize
-	out.Files = uint64(n.t.idx.Len())
+	out.Files = uint64(t.idx.Len())
 	out.NameLen = 255
-	return 0
 }
 
 // ino is the inode number of id: stable for a layer, shared by hardlinks.
 // The root is 1, as FUSE expects.
 func ino(id index.ID) uint64 { return uint64(id) + 1 }
-
-// Getattr reports the attributes recorded in the TOC.
-func (n *base) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	fillAttr(n.t.idx, n.id, &out.Attr)
-	return 0
-}
 
 func fillAttr(idx *index.Index, id index.ID, a *fuse.Attr) {
 	at := idx.Attr(id)
@@ -79,10 +99,10 @@ func fillAttr(idx *index.Index, id index.ID, a *fuse.Attr) {
 	a.Rdev = uint32(unix.Mkdev(at.DevMajor, at.DevMinor))
 }
 
-// Getxattr returns one extended attribute from the TOC (or the opaque mark
+// getxattr returns one extended attribute from the TOC (or the opaque mark
 // of a directory).
-func (n *base) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	v, ok := n.t.idx.Xattr(n.id, attr)
+func (t *tree) getxattr(id index.ID, attr string, dest []byte) (uint32, syscall.Errno) {
+	v, ok := t.idx.Xattr(id, attr)
 	if !ok {
 		return 0, syscall.ENODATA
 	}
@@ -92,10 +112,10 @@ func (n *base) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	return uint32(copy(dest, v)), 0
 }
 
-// Listxattr lists the names of the extended attributes, NUL-terminated.
-func (n *base) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+// listxattr lists the names of the extended attributes, NUL-terminated.
+func (t *tree) listxattr(id index.ID, dest []byte) (uint32, syscall.Errno) {
 	var size int
-	xs := n.t.idx.Xattrs(n.id)
+	xs := t.idx.Xattrs(id)
 	for _, x := range xs {
 		size += len(x.Name) + 1
 	}
@@ -109,26 +129,6 @@ func (n *base) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 		off++
 	}
 	return uint32(size), 0
-}
-
-// newNode returns the go-fuse node for id.
-func (t *tree) newNode(id index.ID) gofs.InodeEmbedder {
-	switch t.idx.Mode(id) & syscall.S_IFMT {
-	case syscall.S_IFDIR:
-		return &dirNode{base: base{t: t, id: id}}
-	case syscall.S_IFREG:
-		return &fileNode{base: base{t: t, id: id}}
-	case syscall.S_IFLNK:
-		return &symlinkNode{base: base{t: t, id: id}}
-	default: // devices, fifos and whiteouts have nothing but attributes
-		return &base{t: t, id: id}
-	}
-}
-
-// stableAttr is what go-fuse keys inodes by: hardlinked names of one inode
-// get the same go-fuse Inode.
-func (t *tree) stableAttr(id index.ID) gofs.StableAttr {
-	return gofs.StableAttr{Mode: t.idx.Mode(id) & syscall.S_IFMT, Ino: ino(id)}
 }
 
 // errno turns an error of the layer into what the reader sees. A read that

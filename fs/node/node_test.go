@@ -12,12 +12,10 @@ import (
 	"testing"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
-	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/lazysnap/lazysnap/cache"
-	"github.com/lazysnap/lazysnap/fs/index"
 	"github.com/lazysnap/lazysnap/fs/layer"
 	"github.com/lazysnap/lazysnap/fs/remote"
 )
@@ -100,12 +98,15 @@ func bridge(t *testing.T, first func(string)) (fuse.RawFileSystem, *badBlob) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close(); store.Close() })
-	tr := &tree{layer: l, idx: l.Index(), logger: slog.New(slog.DiscardHandler)}
-	if first != nil {
-		tr.opened = newOpenedSet(l.Index().Len(), first)
+	modes, err := newIOModes(l.Index().Len())
+	if err != nil {
+		t.Fatal(err)
 	}
-	root := &dirNode{base: base{t: tr, id: index.Root}}
-	return gofs.NewNodeFS(root, &gofs.Options{NullPermissions: true, RootStableAttr: &gofs.StableAttr{Ino: 1}}), blob
+	o := defaultOptions()
+	o.logger, o.firstOpen = slog.New(slog.DiscardHandler), first
+	m := newMounted("", l, o, modes)
+	t.Cleanup(func() { m.raw.handles.closeAll(); modes.close() })
+	return m.raw, blob
 }
 
 func lookup(t *testing.T, raw fuse.RawFileSystem, parent uint64, name string) fuse.EntryOut {
@@ -144,8 +145,9 @@ func TestLookupAttrAndRead(t *testing.T) {
 		t.Fatalf("app.conf: mode %o size %d", conf.Attr.Mode, conf.Attr.Size)
 	}
 	var out fuse.EntryOut
-	if st := raw.Lookup(nil, &fuse.InHeader{NodeId: etc.NodeId}, "missing", &out); st != fuse.ENOENT {
-		t.Errorf("lookup of a missing name: %v, want ENOENT", st)
+	// A missing name is a negative entry the kernel caches.
+	if st := raw.Lookup(nil, &fuse.InHeader{NodeId: etc.NodeId}, "missing", &out); !st.Ok() || out.NodeId != 0 || out.EntryTimeout() == 0 {
+		t.Errorf("lookup of a missing name: %v, node %d, timeout %v; want a negative entry", st, out.NodeId, out.EntryTimeout())
 	}
 	got, st := readFile(raw, conf.NodeId)
 	if !st.Ok() || string(got) != appConf {

@@ -28,6 +28,7 @@ type options struct {
 	startTimeout time.Duration
 	pollInterval time.Duration
 	logger       *slog.Logger
+	died         <-chan struct{}
 }
 
 // defaultOptions holds every default in one place.
@@ -53,6 +54,12 @@ func WithStartTimeout(d time.Duration) Option { return func(o *options) { o.star
 // WithPollInterval sets how often Ensure asks a starting fused whether it
 // is up. The default is 50 ms.
 func WithPollInterval(d time.Duration) Option { return func(o *options) { o.pollInterval = d } }
+
+// WithDied gives Supervise a channel on which the caller reports that fused
+// is gone (it saw fused's end of a connection close): Supervise then starts
+// it again after one failed check instead of two, at once instead of at
+// the next interval. The default is nil (only the checks count).
+func WithDied(ch <-chan struct{}) Option { return func(o *options) { o.died = ch } }
 
 // WithLogger sets the logger. The default is slog.Default().
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }

@@ -26,6 +26,9 @@ func Supervise(ctx context.Context, socket string, argv []string, interval time.
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-o.died:
+			// Told fused is gone: one failed check is enough.
+			misses = 1
 		}
 		hctx, cancel := context.WithTimeout(ctx, interval)
 		err := c.Healthz(hctx)
