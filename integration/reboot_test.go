@@ -24,13 +24,21 @@ type faultEnv struct {
 
 func startFaultEnv(t *testing.T, extraConfig string, opts ...testenv.ContainerdOption) *faultEnv {
 	t.Helper()
+	return startFaultEnvWith(t, extraConfig, nil, opts...)
+}
+
+// startFaultEnvWith is startFaultEnv with options for serve as well.
+func startFaultEnvWith(t *testing.T, extraConfig string, lsOpts []testenv.LazysnapOption,
+	opts ...testenv.ContainerdOption) *faultEnv {
+	t.Helper()
 	requireLazyBinaries(t)
 	e := &faultEnv{lazyEnv: lazyEnv{reg: testenv.StartRegistry(t)}}
 	e.faults = testenv.StartFaultProxy(t, e.reg.Host)
 	opts = append([]testenv.ContainerdOption{testenv.WithLazysnap(),
 		testenv.WithRegistryHost(e.reg.Host), testenv.WithRegistryHost(e.faults.Host)}, opts...)
 	e.cd = testenv.StartContainerd(t, opts...)
-	e.ls = testenv.StartLazysnap(t, e.cd, testenv.WithLazysnapConfig(lazysnapConfig(e.cd)+extraConfig))
+	lsOpts = append([]testenv.LazysnapOption{testenv.WithLazysnapConfig(lazysnapConfig(e.cd) + extraConfig)}, lsOpts...)
+	e.ls = testenv.StartLazysnap(t, e.cd, lsOpts...)
 	return e
 }
 

@@ -77,12 +77,17 @@ type soak struct {
 	gens       []time.Time // when each generation of containers started
 	containers []*soakContainer
 	windows    []soakWindow
+
+	bin      string    // the lazysnap binary serve runs, replaced by upgrades
+	builds   [2]string // two builds of lazysnap, told apart by their version
+	upgrades int
 }
 
 // TestSoak runs at least 20 containers reading random files of three lazy
 // images for -soak (45 s by default), while faults are injected in turn:
-// SIGKILL of fused, SIGKILL of serve, a containerd restart, the registry
-// answering 503, the registry stalling. Every sum a container computed is
+// SIGKILL of fused, an upgrade of fused to another build, SIGKILL of
+// serve, a containerd restart, the registry answering 503, the registry
+// stalling. Every sum a container computed is
 // checked against the image's files: no byte may be wrong. Read errors
 // are counted by window: errors while the registry is down are allowed for
 // data not cached yet; any other error fails the test, those of the
@@ -92,7 +97,9 @@ func TestSoak(t *testing.T) {
 	if testing.Short() {
 		t.Skip("soak: not in -short")
 	}
-	s := &soak{e: startFaultEnv(t, soakConfig), outRoot: t.TempDir()}
+	s := &soak{outRoot: t.TempDir()}
+	s.buildBinaries(t)
+	s.e = startFaultEnvWith(t, soakConfig, []testenv.LazysnapOption{testenv.WithLazysnapBinary(s.bin)})
 	s.buildImages(t)
 	s.startGeneration(t)
 	s.injectFaults(t, time.Now().Add(*soakDuration))
@@ -193,7 +200,7 @@ func (s *soak) stopGeneration(t *testing.T, gen int) {
 // until end.
 func (s *soak) injectFaults(t *testing.T, end time.Time) {
 	t.Helper()
-	kinds := []func(*testing.T) soakWindow{s.killFused, s.killServe, s.restartContainerd,
+	kinds := []func(*testing.T) soakWindow{s.killFused, s.upgradeFused, s.killServe, s.restartContainerd,
 		s.registryFault(testenv.FaultUnavailable), s.registryFault(testenv.FaultStall)}
 	for i := 0; ; i++ {
 		time.Sleep(soakQuiet)
@@ -226,6 +233,60 @@ func (s *soak) killFused(t *testing.T) soakWindow {
 	// The running containers read on: the new fused resumed their mounts.
 	w.end = time.Now()
 	return w
+}
+
+// buildBinaries builds lazysnap twice, with two version strings; serve
+// runs a copy of the first.
+func (s *soak) buildBinaries(t *testing.T) {
+	t.Helper()
+	dir := t.TempDir()
+	for i := range s.builds {
+		s.builds[i] = filepath.Join(dir, fmt.Sprintf("lazysnap-%d", i))
+		buildLazysnap(t, s.builds[i], fmt.Sprintf("soak-build-%d", i))
+	}
+	s.bin = filepath.Join(dir, "lazysnap")
+	copyExecutable(t, s.builds[0], s.bin)
+}
+
+// upgradeFused upgrades fused as an operator does: the other build is
+// renamed over the binary on disk and fused gets SIGTERM; serve starts the
+// new binary's fused, which resumes the mounts.
+func (s *soak) upgradeFused(t *testing.T) soakWindow {
+	t.Helper()
+	w := soakWindow{kind: "fused upgrade", start: time.Now()}
+	s.upgrades++
+	next := s.bin + ".next"
+	copyExecutable(t, s.builds[s.upgrades%2], next)
+	if err := os.Rename(next, s.bin); err != nil {
+		t.Fatal(err)
+	}
+	old := s.e.ls.FusedPID()
+	if old == 0 {
+		t.Fatal("no fused runs")
+	}
+	if err := syscall.Kill(old, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for pid := s.e.ls.FusedPID(); pid == 0 || pid == old; pid = s.e.ls.FusedPID() {
+		if time.Now().After(deadline) {
+			t.Fatal("serve did not start the upgraded fused")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	w.end = time.Now()
+	return w
+}
+
+func copyExecutable(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (s *soak) killServe(t *testing.T) soakWindow {
