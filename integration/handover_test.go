@@ -69,6 +69,35 @@ func TestFusedUpgradedWhileContainerReads(t *testing.T) {
 	}
 }
 
+// TestUpgradeByRestartingServe upgrades as an installer or systemd does:
+// the new binary is renamed over the old one and only serve is restarted.
+// The new serve takes every mount's connection from the old fused, sees
+// that fused runs another binary, and replaces it; the container reading
+// meanwhile sees no error, and the fused then running is the new build.
+func TestUpgradeByRestartingServe(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "lazysnap")
+	buildLazysnap(t, bin, "before-upgrade")
+	e := newLazyEnv(t)
+	opts := []testenv.ContainerdOption{testenv.WithLazysnap(),
+		testenv.WithRegistryHost(e.reg.Host), testenv.WithRegistryHost(e.proxy.Host)}
+	e.cd = testenv.StartContainerd(t, opts...)
+	e.ls = testenv.StartLazysnap(t, e.cd, testenv.WithLazysnapConfig(lazysnapConfig(e.cd)), testenv.WithLazysnapBinary(bin))
+	next := bin + ".next"
+	buildLazysnap(t, next, "after-upgrade")
+	testFusedReplaced(t, e, "serve-upgrade", func(int) {
+		if err := os.Rename(next, bin); err != nil {
+			t.Fatal(err)
+		}
+		e.ls.Kill()
+		e.ls.Restart()
+	})
+	pid := e.ls.FusedPID()
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil || exe != bin {
+		t.Fatalf("fused %d runs %q (%v), want the upgraded %s", pid, exe, err, bin)
+	}
+}
+
 // testFusedReplaced runs a container that hashes the image's files, pauses
 // halfway, has replace end the running fused, lets the container go on
 // while a new fused comes up, and checks every sum.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -61,12 +62,13 @@ type heldFS struct {
 	log    *slog.Logger
 
 	resumes singleflight.Group // by mountpoint: a second resume of one mount would fail
+	heldAll bool               // serve took every connection of the fused it found at start
 }
 
 func newHeldFS(ctx context.Context, c *fused.Client, fusedSock string, log *slog.Logger) *heldFS {
 	h := &heldFS{Client: c, socket: handoverSocket(fusedSock), held: fused.NewHandoverHolder(), log: log}
 	// A fused that outlived the last serve holds mounts: take them all.
-	h.collect(ctx, "")
+	h.heldAll = h.collect(ctx, "") == nil
 	return h
 }
 
@@ -74,7 +76,7 @@ func (h *heldFS) Mount(ctx context.Context, mountpoint string, labels map[string
 	if err := h.Client.Mount(ctx, mountpoint, labels); err != nil {
 		return err
 	}
-	h.collect(ctx, mountpoint)
+	_ = h.collect(ctx, mountpoint) // logged: the mount works, without outliving fused
 	return nil
 }
 
@@ -126,7 +128,7 @@ func (h *heldFS) watch(ctx context.Context) <-chan struct{} {
 	died := make(chan struct{}, 1)
 	go func() {
 		for ctx.Err() == nil {
-			if err := fused.WatchHandover(ctx, h.socket); err == nil && ctx.Err() == nil {
+			if err := fused.WatchHandover(ctx, h.socket, h.replaceIfStale); err == nil && ctx.Err() == nil {
 				select {
 				case died <- struct{}{}:
 				default:
@@ -141,17 +143,51 @@ func (h *heldFS) watch(ctx context.Context) <-chan struct{} {
 	return died
 }
 
+// replaceIfStale stops, with SIGTERM, a fused that runs another binary
+// than this serve: serve was upgraded and restarted while fused kept the
+// mounts. serve holds every mount's connection and is connected, so fused
+// exits without unmounting, and the fused started next, from serve's
+// binary, resumes them. An upgrade thus needs nothing but a restart of
+// serve, whatever restarts it (systemd, the installer's supervisor).
+func (h *heldFS) replaceIfStale(pid int) {
+	if pid <= 0 || !h.heldAll {
+		return // without every connection, its mounts would die with it
+	}
+	same, err := sameExecutable(os.Getpid(), pid)
+	if err != nil || same {
+		return
+	}
+	h.log.Info("fused runs another build than serve: replacing it; its mounts are handed over", "pid", pid)
+	if err := unix.Kill(pid, unix.SIGTERM); err != nil {
+		h.log.Warn("stopping the fused of another build", "pid", pid, "error", err)
+	}
+}
+
+// sameExecutable reports whether processes a and b run the same file: a
+// binary renamed over by an upgrade is another inode.
+func sameExecutable(a, b int) (bool, error) {
+	var sa, sb unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/exe", a), &sa); err != nil {
+		return false, fmt.Errorf("finding process %d's binary: %w", a, err)
+	}
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/exe", b), &sb); err != nil {
+		return false, fmt.Errorf("finding process %d's binary: %w", b, err)
+	}
+	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
+}
+
 // collect takes the connections of mountpoint ("" for all) from fused. A
 // failure leaves the mount working, without surviving fused: logged.
-func (h *heldFS) collect(ctx context.Context, mountpoint string) {
+func (h *heldFS) collect(ctx context.Context, mountpoint string) error {
 	ctx, cancel := context.WithTimeout(ctx, handoverTimeout)
 	defer cancel()
 	es, err := fused.CollectHandovers(ctx, h.socket, mountpoint)
 	if err != nil {
 		h.log.WarnContext(ctx, "collecting mounts' FUSE connections from fused; they will not survive it", "mountpoint", mountpoint, "error", err)
-		return
+		return err
 	}
 	h.held.Put(es...)
+	return nil
 }
 
 // resumeHeld gives every connection held to the fused just started, which

@@ -347,10 +347,15 @@ func (h *HandoverHolder) Len() int {
 
 // WatchHandover connects to the handover socket and returns when fused's
 // end closes, as it does when fused exits or dies, or when ctx is done.
-func WatchHandover(ctx context.Context, socket string) error {
+// connected, when not nil, is called once the connection is up with the
+// process ID of the fused at the other end (0 if the kernel does not say).
+func WatchHandover(ctx context.Context, socket string, connected func(pid int)) error {
 	c, err := dialHandover(ctx, socket)
 	if err != nil {
 		return err
+	}
+	if connected != nil {
+		connected(peerPID(c))
 	}
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
@@ -364,4 +369,19 @@ func WatchHandover(ctx context.Context, socket string) error {
 		return nil
 	}
 	return err
+}
+
+// peerPID is the process ID at the other end of c (SO_PEERCRED), or 0.
+func peerPID(c *net.UnixConn) int {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var pid int
+	_ = raw.Control(func(fd uintptr) {
+		if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+			pid = int(cred.Pid)
+		}
+	})
+	return pid
 }

@@ -135,7 +135,7 @@ func TestWatchHandoverEndsWithServer(t *testing.T) {
 		}
 		accepted <- err
 	}()
-	if err := WatchHandover(t.Context(), sock); err != nil {
+	if err := WatchHandover(t.Context(), sock, nil); err != nil {
 		t.Fatalf("watch: %v", err)
 	}
 	if err := <-accepted; err != nil {
