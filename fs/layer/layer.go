@@ -49,10 +49,10 @@ const (
 	DefaultMaxRequestBytes int64 = 4 << 20
 	// DefaultConcurrency is the default of WithConcurrency.
 	DefaultConcurrency = 4
-	// DefaultReadAheadBytes is the default of WithReadAhead: off until a
-	// read whose read-ahead request stalls is known to meet its deadline
-	// (TestSlowRegistryNeitherHoldsReadsNorStarvesOthers hangs with it on).
-	DefaultReadAheadBytes int64 = 0
+	// DefaultReadAheadBytes is the default of WithReadAhead: a budget, not
+	// what a tail fetches, which raModel cuts to one round trip of the
+	// layer's reads.
+	DefaultReadAheadBytes int64 = 1 << 20
 	// DefaultReadTimeout is the default of WithReadTimeout.
 	DefaultReadTimeout = 30 * time.Second
 )
@@ -64,7 +64,7 @@ func defaultOptions() options {
 		maxPrefetchBytes: 32 << 20,               // The default is 32 MiB.
 		maxGapBytes:      256 << 10,              // The default is 256 KiB.
 		concurrency:      DefaultConcurrency,     // The default is 4 requests at once per read.
-		readAhead:        DefaultReadAheadBytes,  // The default is off.
+		readAhead:        DefaultReadAheadBytes,  // The default is 1 MiB.
 		readTimeout:      DefaultReadTimeout,     // The default is 30s.
 		logger:           slog.Default(),
 	}
@@ -105,7 +105,8 @@ func WithMaxGapBytes(n int64) Option { return func(o *options) { o.maxGapBytes =
 // stored next in the layer (its neighbours in the tar) that are not cached
 // yet; the read returns as soon as its own chunks are stored. The layer
 // cuts the tail further to the files its stream stores within one measured
-// round trip (see raModel). 0 disables read-ahead. The default is 0 (off).
+// round trip (see raModel), and ends the request at the read's deadline.
+// 0 disables read-ahead. The default is 1 MiB.
 func WithReadAhead(n int64) Option { return func(o *options) { o.readAhead = max(0, n) } }
 
 // WithScheduler shares the scheduler that puts reads before background
@@ -336,8 +337,7 @@ func (f *File) fetchMissing(ctx context.Context, lo, hi int, missing []int) erro
 	for round := 1; ; round++ {
 		if err := f.l.fetchChunks(ctx, f, missing); err != nil {
 			if errors.Is(context.Cause(ctx), errReadTimeout) {
-				return fmt.Errorf("layer %s from %s: %w after %s: %w", f.l.Digest(), f.l.source(),
-					errReadTimeout, f.l.opts.readTimeout, err)
+				return f.l.deadlineError(err)
 			}
 			return err
 		}
@@ -349,6 +349,20 @@ func (f *File) fetchMissing(ctx context.Context, lo, hi int, missing []int) erro
 				len(missing), f.digest, round, errdefs.ErrUnavailable)
 		}
 	}
+}
+
+// deadlineError is the error of a read whose deadline passed while its
+// fetch failed with err. A cancellation inside err (a request cancelled
+// because the read ended) is kept as text only: fs/node takes a read that
+// failed as cancelled for an interrupted one and answers EINTR, which the
+// reader retries at once, so the read would never end.
+func (l *Layer) deadlineError(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("layer %s from %s: %w after %s: %v", l.Digest(), l.source(),
+			errReadTimeout, l.opts.readTimeout, err)
+	}
+	return fmt.Errorf("layer %s from %s: %w after %s: %w", l.Digest(), l.source(),
+		errReadTimeout, l.opts.readTimeout, err)
 }
 
 // missing returns the indices in [lo, hi) of the chunks not in the cache,

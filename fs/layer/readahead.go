@@ -2,6 +2,7 @@ package layer
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -80,18 +81,27 @@ func (l *Layer) readAhead(from target) (tail []target, files map[index.ID]*File,
 // rest read-ahead, with one request, and returns once the read's chunks are
 // stored (or failed): the request goes on streaming the read-ahead chunks
 // on its own, under the layer's context, so the read never waits for them.
+// done is called when the stream ends.
+//
 // If ctx ends before the read's chunks are stored, the request is
-// cancelled. done is called when the stream ends.
+// cancelled (with ctx's cause) and the read fails with ctx's error, not
+// with the request's cancellation: fs/node answers context.Canceled with
+// EINTR, which readers retry at once, so a read past its deadline would
+// otherwise be retried forever, each retry another read-ahead request
+// cancelled at its deadline.
+// Once the read's chunks are stored the stream goes on, but no longer than
+// ctx's deadline (the read's), so that a tail on a slow registry does not
+// hold a request slot, or flights other reads wait for, long after its read.
 //
 // It feeds raModel: the time to the read's own chunks is a round trip, and
 // the rest of a stream that ran to its end is the cost of tailFiles files.
 func (l *Layer) fetchRunAhead(ctx context.Context, run []target, own, tailFiles int, done func()) error {
-	rctx, cancel := context.WithCancel(l.ctx)
+	rctx, cancel := l.aheadContext(ctx)
 	ownDone := make(chan error, 1)
 	go func() {
 		defer l.streams.end()
 		defer done()
-		defer cancel()
+		defer cancel(nil)
 		start := time.Now()
 		var ownAt time.Time
 		err := l.fetchRunSplit(rctx, run, classRead, own, func(err error) {
@@ -112,11 +122,34 @@ func (l *Layer) fetchRunAhead(ctx context.Context, run []target, own, tailFiles 
 	case err := <-ownDone:
 		return err
 	case <-ctx.Done():
-		cancel()
+		cancel(context.Cause(ctx))
 		// The read's File must outlive the writes into its entry.
-		return <-ownDone
+		if err := <-ownDone; err == nil {
+			return nil // stored just as ctx ended
+		}
+		return fmt.Errorf("request with read-ahead for the read's chunks: %w", ctx.Err())
 	}
 }
+
+// aheadContext returns the context of a read-ahead request for the read
+// whose context is ctx: the layer's (the request outlives the read), ending
+// at the read's deadline too.
+func (l *Layer) aheadContext(ctx context.Context) (context.Context, context.CancelCauseFunc) {
+	rctx, cancel := context.WithCancelCause(l.ctx)
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return rctx, cancel
+	}
+	rctx, stop := context.WithDeadlineCause(rctx, deadline, errReadAheadDeadline)
+	return rctx, func(cause error) {
+		cancel(cause)
+		stop()
+	}
+}
+
+// errReadAheadDeadline ends a read-ahead request still streaming at its
+// read's deadline.
+var errReadAheadDeadline = fmt.Errorf("read-ahead ran to its read's deadline: %w", context.DeadlineExceeded)
 
 // streams counts the read-ahead streams still running, so that Close waits
 // for them to close their cache entries before it drops the layer's holds.
