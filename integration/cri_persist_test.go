@@ -69,6 +69,26 @@ func (p *privateEnv) killFused(t *testing.T) {
 	}
 }
 
+// crashDaemons SIGKILLs serve and fused together, as a crash of the node's
+// lazysnap does: every FUSE connection closes (so no mount is handed over)
+// and every credential held in memory is gone. serve is then started
+// again, and starts fused, which mounts the layers again.
+func (p *privateEnv) crashDaemons(t *testing.T) {
+	t.Helper()
+	old := p.ls.FusedPID()
+	if old == 0 {
+		t.Fatal("no fused runs")
+	}
+	p.ls.Kill()
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for p.ls.FusedPID() == old {
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.ls.Restart()
+}
+
 // runListing runs a container of the image listing /data.
 func (p *privateEnv) runListing(id string) (string, error) {
 	return p.cd.Ctr(p.cd.RunArgs("lazysnap", p.ref, id, testenv.ListingCommand("/data")...)...)
@@ -76,9 +96,10 @@ func (p *privateEnv) runListing(id string) (string, error) {
 
 // TestPersistedCredentialsRemountPrivateLayers: with credentials.persist
 // on, the credentials of the kubelet's pull are kept in a 0600 file in the
-// 0700 root, and a fused started again (serve restarts it after a SIGKILL,
-// as after a reboot) loads them and mounts the private image's layers
-// again: a new container reads every file right, and no pull is needed.
+// 0700 root, and after serve and fused crashed together (every mount and
+// every credential in memory lost, as at a reboot) the new fused loads them
+// and mounts the private image's layers again: a new container reads every
+// file right, and no pull is needed.
 func TestPersistedCredentialsRemountPrivateLayers(t *testing.T) {
 	p := startPrivateEnv(t, "[credentials]\npersist = true\n")
 	file := filepath.Join(p.ls.Root, "credentials.json")
@@ -93,7 +114,7 @@ func TestPersistedCredentialsRemountPrivateLayers(t *testing.T) {
 		t.Errorf("state root mode %v (%v), want 0700", rst.Mode().Perm(), err)
 	}
 
-	p.killFused(t)
+	p.crashDaemons(t)
 	deadline := time.Now().Add(time.Minute)
 	for i := 0; ; i++ {
 		out, err := p.runListing(fmt.Sprintf("after-restart-%d", i))
@@ -112,13 +133,13 @@ func TestPersistedCredentialsRemountPrivateLayers(t *testing.T) {
 }
 
 // TestUnpersistedCredentialsFailLoudly: with credentials.persist off (the
-// default), a restarted fused has no credentials for the private registry:
-// containers of the image fail to start, naming the image and the layer,
-// instead of starting on an empty layer, and no file under lazysnap's root
-// holds the password.
+// default), after serve and fused crashed together no process has the
+// private registry's credentials: containers of the image fail to start,
+// naming the image and the layer, instead of starting on an empty layer,
+// and no file under lazysnap's root holds the password.
 func TestUnpersistedCredentialsFailLoudly(t *testing.T) {
 	p := startPrivateEnv(t, "")
-	p.killFused(t)
+	p.crashDaemons(t)
 	deadline := time.Now().Add(time.Minute)
 	for i := 0; ; i++ {
 		out, err := p.runListing(fmt.Sprintf("after-restart-%d", i))
@@ -138,4 +159,18 @@ func TestUnpersistedCredentialsFailLoudly(t *testing.T) {
 		t.Errorf("credentials.json exists with credentials.persist off: %v", err)
 	}
 	assertNoFileHolds(t, p.ls.Root, p.password)
+}
+
+// TestFusedKillKeepsCredentials: with credentials.persist off, a fused
+// killed alone loses nothing: serve hands the next fused the mounts and
+// the credentials it passed on, so a container of the private image reads
+// every file right, uncached ones included, without a new pull.
+func TestFusedKillKeepsCredentials(t *testing.T) {
+	p := startPrivateEnv(t, "")
+	p.killFused(t)
+	out, err := p.runListing("after-fused-kill")
+	if err != nil {
+		t.Fatalf("a container of the private image failed after a fused kill: %v", err)
+	}
+	assertListing(t, p.img, "/data", out)
 }

@@ -1,15 +1,18 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/google/go-containerregistry/pkg/authn"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/sys/unix"
@@ -63,6 +66,69 @@ type heldFS struct {
 
 	resumes singleflight.Group // by mountpoint: a second resume of one mount would fail
 	heldAll bool               // serve took every connection of the fused it found at start
+	creds   credentialLog      // what the CRI proxy told fused, for the next fused
+}
+
+// credentialLog remembers, in memory only, the credentials serve passed to
+// fused, so that a fused started after a crash or an upgrade gets them
+// before it resumes the mounts: the mounts survive fused, so must what
+// reading a private image takes. The calls are replayed in their order (a
+// repository carries its pull's step, see credstore.PullRepository), the
+// last one per host and repository string, so the log stays as small as
+// the set of repositories pulled.
+type credentialLog struct {
+	mu    sync.Mutex
+	seq   uint64
+	calls map[[2]string]credentialCall
+}
+
+type credentialCall struct {
+	seq              uint64
+	host, repository string
+	auth             authn.AuthConfig
+}
+
+func (l *credentialLog) add(host, repository string, auth authn.AuthConfig) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.calls == nil {
+		l.calls = map[[2]string]credentialCall{}
+	}
+	l.seq++
+	l.calls[[2]string{host, repository}] = credentialCall{seq: l.seq, host: host, repository: repository, auth: auth}
+}
+
+// inOrder returns the calls remembered, oldest first.
+func (l *credentialLog) inOrder() []credentialCall {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]credentialCall, 0, len(l.calls))
+	for _, c := range l.calls {
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b credentialCall) int { return cmp.Compare(a.seq, b.seq) })
+	return out
+}
+
+// SetCredentials passes a pull's credentials to fused and remembers them
+// for the next fused.
+func (h *heldFS) SetCredentials(ctx context.Context, host, repository string, auth authn.AuthConfig) error {
+	h.creds.add(host, repository, auth)
+	return h.Client.SetCredentials(ctx, host, repository, auth)
+}
+
+// replayCredentials gives a new fused the credentials its predecessor had
+// from serve.
+func (h *heldFS) replayCredentials(ctx context.Context) {
+	calls := h.creds.inOrder()
+	for _, c := range calls {
+		if err := h.Client.SetCredentials(ctx, c.host, c.repository, c.auth); err != nil {
+			h.log.WarnContext(ctx, "passing credentials to the new fused", "host", c.host, "error", err)
+		}
+	}
+	if len(calls) > 0 {
+		h.log.InfoContext(ctx, "passed the registry credentials serve holds to the new fused", "calls", len(calls))
+	}
 }
 
 func newHeldFS(ctx context.Context, c *fused.Client, fusedSock string, log *slog.Logger) *heldFS {
@@ -144,16 +210,24 @@ func (h *heldFS) watch(ctx context.Context) <-chan struct{} {
 }
 
 // replaceIfStale stops, with SIGTERM, a fused that runs another binary
-// than this serve: serve was upgraded and restarted while fused kept the
-// mounts. serve holds every mount's connection and is connected, so fused
-// exits without unmounting, and the fused started next, from serve's
-// binary, resumes them. An upgrade thus needs nothing but a restart of
-// serve, whatever restarts it (systemd, the installer's supervisor).
+// than the one now at the path serve starts fused from: lazysnap was
+// upgraded (the new binary renamed over the old) and serve restarted while
+// fused kept the mounts. serve holds every mount's connection and is
+// connected, so fused exits without unmounting, and the fused started
+// next, from the binary now on disk, resumes them. An upgrade thus needs
+// nothing but a restart of serve, whatever restarts it (systemd, the
+// installer's supervisor). Comparing with the file on disk, not with
+// serve's own binary, keeps an old serve from replacing, again and again,
+// a fused newer than itself.
 func (h *heldFS) replaceIfStale(pid int) {
 	if pid <= 0 || !h.heldAll {
 		return // without every connection, its mounts would die with it
 	}
-	same, err := sameExecutable(os.Getpid(), pid)
+	exe, err := os.Executable()
+	if err != nil {
+		return
+	}
+	same, err := runsFile(pid, exe)
 	if err != nil || same {
 		return
 	}
@@ -163,17 +237,17 @@ func (h *heldFS) replaceIfStale(pid int) {
 	}
 }
 
-// sameExecutable reports whether processes a and b run the same file: a
-// binary renamed over by an upgrade is another inode.
-func sameExecutable(a, b int) (bool, error) {
-	var sa, sb unix.Stat_t
-	if err := unix.Stat(fmt.Sprintf("/proc/%d/exe", a), &sa); err != nil {
-		return false, fmt.Errorf("finding process %d's binary: %w", a, err)
+// runsFile reports whether process pid runs the file at path: a binary
+// renamed over by an upgrade is another inode.
+func runsFile(pid int, path string) (bool, error) {
+	var running, onDisk unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/exe", pid), &running); err != nil {
+		return false, fmt.Errorf("finding process %d's binary: %w", pid, err)
 	}
-	if err := unix.Stat(fmt.Sprintf("/proc/%d/exe", b), &sb); err != nil {
-		return false, fmt.Errorf("finding process %d's binary: %w", b, err)
+	if err := unix.Stat(path, &onDisk); err != nil {
+		return false, fmt.Errorf("finding %s: %w", path, err)
 	}
-	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
+	return running.Dev == onDisk.Dev && running.Ino == onDisk.Ino, nil
 }
 
 // collect takes the connections of mountpoint ("" for all) from fused. A
@@ -190,10 +264,11 @@ func (h *heldFS) collect(ctx context.Context, mountpoint string) error {
 	return nil
 }
 
-// resumeHeld gives every connection held to the fused just started, which
-// serves them again. A mount it could not resume is dropped: the remount
-// that follows mounts it anew.
+// resumeHeld gives the fused just started the credentials serve holds, then
+// every connection held, which it serves again. A mount it could not
+// resume is dropped: the remount that follows mounts it anew.
 func (h *heldFS) resumeHeld(ctx context.Context) {
+	h.replayCredentials(ctx)
 	start := time.Now()
 	var mu sync.Mutex
 	var resumed, failed []string
