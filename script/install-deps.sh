@@ -98,4 +98,26 @@ cni_plugins() {
 }
 cni_plugins
 
+# The stargz snapshotter's daemon, a peer `make bench` runs side by side
+# with lazysnap. The proxy does not serve upstream's cmd module, so a small
+# main of ours in its own module (tools/peers/stargz, pinned in its go.mod)
+# wraps the published service package. The stamp is the hash of that
+# module's files, so editing them rebuilds it.
+stargz_grpc() {
+	local dir
+	dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tools/peers/stargz"
+	local sum
+	sum=$(cat "$dir/go.mod" "$dir/go.sum" "$dir"/*.go | sha256sum | cut -c1-16)
+	local stamp="$STAMPS/containerd-stargz-grpc@$sum"
+	if [ -x "$TOOLS/containerd-stargz-grpc" ] && [ -f "$stamp" ]; then
+		return
+	fi
+	log "go build tools/peers/stargz (containerd-stargz-grpc)"
+	(cd "$dir" && GOFLAGS=-mod=mod go build -o "$TOOLS/containerd-stargz-grpc.new" .)
+	mv "$TOOLS/containerd-stargz-grpc.new" "$TOOLS/containerd-stargz-grpc"
+	rm -f "$STAMPS"/containerd-stargz-grpc@*
+	touch "$stamp"
+}
+stargz_grpc
+
 log "tools ready in $TOOLS"
