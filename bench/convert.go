@@ -145,9 +145,9 @@ func (c *converter) args(w Workload, src string, m Mode, dst, trace string) ([]s
 // conversion names the image format a mode runs.
 func (m Mode) conversion() string {
 	switch m {
-	case Lazy, External, Baseline:
+	case Lazy, External, Baseline, Stargz:
 		return "estargz"
-	case Optimized:
+	case Optimized, StargzOptimized:
 		return "estargz-optimized"
 	case Traced:
 		return "estargz-traced"

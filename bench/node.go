@@ -19,6 +19,8 @@ func (e *env) startNode(tb testing.TB, m Mode) *testenv.Containerd {
 		opts = append(opts, testenv.WithLazysnap())
 	case m == External:
 		opts = append(opts, testenv.WithProxySnapshotter(externalSnapshotter))
+	case m.usesStargz():
+		opts = append(opts, testenv.WithProxySnapshotter(stargzSnapshotter))
 	}
 	cd := testenv.StartContainerd(tb, opts...)
 	e.footprint.addNode(cd)
@@ -31,6 +33,8 @@ func (e *env) startNode(tb testing.TB, m Mode) *testenv.Containerd {
 				testenv.WithLazysnapBinary(e.baselineBin)}
 		}
 		testenv.StartLazysnap(tb, cd, lopts...)
+	case m.usesStargz():
+		startStargz(tb, cd, e.proxy.Host)
 	case m == External:
 		// containerd dials a proxy plugin on first use, so linking its
 		// socket path to the other snapshotter's socket now is enough.
