@@ -98,26 +98,29 @@ cni_plugins() {
 }
 cni_plugins
 
-# The stargz snapshotter's daemon, a peer `make bench` runs side by side
-# with lazysnap. The proxy does not serve upstream's cmd module, so a small
-# main of ours in its own module (tools/peers/stargz, pinned in its go.mod)
-# wraps the published service package. The stamp is the hash of that
-# module's files, so editing them rebuilds it.
-stargz_grpc() {
-	local dir
-	dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tools/peers/stargz"
+# The stargz snapshotter, a peer `make bench` runs side by side with
+# lazysnap. The proxy does not serve upstream's cmd module, so small mains of
+# ours, each in its own module pinned in its go.mod, wrap the published
+# packages: tools/peers/stargz is the daemon (containerd-stargz-grpc),
+# tools/peers/stargz-optimize its optimizer (analyzer and converter). The
+# stamp is the hash of the module's files, so editing them rebuilds it.
+# peer_tool NAME DIR (relative to the repository)
+peer_tool() {
+	local name=$1 dir
+	dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/$2"
 	local sum
 	sum=$(cat "$dir/go.mod" "$dir/go.sum" "$dir"/*.go | sha256sum | cut -c1-16)
-	local stamp="$STAMPS/containerd-stargz-grpc@$sum"
-	if [ -x "$TOOLS/containerd-stargz-grpc" ] && [ -f "$stamp" ]; then
+	local stamp="$STAMPS/$name@$sum"
+	if [ -x "$TOOLS/$name" ] && [ -f "$stamp" ]; then
 		return
 	fi
-	log "go build tools/peers/stargz (containerd-stargz-grpc)"
-	(cd "$dir" && GOFLAGS=-mod=mod go build -o "$TOOLS/containerd-stargz-grpc.new" .)
-	mv "$TOOLS/containerd-stargz-grpc.new" "$TOOLS/containerd-stargz-grpc"
-	rm -f "$STAMPS"/containerd-stargz-grpc@*
+	log "go build $2 ($name)"
+	(cd "$dir" && GOFLAGS=-mod=mod go build -o "$TOOLS/$name.new" .)
+	mv "$TOOLS/$name.new" "$TOOLS/$name"
+	rm -f "$STAMPS/$name"@*
 	touch "$stamp"
 }
-stargz_grpc
+peer_tool containerd-stargz-grpc tools/peers/stargz
+peer_tool stargz-optimize tools/peers/stargz-optimize
 
 log "tools ready in $TOOLS"
