@@ -29,9 +29,12 @@ type converter struct {
 	runc        string
 	binSum      string
 	lazysnapSum string
+	// stargzOptSum is the digest of the stargz optimizer, which makes the
+	// stargz-optimized conversion instead of lazyconv ("" if not installed).
+	stargzOptSum string
 }
 
-func newConverter(cacheDir, lazyconv, lazysnap, runc string) (*converter, error) {
+func newConverter(cacheDir, lazyconv, lazysnap, runc, stargzOpt string) (*converter, error) {
 	sum, err := fileSHA256(lazyconv)
 	if err != nil {
 		return nil, fmt.Errorf("hashing lazyconv: %w", err)
@@ -40,17 +43,21 @@ func newConverter(cacheDir, lazyconv, lazysnap, runc string) (*converter, error)
 	if err != nil {
 		return nil, fmt.Errorf("hashing lazysnap: %w", err)
 	}
-	return &converter{cacheDir: cacheDir, lazyconv: lazyconv, runc: runc, binSum: sum, lazysnapSum: lsSum}, nil
+	soSum, _ := fileSHA256(stargzOpt) // checked when the mode runs
+	return &converter{cacheDir: cacheDir, lazyconv: lazyconv, runc: runc, binSum: sum, lazysnapSum: lsSum,
+		stargzOptSum: soSum}, nil
 }
 
 // traceFunc records the workload's trace and writes it, in the
-// --prioritize format, to the file at path. It is called only when the
-// traced conversion is not cached, since it runs the workload on a node.
+// --prioritize format, to the file at path; for the stargz-optimized mode
+// it writes the peer's optimized image, an OCI archive, there instead. It
+// is called only when the conversion is not cached, since it runs the
+// workload on a node.
 type traceFunc func(ctx context.Context, path string) error
 
 // publish converts src for mode (or reuses the cached conversion) and
 // pushes the result to dst, a plain-HTTP registry reference. learn is used
-// by the traced mode only.
+// by the traced and stargz-optimized modes only.
 func (c *converter) publish(ctx context.Context, w Workload, src *testenv.Image, m Mode, dst string, learn traceFunc) error {
 	dir := filepath.Join(c.cacheDir, c.key(w, src.Digest, m))
 	if _, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
@@ -65,11 +72,14 @@ func (c *converter) key(w Workload, srcDigest string, m Mode) string {
 	h := sha256.New()
 	cmd, _ := json.Marshal(w.Cmd)
 	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n", c.binSum, srcDigest, m.conversion(), cmd, w.recordLine())
-	if m == Traced {
+	switch m.conversion() {
+	case "estargz-traced":
 		// The trace depends on the recorder and on when the run stopped
 		// (ready); the other keys stay as they were, so rebuilding
 		// lazysnap keeps their cached conversions.
 		fmt.Fprintf(h, "%s\n%s\n", c.lazysnapSum, w.Ready)
+	case "stargz-optimized":
+		fmt.Fprintf(h, "%s\n", c.stargzOptSum)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:32]
 }
@@ -90,6 +100,9 @@ func (c *converter) convert(ctx context.Context, w Workload, src string, m Mode,
 	}
 	defer os.RemoveAll(tmp)
 	out := filepath.Join(tmp, "layout")
+	if m.conversion() == "stargz-optimized" {
+		return c.convertWith(ctx, learn, tmp, dir)
+	}
 	trace := filepath.Join(tmp, "trace.txt")
 	if m == Traced {
 		if learn == nil {
@@ -112,6 +125,30 @@ func (c *converter) convert(ctx context.Context, w Workload, src string, m Mode,
 		if err := os.Rename(trace, tracePath(dir)); err != nil {
 			return fmt.Errorf("storing trace: %w", err)
 		}
+	}
+	if err := os.Rename(out, dir); err != nil {
+		return fmt.Errorf("storing conversion: %w", err)
+	}
+	return nil
+}
+
+// convertWith has optimize write the image as an OCI archive and unpacks it
+// into the layout dir, the record beside it (the peer's own optimizer
+// rather than lazyconv makes the stargz-optimized image).
+func (c *converter) convertWith(ctx context.Context, optimize traceFunc, tmp, dir string) error {
+	if optimize == nil {
+		return fmt.Errorf("no optimizer for the stargz-optimized conversion")
+	}
+	archive := filepath.Join(tmp, "image.tar")
+	if err := optimize(ctx, archive); err != nil {
+		return fmt.Errorf("optimizing with the stargz optimizer: %w", err)
+	}
+	out := filepath.Join(tmp, "layout")
+	if err := untar(archive, out); err != nil {
+		return fmt.Errorf("unpacking the optimized image: %w", err)
+	}
+	if err := os.Rename(recordPath(archive), tracePath(dir)); err != nil {
+		return fmt.Errorf("storing the record: %w", err)
 	}
 	if err := os.Rename(out, dir); err != nil {
 		return fmt.Errorf("storing conversion: %w", err)
@@ -147,8 +184,10 @@ func (m Mode) conversion() string {
 	switch m {
 	case Lazy, External, Baseline, Stargz:
 		return "estargz"
-	case Optimized, StargzOptimized:
+	case Optimized:
 		return "estargz-optimized"
+	case StargzOptimized:
+		return "stargz-optimized"
 	case Traced:
 		return "estargz-traced"
 	case ZstdChunked:
