@@ -60,7 +60,10 @@ func parseFlags() flags {
 	var f flags
 	flag.StringVar(&f.address, "address", "/run/containerd/containerd.sock", "containerd socket")
 	flag.StringVar(&f.namespace, "namespace", "default", "containerd namespace")
-	flag.StringVar(&f.snapshotter, "snapshotter", "overlayfs", "snapshotter the analyzer unpacks the image into")
+	// Empty, as upstream's default: a snapshotter named on the container
+	// makes the image config's user look-up want a snapshot the analyzer
+	// never creates (it mounts the image itself), so it fails.
+	flag.StringVar(&f.snapshotter, "snapshotter", "", "snapshotter the analyzer unpacks the image into (default: containerd's)")
 	flag.StringVar(&f.src, "src", "", "the image to optimize, already in containerd")
 	flag.StringVar(&f.dst, "dst", "", "the name of the optimized image (default: src + \"-esgz-opt\")")
 	flag.StringVar(&f.out, "out", "", "where to write the optimized image as an OCI archive (tar)")
