@@ -29,12 +29,18 @@ type converter struct {
 	runc        string
 	binSum      string
 	lazysnapSum string
-	// stargzOptSum is the digest of the stargz optimizer, which makes the
-	// stargz-optimized conversion instead of lazyconv ("" if not installed).
-	stargzOptSum string
+	// peerSums are, by conversion, the digests of the peers' own tools
+	// that make it instead of lazyconv ("" if not installed).
+	peerSums map[string]string
 }
 
-func newConverter(cacheDir, lazyconv, lazysnap, runc, stargzOpt string) (*converter, error) {
+// peerConversions names the tool (in the tools dir) that makes each
+// conversion a peer makes itself, as its users would.
+func peerConversions() map[string]string {
+	return map[string]string{"stargz-optimized": stargzOptimizer, "soci": sociPeer}
+}
+
+func newConverter(cacheDir, lazyconv, lazysnap, runc, toolsDir string) (*converter, error) {
 	sum, err := fileSHA256(lazyconv)
 	if err != nil {
 		return nil, fmt.Errorf("hashing lazyconv: %w", err)
@@ -43,9 +49,12 @@ func newConverter(cacheDir, lazyconv, lazysnap, runc, stargzOpt string) (*conver
 	if err != nil {
 		return nil, fmt.Errorf("hashing lazysnap: %w", err)
 	}
-	soSum, _ := fileSHA256(stargzOpt) // checked when the mode runs
+	peerSums := map[string]string{}
+	for conv, tool := range peerConversions() {
+		peerSums[conv], _ = fileSHA256(filepath.Join(toolsDir, tool)) // checked when the mode runs
+	}
 	return &converter{cacheDir: cacheDir, lazyconv: lazyconv, runc: runc, binSum: sum, lazysnapSum: lsSum,
-		stargzOptSum: soSum}, nil
+		peerSums: peerSums}, nil
 }
 
 // traceFunc records the workload's trace and writes it, in the
@@ -72,14 +81,14 @@ func (c *converter) key(w Workload, srcDigest string, m Mode) string {
 	h := sha256.New()
 	cmd, _ := json.Marshal(w.Cmd)
 	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n", c.binSum, srcDigest, m.conversion(), cmd, w.recordLine())
-	switch m.conversion() {
-	case "estargz-traced":
+	if m == Traced {
 		// The trace depends on the recorder and on when the run stopped
 		// (ready); the other keys stay as they were, so rebuilding
 		// lazysnap keeps their cached conversions.
 		fmt.Fprintf(h, "%s\n%s\n", c.lazysnapSum, w.Ready)
-	case "stargz-optimized":
-		fmt.Fprintf(h, "%s\n", c.stargzOptSum)
+	}
+	if sum, ok := c.peerSums[m.conversion()]; ok {
+		fmt.Fprintf(h, "%s\n", sum)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:32]
 }
@@ -100,7 +109,7 @@ func (c *converter) convert(ctx context.Context, w Workload, src string, m Mode,
 	}
 	defer os.RemoveAll(tmp)
 	out := filepath.Join(tmp, "layout")
-	if m.conversion() == "stargz-optimized" {
+	if _, ok := c.peerSums[m.conversion()]; ok {
 		return c.convertWith(ctx, learn, tmp, dir)
 	}
 	trace := filepath.Join(tmp, "trace.txt")
@@ -132,22 +141,22 @@ func (c *converter) convert(ctx context.Context, w Workload, src string, m Mode,
 	return nil
 }
 
-// convertWith has optimize write the image as an OCI archive and unpacks it
-// into the layout dir, the record beside it (the peer's own optimizer
-// rather than lazyconv makes the stargz-optimized image).
-func (c *converter) convertWith(ctx context.Context, optimize traceFunc, tmp, dir string) error {
-	if optimize == nil {
-		return fmt.Errorf("no optimizer for the stargz-optimized conversion")
+// convertWith has a peer's tool (make) write the image as an OCI archive
+// and unpacks it into the layout dir, the tool's record, if any, beside it
+// (the stargz optimizer and SOCI make their own images, not lazyconv).
+func (c *converter) convertWith(ctx context.Context, make traceFunc, tmp, dir string) error {
+	if make == nil {
+		return fmt.Errorf("no tool for this conversion")
 	}
 	archive := filepath.Join(tmp, "image.tar")
-	if err := optimize(ctx, archive); err != nil {
-		return fmt.Errorf("optimizing with the stargz optimizer: %w", err)
+	if err := make(ctx, archive); err != nil {
+		return fmt.Errorf("converting with the peer's tool: %w", err)
 	}
 	out := filepath.Join(tmp, "layout")
 	if err := untar(archive, out); err != nil {
-		return fmt.Errorf("unpacking the optimized image: %w", err)
+		return fmt.Errorf("unpacking the converted image: %w", err)
 	}
-	if err := os.Rename(recordPath(archive), tracePath(dir)); err != nil {
+	if err := os.Rename(recordPath(archive), tracePath(dir)); err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("storing the record: %w", err)
 	}
 	if err := os.Rename(out, dir); err != nil {
@@ -188,6 +197,8 @@ func (m Mode) conversion() string {
 		return "estargz-optimized"
 	case StargzOptimized:
 		return "stargz-optimized"
+	case Soci:
+		return "soci"
 	case Traced:
 		return "estargz-traced"
 	case ZstdChunked:

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -46,7 +45,7 @@ func (e *env) prepare(ctx context.Context, tb testing.TB) (map[string]map[Mode]s
 		tb.Fatal(err)
 	}
 	conv, err := newConverter(e.cacheDir, testenv.LazyconvBin(), e.lazysnapBin, testenv.Tool(tb, "runc"),
-		filepath.Join(testenv.ToolsDir(), stargzOptimizer))
+		testenv.ToolsDir())
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -88,9 +87,14 @@ func (e *env) publish(ctx context.Context, tb testing.TB, conv *converter, w Wor
 			return e.recordTrace(ctx, tb, w, testenv.RefVia(plain, e.proxy.Host), path)
 		}
 	}
-	if m == StargzOptimized {
+	switch m {
+	case StargzOptimized:
 		learn = func(ctx context.Context, path string) error {
 			return e.stargzOptimize(ctx, tb, w, testenv.RefVia(src.Ref, e.proxy.Host), path)
+		}
+	case Soci:
+		learn = func(ctx context.Context, path string) error {
+			return e.sociConvert(ctx, tb, w, testenv.RefVia(src.Ref, e.proxy.Host), path)
 		}
 	}
 	e.logger.Info("converting (or taking the cached conversion)", "workload", w.Name, "format", m.conversion())

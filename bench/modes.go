@@ -38,11 +38,15 @@ const (
 	// files first (the lazysnap-optimized image, standard eStargz with a
 	// prefetch landmark) on the stargz snapshotter.
 	StargzOptimized Mode = "stargz-optimized"
+	// Soci runs the gzip original with a SOCI index (soci convert) on the
+	// SOCI snapshotter (soci-peer serve, built by script/install-deps.sh at
+	// a pinned version), started fresh per case like lazysnap.
+	Soci Mode = "soci"
 )
 
 // allModes lists every mode, in the order the usage message names them.
 func allModes() []Mode {
-	return []Mode{Overlayfs, Lazy, Optimized, Traced, ZstdChunked, External, Baseline, Stargz, StargzOptimized}
+	return []Mode{Overlayfs, Lazy, Optimized, Traced, ZstdChunked, External, Baseline, Stargz, StargzOptimized, Soci}
 }
 
 // DefaultModes are the modes a run has unless told otherwise; External is
@@ -71,6 +75,8 @@ func (m Mode) snapshotter() string {
 		return externalSnapshotter
 	case Stargz, StargzOptimized:
 		return stargzSnapshotter
+	case Soci:
+		return sociSnapshotter
 	}
 	return "lazysnap"
 }

@@ -19,8 +19,8 @@ func TestParseModes(t *testing.T) {
 			t.Errorf("ParseModes = %v; want %v", got, want)
 		}
 	}
-	if _, err := ParseModes("soci"); err == nil || !strings.Contains(err.Error(), "stargz-optimized") {
-		t.Errorf("ParseModes(soci) error = %v; want one naming the known modes", err)
+	if _, err := ParseModes("nydus"); err == nil || !strings.Contains(err.Error(), "stargz-optimized") {
+		t.Errorf("ParseModes(nydus) error = %v; want one naming the known modes", err)
 	}
 }
 

@@ -21,6 +21,8 @@ func (e *env) startNode(tb testing.TB, m Mode) *testenv.Containerd {
 		opts = append(opts, testenv.WithProxySnapshotter(externalSnapshotter))
 	case m.usesStargz():
 		opts = append(opts, testenv.WithProxySnapshotter(stargzSnapshotter))
+	case m == Soci:
+		opts = append(opts, testenv.WithProxySnapshotter(sociSnapshotter))
 	}
 	cd := testenv.StartContainerd(tb, opts...)
 	e.footprint.addNode(cd)
@@ -35,6 +37,8 @@ func (e *env) startNode(tb testing.TB, m Mode) *testenv.Containerd {
 		testenv.StartLazysnap(tb, cd, lopts...)
 	case m.usesStargz():
 		startStargz(tb, cd, e.proxy.Host)
+	case m == Soci:
+		startSoci(tb, cd, e.proxy.Host)
 	case m == External:
 		// containerd dials a proxy plugin on first use, so linking its
 		// socket path to the other snapshotter's socket now is enough.

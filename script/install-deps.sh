@@ -21,7 +21,7 @@ mkdir -p "$TOOLS" "$STAMPS"
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
-apt_packages=(fuse3 libseccomp-dev pkg-config iproute2 mmdebstrap busybox-static umoci skopeo gcc libc6-dev)
+apt_packages=(fuse3 libseccomp-dev pkg-config iproute2 mmdebstrap busybox-static umoci skopeo gcc libc6-dev zlib1g-dev)
 missing=()
 for p in "${apt_packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -122,5 +122,10 @@ peer_tool() {
 }
 peer_tool containerd-stargz-grpc tools/peers/stargz
 peer_tool stargz-optimize tools/peers/stargz-optimize
+# The SOCI snapshotter (awslabs/soci-snapshotter), likewise from its main
+# module: soci-peer serves its snapshotter and builds its indexes. Its zTOC
+# code is cgo against zlib (upstream links a static libz.a it builds;
+# Debian's zlib1g-dev provides one).
+peer_tool soci-peer tools/peers/soci
 
 log "tools ready in $TOOLS"
