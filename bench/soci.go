@@ -21,21 +21,25 @@ const sociPeer = "soci-peer"
 
 // startSoci starts a fresh SOCI snapshotter for cd (started
 // WithProxySnapshotter(sociSnapshotter)) with the node's own empty root.
-// Its defaults keep content in containerd's content store, so it is given
-// the node's containerd; the registry at host is its own insecure mirror.
+// Its default content store is containerd's, but through a proxy plugin
+// its batches get no namespace ("namespace is required"), so it keeps its
+// artifacts in its own store, under the root; the registry at host is its
+// own insecure mirror.
 func startSoci(tb testing.TB, cd *testenv.Containerd, host string) *testenv.Peer {
 	tb.Helper()
 	cfg := filepath.Join(tb.TempDir(), "soci.toml")
-	if err := os.WriteFile(cfg, []byte(sociConfig(cd.Address, host)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(sociConfig(host)), 0o644); err != nil {
 		tb.Fatalf("writing soci config: %v", err)
 	}
 	return testenv.StartPeer(tb, cd, testenv.Tool(tb, sociPeer), "serve",
 		"--address", cd.Proxy.Socket, "--root", cd.Proxy.Root, "--config", cfg, "--log-level", "warn")
 }
 
-func sociConfig(containerdAddress, host string) string {
-	return fmt.Sprintf("[content_store]\ntype = \"containerd\"\ncontainerd_address = %q\n\n"+
-		"[[resolver.host.%q.mirrors]]\nhost = %q\ninsecure = true\n", containerdAddress, host, host)
+// sociConfig: unlike the stargz snapshotter's, SOCI's mirror host is parsed
+// as a URL, so it carries its scheme.
+func sociConfig(host string) string {
+	return fmt.Sprintf("[content_store]\ntype = \"soci\"\n\n"+
+		"[[resolver.host.%q.mirrors]]\nhost = %q\ninsecure = true\n", host, "http://"+host)
 }
 
 // sociConvert makes the SOCI image as a SOCI user would with `soci

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -25,9 +26,12 @@ import (
 	"syscall"
 
 	"github.com/awslabs/soci-snapshotter/config"
+	socifs "github.com/awslabs/soci-snapshotter/fs"
+	"github.com/awslabs/soci-snapshotter/metadata"
 	"github.com/awslabs/soci-snapshotter/service"
 	"github.com/awslabs/soci-snapshotter/soci"
 	"github.com/awslabs/soci-snapshotter/soci/store"
+	"github.com/awslabs/soci-snapshotter/ztoc"
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/contrib/snapshotservice"
@@ -36,6 +40,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 )
 
@@ -74,7 +79,13 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	sn, err := service.NewSociSnapshotterService(ctx, *root, &cfg.ServiceConfig)
+	store, closeStore, err := metadataStore(*root)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	sn, err := service.NewSociSnapshotterService(ctx, *root, &cfg.ServiceConfig,
+		service.WithFilesystemOptions(socifs.WithMetadataStore(store)))
 	if err != nil {
 		return fmt.Errorf("creating the snapshotter: %w", err)
 	}
@@ -97,6 +108,23 @@ func serve(args []string) error {
 		rpc.Stop()
 		return nil
 	}
+}
+
+// metadataStore is upstream's default metadata store ("db"): one bbolt
+// database in the root holding every layer's file metadata. The service
+// leaves it to the daemon's main, and the filesystem needs it.
+func metadataStore(root string) (metadata.Store, func() error, error) {
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("creating %s: %w", root, err)
+	}
+	db, err := bolt.Open(filepath.Join(root, "metadata.db"), 0o600, &bolt.Options{NoFreelistSync: true})
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening the metadata database: %w", err)
+	}
+	store := func(sr *io.SectionReader, toc ztoc.TOC, opts ...metadata.Option) (metadata.Reader, error) {
+		return metadata.NewReader(db, sr, toc, opts...)
+	}
+	return store, db.Close, nil
 }
 
 // listen removes a stale socket first, or the listen would fail.
