@@ -40,7 +40,7 @@ func registerFlags(fs *flag.FlagSet) *benchFlags {
 	fs.IntVar(&f.reps, "reps", 3, "repetitions of each case")
 	fs.StringVar(&f.images, "images", "python", "comma-separated images of the default set (python, gcc, redis, scipy, jvm, node)")
 	fs.BoolVar(&f.full, "full", false, "run every image of the default set")
-	fs.StringVar(&f.modes, "modes", "", "comma-separated modes (default: overlayfs and the four lazysnap modes; also stargz, stargz-optimized, external, lazysnap-baseline)")
+	fs.StringVar(&f.modes, "modes", "", "comma-separated modes (default: overlayfs and the four lazysnap modes; also stargz, stargz-optimized, soci, external, lazysnap-baseline)")
 	fs.StringVar(&f.out, "out", "", "output folder (default bench-results/TIMESTAMP in the repository)")
 	fs.StringVar(&f.socket, "snapshotter-socket", "", "another proxy snapshotter's socket, for side-by-side runs")
 	fs.StringVar(&f.baseline, "baseline-lazysnap", "", "another lazysnap binary, run as mode lazysnap-baseline beside this build")
