@@ -58,15 +58,15 @@ func newConverter(cacheDir, lazyconv, lazysnap, runc, toolsDir string) (*convert
 }
 
 // traceFunc records the workload's trace and writes it, in the
-// --prioritize format, to the file at path; for the stargz-optimized mode
-// it writes the peer's optimized image, an OCI archive, there instead. It
-// is called only when the conversion is not cached, since it runs the
-// workload on a node.
+// --prioritize format, to the file at path; for the conversions a peer's
+// tool makes (stargz-optimized, soci) it writes the image, an OCI archive,
+// there instead. It is called only when the conversion is not cached,
+// since it runs a node.
 type traceFunc func(ctx context.Context, path string) error
 
 // publish converts src for mode (or reuses the cached conversion) and
 // pushes the result to dst, a plain-HTTP registry reference. learn is used
-// by the traced and stargz-optimized modes only.
+// by the traced mode and the peers' conversions only.
 func (c *converter) publish(ctx context.Context, w Workload, src *testenv.Image, m Mode, dst string, learn traceFunc) error {
 	dir := filepath.Join(c.cacheDir, c.key(w, src.Digest, m))
 	if _, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
@@ -108,10 +108,10 @@ func (c *converter) convert(ctx context.Context, w Workload, src string, m Mode,
 		return fmt.Errorf("creating conversion dir: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	out := filepath.Join(tmp, "layout")
 	if _, ok := c.peerSums[m.conversion()]; ok {
 		return c.convertWith(ctx, learn, tmp, dir)
 	}
+	out := filepath.Join(tmp, "layout")
 	trace := filepath.Join(tmp, "trace.txt")
 	if m == Traced {
 		if learn == nil {
@@ -141,15 +141,15 @@ func (c *converter) convert(ctx context.Context, w Workload, src string, m Mode,
 	return nil
 }
 
-// convertWith has a peer's tool (make) write the image as an OCI archive
+// convertWith has a peer's tool (build) write the image as an OCI archive
 // and unpacks it into the layout dir, the tool's record, if any, beside it
 // (the stargz optimizer and SOCI make their own images, not lazyconv).
-func (c *converter) convertWith(ctx context.Context, make traceFunc, tmp, dir string) error {
-	if make == nil {
+func (c *converter) convertWith(ctx context.Context, build traceFunc, tmp, dir string) error {
+	if build == nil {
 		return fmt.Errorf("no tool for this conversion")
 	}
 	archive := filepath.Join(tmp, "image.tar")
-	if err := make(ctx, archive); err != nil {
+	if err := build(ctx, archive); err != nil {
 		return fmt.Errorf("converting with the peer's tool: %w", err)
 	}
 	out := filepath.Join(tmp, "layout")
