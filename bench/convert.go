@@ -29,9 +29,18 @@ type converter struct {
 	runc        string
 	binSum      string
 	lazysnapSum string
+	// peerSums are, by conversion, the digests of the peers' own tools
+	// that make it instead of lazyconv ("" if not installed).
+	peerSums map[string]string
 }
 
-func newConverter(cacheDir, lazyconv, lazysnap, runc string) (*converter, error) {
+// peerConversions names the tool (in the tools dir) that makes each
+// conversion a peer makes itself, as its users would.
+func peerConversions() map[string]string {
+	return map[string]string{"stargz-optimized": stargzOptimizer, "soci": sociPeer}
+}
+
+func newConverter(cacheDir, lazyconv, lazysnap, runc, toolsDir string) (*converter, error) {
 	sum, err := fileSHA256(lazyconv)
 	if err != nil {
 		return nil, fmt.Errorf("hashing lazyconv: %w", err)
@@ -40,17 +49,24 @@ func newConverter(cacheDir, lazyconv, lazysnap, runc string) (*converter, error)
 	if err != nil {
 		return nil, fmt.Errorf("hashing lazysnap: %w", err)
 	}
-	return &converter{cacheDir: cacheDir, lazyconv: lazyconv, runc: runc, binSum: sum, lazysnapSum: lsSum}, nil
+	peerSums := map[string]string{}
+	for conv, tool := range peerConversions() {
+		peerSums[conv], _ = fileSHA256(filepath.Join(toolsDir, tool)) // checked when the mode runs
+	}
+	return &converter{cacheDir: cacheDir, lazyconv: lazyconv, runc: runc, binSum: sum, lazysnapSum: lsSum,
+		peerSums: peerSums}, nil
 }
 
 // traceFunc records the workload's trace and writes it, in the
-// --prioritize format, to the file at path. It is called only when the
-// traced conversion is not cached, since it runs the workload on a node.
+// --prioritize format, to the file at path; for the conversions a peer's
+// tool makes (stargz-optimized, soci) it writes the image, an OCI archive,
+// there instead. It is called only when the conversion is not cached,
+// since it runs a node.
 type traceFunc func(ctx context.Context, path string) error
 
 // publish converts src for mode (or reuses the cached conversion) and
 // pushes the result to dst, a plain-HTTP registry reference. learn is used
-// by the traced mode only.
+// by the traced mode and the peers' conversions only.
 func (c *converter) publish(ctx context.Context, w Workload, src *testenv.Image, m Mode, dst string, learn traceFunc) error {
 	dir := filepath.Join(c.cacheDir, c.key(w, src.Digest, m))
 	if _, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
@@ -71,6 +87,9 @@ func (c *converter) key(w Workload, srcDigest string, m Mode) string {
 		// lazysnap keeps their cached conversions.
 		fmt.Fprintf(h, "%s\n%s\n", c.lazysnapSum, w.Ready)
 	}
+	if sum, ok := c.peerSums[m.conversion()]; ok {
+		fmt.Fprintf(h, "%s\n", sum)
+	}
 	return hex.EncodeToString(h.Sum(nil))[:32]
 }
 
@@ -89,6 +108,9 @@ func (c *converter) convert(ctx context.Context, w Workload, src string, m Mode,
 		return fmt.Errorf("creating conversion dir: %w", err)
 	}
 	defer os.RemoveAll(tmp)
+	if _, ok := c.peerSums[m.conversion()]; ok {
+		return c.convertWith(ctx, learn, tmp, dir)
+	}
 	out := filepath.Join(tmp, "layout")
 	trace := filepath.Join(tmp, "trace.txt")
 	if m == Traced {
@@ -112,6 +134,30 @@ func (c *converter) convert(ctx context.Context, w Workload, src string, m Mode,
 		if err := os.Rename(trace, tracePath(dir)); err != nil {
 			return fmt.Errorf("storing trace: %w", err)
 		}
+	}
+	if err := os.Rename(out, dir); err != nil {
+		return fmt.Errorf("storing conversion: %w", err)
+	}
+	return nil
+}
+
+// convertWith has a peer's tool (build) write the image as an OCI archive
+// and unpacks it into the layout dir, the tool's record, if any, beside it
+// (the stargz optimizer and SOCI make their own images, not lazyconv).
+func (c *converter) convertWith(ctx context.Context, build traceFunc, tmp, dir string) error {
+	if build == nil {
+		return fmt.Errorf("no tool for this conversion")
+	}
+	archive := filepath.Join(tmp, "image.tar")
+	if err := build(ctx, archive); err != nil {
+		return fmt.Errorf("converting with the peer's tool: %w", err)
+	}
+	out := filepath.Join(tmp, "layout")
+	if err := untar(archive, out); err != nil {
+		return fmt.Errorf("unpacking the converted image: %w", err)
+	}
+	if err := os.Rename(recordPath(archive), tracePath(dir)); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("storing the record: %w", err)
 	}
 	if err := os.Rename(out, dir); err != nil {
 		return fmt.Errorf("storing conversion: %w", err)
@@ -145,10 +191,14 @@ func (c *converter) args(w Workload, src string, m Mode, dst, trace string) ([]s
 // conversion names the image format a mode runs.
 func (m Mode) conversion() string {
 	switch m {
-	case Lazy, External, Baseline:
+	case Lazy, External, Baseline, Stargz:
 		return "estargz"
 	case Optimized:
 		return "estargz-optimized"
+	case StargzOptimized:
+		return "stargz-optimized"
+	case Soci:
+		return "soci"
 	case Traced:
 		return "estargz-traced"
 	case ZstdChunked:

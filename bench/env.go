@@ -44,7 +44,8 @@ func (e *env) prepare(ctx context.Context, tb testing.TB) (map[string]map[Mode]s
 	if err := e.shaped.Unshape(); err != nil {
 		tb.Fatal(err)
 	}
-	conv, err := newConverter(e.cacheDir, testenv.LazyconvBin(), e.lazysnapBin, testenv.Tool(tb, "runc"))
+	conv, err := newConverter(e.cacheDir, testenv.LazyconvBin(), e.lazysnapBin, testenv.Tool(tb, "runc"),
+		testenv.ToolsDir())
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -84,6 +85,16 @@ func (e *env) publish(ctx context.Context, tb testing.TB, conv *converter, w Wor
 		}
 		learn = func(ctx context.Context, path string) error {
 			return e.recordTrace(ctx, tb, w, testenv.RefVia(plain, e.proxy.Host), path)
+		}
+	}
+	switch m {
+	case StargzOptimized:
+		learn = func(ctx context.Context, path string) error {
+			return e.stargzOptimize(ctx, tb, w, testenv.RefVia(src.Ref, e.proxy.Host), path)
+		}
+	case Soci:
+		learn = func(ctx context.Context, path string) error {
+			return e.sociConvert(ctx, tb, w, testenv.RefVia(src.Ref, e.proxy.Host), path)
 		}
 	}
 	e.logger.Info("converting (or taking the cached conversion)", "workload", w.Name, "format", m.conversion())

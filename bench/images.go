@@ -8,9 +8,11 @@ import (
 
 // DefaultWorkloads is the HelloBench-style set, built from Debian bookworm
 // packages (testenv.DebianImage caches the layers, so only the first run
-// needs the Debian mirror). The default run uses the first one only.
+// needs the Debian mirror), then the kinds of images users run: a
+// scientific Python stack, a JVM and a node.js server. The default run uses
+// the first one only; -full runs them all.
 func DefaultWorkloads() []Workload {
-	return []Workload{pythonNumpy(), gccHello(), redisServer()}
+	return []Workload{pythonNumpy(), gccHello(), redisServer(), scipyStack(), jvmStart(), nodeServer()}
 }
 
 // pythonNumpy imports numpy: a large image (python3 and numpy with their
@@ -48,6 +50,53 @@ func redisServer() Workload {
 		Ready:      ReadySignal{Probe: []string{"redis-cli", "-p", "16379", "ping"}},
 		RecordLine: "Ready to accept connections",
 		Build:      debianBuild("bench-redis:1", "redis-server", "redis-tools"),
+	}
+}
+
+// scipyStack imports scipy, pandas and matplotlib (with the Agg backend, as
+// a batch job plots): a data-science image whose start-up reads well over a
+// thousand small files (.py, .pyc and extension modules) spread over a
+// large image, where lazy pulling pays per file.
+func scipyStack() Workload {
+	script := `import matplotlib; matplotlib.use("Agg")
+import scipy.stats, scipy.optimize, scipy.signal, pandas, matplotlib.pyplot
+print("ready", scipy.__version__, pandas.__version__, matplotlib.__version__)`
+	return Workload{
+		Name:  "scipy",
+		Cmd:   []string{"python3", "-c", script},
+		Ready: ReadySignal{Line: "ready"},
+		Build: debianBuild("bench-scipy:1", "python3-scipy", "python3-pandas", "python3-matplotlib"),
+	}
+}
+
+// jvmStart starts the JVM and prints every setting (the properties, the
+// locale and security set-up), reading the class data archive and the
+// modules image (lib/modules, one large file read in parts), then says
+// ready: a JVM's start-up without an application of its own (the JRE has
+// no compiler to build one in the image).
+func jvmStart() Workload {
+	return Workload{
+		Name:  "jvm",
+		Cmd:   []string{"/bin/sh", "-c", "java -XshowSettings:all -version 2>&1 && echo ready"},
+		Ready: ReadySignal{Line: "ready"},
+		Build: debianBuild("bench-jvm:1", "openjdk-17-jre-headless"),
+	}
+}
+
+// nodeServer starts an HTTP server on node.js and is ready when a request
+// through a socket of the container's bash gets its answer (a probe, as a
+// readiness probe would), on a port of its own (containers share the host
+// network).
+func nodeServer() Workload {
+	server := `const http = require("http");
+http.createServer((req, res) => res.end("ok\n")).listen(18080, "127.0.0.1", () => console.log("listening"));`
+	probe := `exec 3<>/dev/tcp/127.0.0.1/18080 && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && grep -q '^ok' <&3`
+	return Workload{
+		Name:       "node",
+		Cmd:        []string{"node", "-e", server},
+		Ready:      ReadySignal{Probe: []string{"bash", "-c", probe}},
+		RecordLine: "listening",
+		Build:      debianBuild("bench-node:1", "nodejs"),
 	}
 }
 

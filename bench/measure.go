@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -90,7 +91,8 @@ func createTask(ctx context.Context, cd *testenv.Containerd, c benchCase) (clien
 		client.WithNewSnapshot(containerID, img),
 		client.WithRuntime(plugins.RuntimeRuncV2, &runcoptions.Options{BinaryName: cd.Runc, Root: cd.RuncRoot()}),
 		client.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs(c.workload.Cmd...),
-			oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostHostsFile, oci.WithHostResolvconf))
+			oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostHostsFile, oci.WithHostResolvconf,
+			oci.WithCgroup(cgroupPath(cd))))
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("creating container: %w", err)
 	}
@@ -100,6 +102,16 @@ func createTask(ctx context.Context, cd *testenv.Containerd, c benchCase) (clien
 		return nil, nil, nil, fmt.Errorf("creating task: %w", err)
 	}
 	return ctr, task, out, nil
+}
+
+// cgroupPath is the container's cgroup, named after the node's private run
+// dir: the default (/NAMESPACE/ID, here /default/bench) is the same for
+// every node, so two benchmarks on one host (or a case beside a stale
+// container) would share it, and runc refuses a cgroup that is not empty.
+// One level only, so that runc's removal of the container's cgroup leaves
+// no empty parent behind.
+func cgroupPath(cd *testenv.Containerd) string {
+	return "/" + filepath.Base(cd.RunDir()) + "-" + containerID
 }
 
 // startUntilReady starts the task and waits for its ready signal; a task

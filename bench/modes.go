@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -29,7 +30,24 @@ const (
 	// lazysnap (an older release, or main before a change), so that a change
 	// is measured side by side with what it replaces, in one run.
 	Baseline Mode = "lazysnap-baseline"
+	// Stargz runs the plain eStargz conversion on the stargz snapshotter
+	// (containerd-stargz-grpc, built by script/install-deps.sh at a pinned
+	// version), started fresh per case like lazysnap.
+	Stargz Mode = "stargz"
+	// StargzOptimized runs the conversion with the workload's start-up
+	// files first (the lazysnap-optimized image, standard eStargz with a
+	// prefetch landmark) on the stargz snapshotter.
+	StargzOptimized Mode = "stargz-optimized"
+	// Soci runs the gzip original with a SOCI index (soci convert) on the
+	// SOCI snapshotter (soci-peer serve, built by script/install-deps.sh at
+	// a pinned version), started fresh per case like lazysnap.
+	Soci Mode = "soci"
 )
+
+// allModes lists every mode, in the order the usage message names them.
+func allModes() []Mode {
+	return []Mode{Overlayfs, Lazy, Optimized, Traced, ZstdChunked, External, Baseline, Stargz, StargzOptimized, Soci}
+}
 
 // DefaultModes are the modes a run has unless told otherwise; External is
 // added when a snapshotter socket is given.
@@ -40,13 +58,10 @@ func ParseModes(s string) ([]Mode, error) {
 	var modes []Mode
 	for _, name := range strings.Split(s, ",") {
 		m := Mode(strings.TrimSpace(name))
-		switch m {
-		case Overlayfs, Lazy, Optimized, Traced, ZstdChunked, External, Baseline:
-			modes = append(modes, m)
-		default:
-			return nil, fmt.Errorf("unknown mode %q (want %s, %s, %s, %s, %s, %s or %s)",
-				m, Overlayfs, Lazy, Optimized, Traced, ZstdChunked, External, Baseline)
+		if !slices.Contains(allModes(), m) {
+			return nil, fmt.Errorf("unknown mode %q (want one of %v)", m, allModes())
 		}
+		modes = append(modes, m)
 	}
 	return modes, nil
 }
@@ -58,6 +73,10 @@ func (m Mode) snapshotter() string {
 		return "overlayfs"
 	case External:
 		return externalSnapshotter
+	case Stargz, StargzOptimized:
+		return stargzSnapshotter
+	case Soci:
+		return sociSnapshotter
 	}
 	return "lazysnap"
 }
@@ -68,6 +87,10 @@ func (m Mode) usesLazysnap() bool { return m.snapshotter() == "lazysnap" }
 // externalSnapshotter is the proxy plugin name the other snapshotter gets
 // in the benchmark's containerd.
 const externalSnapshotter = "external"
+
+// stargzSnapshotter is the proxy plugin name of the stargz snapshotter, as
+// its own documentation configures containerd.
+const stargzSnapshotter = "stargz"
 
 // rotate returns modes starting at index n (mod len): the order changes per
 // repetition so that drift of the machine hits every mode alike.

@@ -19,6 +19,10 @@ func (e *env) startNode(tb testing.TB, m Mode) *testenv.Containerd {
 		opts = append(opts, testenv.WithLazysnap())
 	case m == External:
 		opts = append(opts, testenv.WithProxySnapshotter(externalSnapshotter))
+	case m.usesStargz():
+		opts = append(opts, testenv.WithProxySnapshotter(stargzSnapshotter))
+	case m == Soci:
+		opts = append(opts, testenv.WithProxySnapshotter(sociSnapshotter))
 	}
 	cd := testenv.StartContainerd(tb, opts...)
 	e.footprint.addNode(cd)
@@ -31,6 +35,10 @@ func (e *env) startNode(tb testing.TB, m Mode) *testenv.Containerd {
 				testenv.WithLazysnapBinary(e.baselineBin)}
 		}
 		testenv.StartLazysnap(tb, cd, lopts...)
+	case m.usesStargz():
+		startStargz(tb, cd, e.proxy.Host)
+	case m == Soci:
+		startSoci(tb, cd, e.proxy.Host)
 	case m == External:
 		// containerd dials a proxy plugin on first use, so linking its
 		// socket path to the other snapshotter's socket now is enough.

@@ -21,7 +21,7 @@ mkdir -p "$TOOLS" "$STAMPS"
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
-apt_packages=(fuse3 libseccomp-dev pkg-config iproute2 mmdebstrap busybox-static umoci skopeo gcc libc6-dev)
+apt_packages=(fuse3 libseccomp-dev pkg-config iproute2 mmdebstrap busybox-static umoci skopeo gcc libc6-dev zlib1g-dev)
 missing=()
 for p in "${apt_packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -97,5 +97,35 @@ cni_plugins() {
 	touch "$stamp"
 }
 cni_plugins
+
+# The stargz snapshotter, a peer `make bench` runs side by side with
+# lazysnap. The proxy does not serve upstream's cmd module, so small mains of
+# ours, each in its own module pinned in its go.mod, wrap the published
+# packages: tools/peers/stargz is the daemon (containerd-stargz-grpc),
+# tools/peers/stargz-optimize its optimizer (analyzer and converter). The
+# stamp is the hash of the module's files, so editing them rebuilds it.
+# peer_tool NAME DIR (relative to the repository)
+peer_tool() {
+	local name=$1 dir
+	dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/$2"
+	local sum
+	sum=$(cat "$dir/go.mod" "$dir/go.sum" "$dir"/*.go | sha256sum | cut -c1-16)
+	local stamp="$STAMPS/$name@$sum"
+	if [ -x "$TOOLS/$name" ] && [ -f "$stamp" ]; then
+		return
+	fi
+	log "go build $2 ($name)"
+	(cd "$dir" && GOFLAGS=-mod=mod go build -o "$TOOLS/$name.new" .)
+	mv "$TOOLS/$name.new" "$TOOLS/$name"
+	rm -f "$STAMPS/$name"@*
+	touch "$stamp"
+}
+peer_tool containerd-stargz-grpc tools/peers/stargz
+peer_tool stargz-optimize tools/peers/stargz-optimize
+# The SOCI snapshotter (awslabs/soci-snapshotter), likewise from its main
+# module: soci-peer serves its snapshotter and builds its indexes. Its zTOC
+# code is cgo against zlib (upstream links a static libz.a it builds;
+# Debian's zlib1g-dev provides one).
+peer_tool soci-peer tools/peers/soci
 
 log "tools ready in $TOOLS"

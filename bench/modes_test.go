@@ -1,0 +1,55 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseModes(t *testing.T) {
+	got, err := ParseModes("overlayfs, lazysnap,stargz,stargz-optimized")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Mode{Overlayfs, Lazy, Stargz, StargzOptimized}
+	if len(got) != len(want) {
+		t.Fatalf("ParseModes = %v; want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("ParseModes = %v; want %v", got, want)
+		}
+	}
+	if _, err := ParseModes("nydus"); err == nil || !strings.Contains(err.Error(), "stargz-optimized") {
+		t.Errorf("ParseModes(nydus) error = %v; want one naming the known modes", err)
+	}
+}
+
+// TestStargzModes checks what a stargz case runs: the peer as its own
+// proxy plugin, never lazysnap, and the images it shares or not.
+func TestStargzModes(t *testing.T) {
+	for _, m := range []Mode{Stargz, StargzOptimized} {
+		if m.snapshotter() != stargzSnapshotter || !m.usesStargz() || m.usesLazysnap() {
+			t.Errorf("%s: snapshotter %q, usesStargz %v, usesLazysnap %v", m, m.snapshotter(), m.usesStargz(), m.usesLazysnap())
+		}
+	}
+	if Stargz.conversion() != Lazy.conversion() {
+		t.Errorf("stargz converts to %q, lazysnap to %q: they should share the plain eStargz image",
+			Stargz.conversion(), Lazy.conversion())
+	}
+	if StargzOptimized.conversion() == Optimized.conversion() {
+		t.Errorf("stargz-optimized shares lazyconv's optimized conversion; it should be the peer's own")
+	}
+}
+
+func TestDefaultWorkloadNames(t *testing.T) {
+	for _, name := range []string{"python", "gcc", "redis", "scipy", "jvm", "node"} {
+		w, ok := findWorkload(DefaultWorkloads(), name)
+		if !ok {
+			t.Errorf("no default workload %q", name)
+			continue
+		}
+		if err := w.Ready.validate(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
