@@ -46,15 +46,7 @@ func TestFusedKilledAfterServeRestart(t *testing.T) {
 // starts the new binary's fused, which resumes the mounts; the container
 // reading meanwhile sees no error.
 func TestFusedUpgradedWhileContainerReads(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "lazysnap")
-	buildLazysnap(t, bin, "before-upgrade")
-	e := newLazyEnv(t)
-	opts := []testenv.ContainerdOption{testenv.WithLazysnap(),
-		testenv.WithRegistryHost(e.reg.Host), testenv.WithRegistryHost(e.proxy.Host)}
-	e.cd = testenv.StartContainerd(t, opts...)
-	e.ls = testenv.StartLazysnap(t, e.cd, testenv.WithLazysnapConfig(lazysnapConfig(e.cd)), testenv.WithLazysnapBinary(bin))
-	next := bin + ".next"
-	buildLazysnap(t, next, "after-upgrade")
+	e, bin, next := startUpgradableEnv(t)
 	testFusedReplaced(t, e, "upgrade", func(pid int) {
 		if err := os.Rename(next, bin); err != nil {
 			t.Fatal(err)
@@ -75,15 +67,7 @@ func TestFusedUpgradedWhileContainerReads(t *testing.T) {
 // that fused runs another binary, and replaces it; the container reading
 // meanwhile sees no error, and the fused then running is the new build.
 func TestUpgradeByRestartingServe(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "lazysnap")
-	buildLazysnap(t, bin, "before-upgrade")
-	e := newLazyEnv(t)
-	opts := []testenv.ContainerdOption{testenv.WithLazysnap(),
-		testenv.WithRegistryHost(e.reg.Host), testenv.WithRegistryHost(e.proxy.Host)}
-	e.cd = testenv.StartContainerd(t, opts...)
-	e.ls = testenv.StartLazysnap(t, e.cd, testenv.WithLazysnapConfig(lazysnapConfig(e.cd)), testenv.WithLazysnapBinary(bin))
-	next := bin + ".next"
-	buildLazysnap(t, next, "after-upgrade")
+	e, bin, next := startUpgradableEnv(t)
 	testFusedReplaced(t, e, "serve-upgrade", func(int) {
 		if err := os.Rename(next, bin); err != nil {
 			t.Fatal(err)
@@ -96,6 +80,23 @@ func TestUpgradeByRestartingServe(t *testing.T) {
 	if err != nil || exe != bin {
 		t.Fatalf("fused %d runs %q (%v), want the upgraded %s", pid, exe, err, bin)
 	}
+}
+
+// startUpgradableEnv starts the lazy-pull stack with serve running bin, a
+// build of lazysnap of its own, and builds next, another build, for the
+// test to rename over bin as an upgrade does.
+func startUpgradableEnv(t *testing.T) (e *lazyEnv, bin, next string) {
+	t.Helper()
+	bin = filepath.Join(t.TempDir(), "lazysnap")
+	buildLazysnap(t, bin, "before-upgrade")
+	e = newLazyEnv(t)
+	opts := []testenv.ContainerdOption{testenv.WithLazysnap(),
+		testenv.WithRegistryHost(e.reg.Host), testenv.WithRegistryHost(e.proxy.Host)}
+	e.cd = testenv.StartContainerd(t, opts...)
+	e.ls = testenv.StartLazysnap(t, e.cd, testenv.WithLazysnapConfig(lazysnapConfig(e.cd)), testenv.WithLazysnapBinary(bin))
+	next = bin + ".next"
+	buildLazysnap(t, next, "after-upgrade")
+	return e, bin, next
 }
 
 // testFusedReplaced runs a container that hashes the image's files, pauses

@@ -66,18 +66,7 @@ type memoryResult struct {
 // reads both daemons' memory while everything is still mounted.
 func measureDaemonMemory(b *testing.B) memoryResult {
 	b.Helper()
-	reg := testenv.StartRegistry(b)
-	refs := make([]string, memoryImages)
-	for i := range refs {
-		refs[i] = buildMemoryImage(b, reg, i)
-	}
-	cd := testenv.StartContainerd(b, testenv.WithLazysnap(), testenv.WithRegistryHost(reg.Host))
-	ls := testenv.StartLazysnap(b, cd, testenv.WithLazysnapConfig(lazysnapConfig(cd)))
-	for i, ref := range refs {
-		runBinary(b, testenv.LazysnapBin(), "pull", "--address", cd.Address, "--namespace", cd.Namespace,
-			"--hosts-dir", cd.HostsDir, "--snapshotter", "lazysnap", "--plain-http", ref)
-		runMemoryWorkload(b, cd, ref, i)
-	}
+	_, ls := mountTwentyImages(b)
 	r := memoryResult{serve: readProcMemory(b, ls.PID()), fused: readProcMemory(b, fusedPID(b, ls))}
 	r.layers, r.entries, r.indexBytes = mountedEntries(b, ls.Root)
 	if want := 1 + 2*memoryImages; r.layers != want {

@@ -75,7 +75,8 @@ func report(b *testing.B, unit string, d time.Duration) {
 	fmt.Printf("%s: %.2f s\n", unit, d.Seconds())
 }
 
-// mountTwentyImages starts the stack and pulls and runs the 20 images.
+// mountTwentyImages starts the stack and pulls and runs the memoryImages
+// images (see memoryLayers).
 func mountTwentyImages(b *testing.B) (*testenv.Containerd, *testenv.Lazysnap) {
 	b.Helper()
 	reg := testenv.StartRegistry(b)
