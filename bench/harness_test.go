@@ -46,7 +46,7 @@ func TestHarness(t *testing.T) {
 		return
 	}
 	checkResults(t, rep)
-	checkTraces(t, cache)
+	checkRecorded(t, cache, "/data/small/file000", "/data/big/")
 	checkFiles(t, rep, out)
 	left, err := s.Footprint().Leftovers()
 	if err != nil {
@@ -79,25 +79,27 @@ func checkResults(t *testing.T, rep *Report) {
 	}
 }
 
-// checkTraces checks that the traced conversions were made from what the
-// workloads read on the scratch node: both read /data/small/file000 and
-// neither opens the 8 MiB of /data/big.
-func checkTraces(t *testing.T, cache string) {
+// checkRecorded checks the start-up lists kept beside the conversions
+// (lazysnap's traces, the stargz optimizer's records), one per workload:
+// each names the small file both workloads read (as small) and nothing
+// under the 8 MiB they never open (as big); the two recorders spell paths
+// differently.
+func checkRecorded(t *testing.T, cache, small, big string) {
 	t.Helper()
-	traces, err := filepath.Glob(filepath.Join(cache, "*.trace.txt"))
+	lists, err := filepath.Glob(filepath.Join(cache, "*.trace.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(traces) != len(tinyWorkloads()) {
-		t.Fatalf("%d traces kept in the cache (%q); want one per workload", len(traces), traces)
+	if len(lists) != len(tinyWorkloads()) {
+		t.Fatalf("%d lists kept in the cache (%q); want one per workload", len(lists), lists)
 	}
-	for _, p := range traces {
+	for _, p := range lists {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := string(b); !strings.Contains(got, "/data/small/file000") || strings.Contains(got, "/data/big/") {
-			t.Errorf("trace %s:\n%s\nwant /data/small/file000 and nothing under /data/big", p, got)
+		if got := string(b); !strings.Contains(got, small) || strings.Contains(got, big) {
+			t.Errorf("list %s:\n%s\nwant %s and nothing under %s", p, got, small, big)
 		}
 	}
 }

@@ -51,9 +51,8 @@ func (e *env) sociConvert(ctx context.Context, tb testing.TB, w Workload, ref, p
 	e.logger.Info("building the SOCI index on a scratch node", "workload", w.Name)
 	s := &scope{TB: tb}
 	defer s.close()
-	cd := testenv.StartContainerd(s, testenv.WithRegistryHost(e.proxy.Host))
-	e.footprint.addNode(cd)
-	if err := e.pull(ctx, cd, benchCase{workload: w, mode: Overlayfs, ref: ref}); err != nil {
+	cd, err := e.scratchNodeWith(ctx, s, w, ref)
+	if err != nil {
 		return err
 	}
 	args := []string{"convert", "--address", cd.Address, "--namespace", cd.Namespace, "--src", ref,

@@ -59,9 +59,8 @@ func (e *env) stargzOptimize(ctx context.Context, tb testing.TB, w Workload, ref
 	e.logger.Info("recording and converting with the stargz optimizer on a scratch node", "workload", w.Name)
 	s := &scope{TB: tb}
 	defer s.close()
-	cd := testenv.StartContainerd(s, testenv.WithRegistryHost(e.proxy.Host))
-	e.footprint.addNode(cd)
-	if err := e.pull(ctx, cd, benchCase{workload: w, mode: Overlayfs, ref: ref}); err != nil {
+	cd, err := e.scratchNodeWith(ctx, s, w, ref)
+	if err != nil {
 		return err
 	}
 	argv, err := json.Marshal(w.Cmd)
@@ -126,4 +125,16 @@ func untarEntry(tr *tar.Reader, h *tar.Header, dir string) error {
 		return err
 	}
 	return fmt.Errorf("unexpected entry %s (type %c) in the OCI archive", h.Name, h.Typeflag)
+}
+
+// scratchNodeWith starts a scratch node for a peer's conversion (a fresh
+// containerd, unmeasured, on the unshaped link, torn down with s) and pulls
+// ref, the gzip source, onto it.
+func (e *env) scratchNodeWith(ctx context.Context, s *scope, w Workload, ref string) (*testenv.Containerd, error) {
+	cd := testenv.StartContainerd(s, testenv.WithRegistryHost(e.proxy.Host))
+	e.footprint.addNode(cd)
+	if err := e.pull(ctx, cd, benchCase{workload: w, mode: Overlayfs, ref: ref}); err != nil {
+		return nil, err
+	}
+	return cd, nil
 }
