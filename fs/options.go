@@ -147,6 +147,13 @@ func WithBackgroundQuietPeriod(d time.Duration) Option {
 	return func(o *options) { o.schedOpts = append(o.schedOpts, layer.WithQuietPeriod(d)) }
 }
 
+// WithBackgroundDuringReads sets whether background requests run while
+// reads do (layer.WithDuringReads). The default is the layer package's,
+// false.
+func WithBackgroundDuringReads(on bool) Option {
+	return func(o *options) { o.schedOpts = append(o.schedOpts, layer.WithDuringReads(on)) }
+}
+
 // WithBackgroundRequestBytes caps one background request
 // (layer.WithBackgroundRequestBytes). The default is the layer package's,
 // 2 MiB.

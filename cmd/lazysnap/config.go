@@ -86,6 +86,7 @@ type backgroundFetchConfig struct {
 	Enable         bool     `toml:"enable"`
 	BytesPerSecond int64    `toml:"bytes_per_second"`
 	QuietPeriod    duration `toml:"quiet_period"`
+	DuringReads    bool     `toml:"during_reads"`
 	RequestBytes   int64    `toml:"request_bytes"`
 }
 

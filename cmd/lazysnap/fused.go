@@ -62,6 +62,7 @@ func newLayerFS(_ context.Context, cfg config, log *slog.Logger) (layerFS, error
 		lazyfs.WithBackgroundFetch(cfg.BackgroundFetch.Enable),
 		lazyfs.WithBackgroundBytesPerSecond(cfg.BackgroundFetch.BytesPerSecond),
 		lazyfs.WithBackgroundQuietPeriod(time.Duration(cfg.BackgroundFetch.QuietPeriod)),
+		lazyfs.WithBackgroundDuringReads(cfg.BackgroundFetch.DuringReads),
 		lazyfs.WithBackgroundRequestBytes(cfg.BackgroundFetch.RequestBytes),
 		lazyfs.WithLogger(log),
 	}

@@ -39,6 +39,7 @@ type schedOptions struct {
 	backgroundRequestBytes int64
 	bytesPerSecond         int64
 	quietPeriod            time.Duration
+	duringReads            bool
 }
 
 // defaultSchedOptions holds every default in one place.
@@ -48,6 +49,7 @@ func defaultSchedOptions() schedOptions {
 		backgroundRequestBytes: DefaultBackgroundRequestBytes, // The default is 2 MiB.
 		bytesPerSecond:         0,                             // The default is no bandwidth cap.
 		quietPeriod:            DefaultQuietPeriod,
+		duringReads:            false, // The default is to wait for reads to pause.
 	}
 }
 
@@ -85,6 +87,15 @@ func WithBackgroundBytesPerSecond(n int64) SchedulerOption {
 // have paused for a while. The default is 500 ms.
 func WithQuietPeriod(d time.Duration) SchedulerOption {
 	return func(o *schedOptions) { o.quietPeriod = max(0, d) }
+}
+
+// WithDuringReads sets whether background requests start while reads run
+// (and without waiting for the quiet period), within their own concurrency
+// and request size. Reads still never wait for background work: they take
+// no background slot; they share the link with at most the background
+// requests in flight. The default is false.
+func WithDuringReads(on bool) SchedulerOption {
+	return func(o *schedOptions) { o.duringReads = on }
 }
 
 // NewScheduler returns a Scheduler.
@@ -149,7 +160,11 @@ func (s *Scheduler) admitBackground(ctx context.Context, n int64) (release func(
 	for {
 		s.mu.Lock()
 		quietFor := s.opts.quietPeriod - time.Since(s.lastForeEnded)
-		if s.foreground == 0 && s.background < s.opts.backgroundConcurrency && quietFor <= 0 {
+		readsDone := s.opts.duringReads || (s.foreground == 0 && quietFor <= 0)
+		if s.opts.duringReads {
+			quietFor = 0
+		}
+		if readsDone && s.background < s.opts.backgroundConcurrency {
 			s.background++
 			s.mu.Unlock()
 			s.backgroundRequests.Add(1)

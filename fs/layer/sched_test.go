@@ -74,3 +74,23 @@ func TestBackgroundWaitsForQuietPeriod(t *testing.T) {
 	}
 	release()
 }
+
+// TestBackgroundDuringReads: with WithDuringReads, a background request is
+// admitted while a read runs and inside the quiet period, but still within
+// its slot bound.
+func TestBackgroundDuringReads(t *testing.T) {
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel() // admission must succeed at once or not at all
+
+	s := NewScheduler(WithDuringReads(true), WithQuietPeriod(time.Hour), WithBackgroundConcurrency(1))
+	end := s.beginForeground()
+	defer end()
+	release, err := s.admitBackground(canceled, 1)
+	if err != nil {
+		t.Fatalf("admission while a read runs: %v", err)
+	}
+	if _, err := s.admitBackground(canceled, 1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("second background request beyond the slot bound: %v, want context.Canceled", err)
+	}
+	release()
+}
