@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,10 +41,17 @@ const containerID = "bench"
 func (e *env) measure(ctx context.Context, tb testing.TB, c benchCase) (Result, error) {
 	cd := e.startNode(tb, c.mode)
 	r := Result{Workload: c.workload.Name, Mode: c.mode, Rep: c.rep + 1}
+	if c.mode == Local {
+		if err := e.pullCold(ctx, cd, c); err != nil {
+			return r, err
+		}
+	}
 	e.proxy.Reset()
 	start := time.Now()
-	if err := e.pull(ctx, cd, c); err != nil {
-		return r, err
+	if c.mode != Local {
+		if err := e.pull(ctx, cd, c); err != nil {
+			return r, err
+		}
 	}
 	pulled := time.Now()
 	ctr, task, out, err := createTask(ctx, cd, c)
@@ -62,6 +71,19 @@ func (e *env) measure(ctx context.Context, tb testing.TB, c benchCase) (Result, 
 	r.RunSeconds, r.ReadySeconds = ready.Sub(created).Seconds(), ready.Sub(start).Seconds()
 	r.BytesTotal, r.RequestsTotal, r.TotalSettled = e.settle(ctx)
 	return r, nil
+}
+
+// pullCold pulls the image in full, then writes back and drops the page
+// cache, so the workload starts from local disk but cold, as after a reboot.
+func (e *env) pullCold(ctx context.Context, cd *testenv.Containerd, c benchCase) error {
+	if err := e.pull(ctx, cd, c); err != nil {
+		return err
+	}
+	syscall.Sync()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0o200); err != nil {
+		return fmt.Errorf("dropping the page cache: %w", err)
+	}
+	return nil
 }
 
 // pull runs `lazysnap pull` for every mode: the same containerd client

@@ -42,11 +42,15 @@ const (
 	// SOCI snapshotter (soci-peer serve, built by script/install-deps.sh at
 	// a pinned version), started fresh per case like lazysnap.
 	Soci Mode = "soci"
+	// Local pulls the gzip original in full with overlayfs before the clock
+	// starts and drops the page cache: the cold local start that the
+	// physical floor (see Floor) counts. Its time is create plus run.
+	Local Mode = "local"
 )
 
 // allModes lists every mode, in the order the usage message names them.
 func allModes() []Mode {
-	return []Mode{Overlayfs, Lazy, Optimized, Traced, ZstdChunked, External, Baseline, Stargz, StargzOptimized, Soci}
+	return []Mode{Overlayfs, Lazy, Optimized, Traced, ZstdChunked, External, Baseline, Stargz, StargzOptimized, Soci, Local}
 }
 
 // DefaultModes are the modes a run has unless told otherwise; External is
@@ -69,7 +73,7 @@ func ParseModes(s string) ([]Mode, error) {
 // snapshotter is the containerd snapshotter the mode pulls into.
 func (m Mode) snapshotter() string {
 	switch m {
-	case Overlayfs:
+	case Overlayfs, Local:
 		return "overlayfs"
 	case External:
 		return externalSnapshotter
