@@ -112,16 +112,18 @@ func (f *FS) markBad(ctx context.Context, m *mounted, why error) {
 
 // verifiedRecord names the file recording that a blob, on a parent, adds
 // up to a chain ID.
-func (f *FS) verifiedRecord(m *mounted) string {
+func (f *FS) verifiedRecord(blob digest.Digest, c chainCheck) string {
 	if f.opts.verifiedDir == "" {
 		return ""
 	}
-	sum := sha256.Sum256([]byte(m.layer.Digest().String() + " " + m.chain.parent.String() + " " + m.chain.target.String()))
+	sum := sha256.Sum256([]byte(blob.String() + " " + c.parent.String() + " " + c.target.String()))
 	return filepath.Join(f.opts.verifiedDir, hex.EncodeToString(sum[:]))
 }
 
-func (f *FS) isVerified(m *mounted) bool {
-	p := f.verifiedRecord(m)
+func (f *FS) isVerified(m *mounted) bool { return f.recordedVerified(m.layer.Digest(), m.chain) }
+
+func (f *FS) recordedVerified(blob digest.Digest, c chainCheck) bool {
+	p := f.verifiedRecord(blob, c)
 	if p == "" {
 		return false
 	}
@@ -132,7 +134,7 @@ func (f *FS) isVerified(m *mounted) bool {
 // recordVerified writes the record; failing to is only a cost (the layer
 // is streamed again at its next mount).
 func (f *FS) recordVerified(m *mounted, diffID digest.Digest) {
-	p := f.verifiedRecord(m)
+	p := f.verifiedRecord(m.layer.Digest(), m.chain)
 	if p == "" {
 		return
 	}
@@ -163,4 +165,17 @@ func (f *FS) BadLayers(context.Context) (map[string]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// prepareSpoolDir makes the directory of the layers' spools (WithSpoolDir).
+// Nothing there needs cleaning: a spool file is unlinked as soon as it is
+// created, before a byte is written to it. Failing costs only bytes: the
+// layers' streams then fetch again what reads fetched.
+func (f *FS) prepareSpoolDir() {
+	if f.opts.spoolDir == "" {
+		return
+	}
+	if err := os.MkdirAll(f.opts.spoolDir, 0o700); err != nil {
+		f.opts.logger.Warn("no spool for the diff_id streams", "dir", f.opts.spoolDir, "error", err)
+	}
 }

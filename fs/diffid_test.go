@@ -181,3 +181,38 @@ func TestDiffIDVerifiedOnce(t *testing.T) {
 		t.Errorf("a verified layer mounted again sent %d requests, want at most 2", n)
 	}
 }
+
+// TestDiffIDStreamSpoolsFetchedBytes: with a spool dir, the diff_id stream
+// takes from the spool what the mount (footer and TOC) and a read fetched
+// before the stream came by: the registry serves the blob once, not those
+// bytes a second time.
+func TestDiffIDStreamSpoolsFetchedBytes(t *testing.T) {
+	testenv.RequireFUSE(t)
+	registry := testenv.StartRegistry(t)
+	proxy := startRangeProxy(t, registry.Host, 0)
+	l := diffIDLayer(t, 121)
+	push(t, registry.Host, "diffid/spool:v1", l)
+	ref := proxy.Host + "/diffid/spool:v1"
+	proxy.Hold(func(r blobRange) bool { return r.start == 0 }) // the stream's first request
+	f := newFS(t, lfs.WithSpoolDir(t.TempDir()))
+	mp := mountWith(t, f, chainLabels(ref, l, "", l.diffID))
+	<-proxy.Held()
+	mid := l.entries[3] // app/mid, after app/big: the stream has not reached it
+	checkFile(t, mp, mid)
+	proxy.Release()
+	st := waitDiffID(t, f, mp)
+	if st.DiffID != lfs.DiffIDVerified {
+		t.Fatalf("diff_id %q (%s)", st.DiffID, st.Error)
+	}
+	var served int64
+	for _, r := range proxy.Requests() {
+		served += r.len()
+	}
+	// The footer read at mount overlaps the TOC by a few bytes.
+	if served > l.size+128 {
+		t.Errorf("the registry served %d bytes of a %d-byte blob", served, l.size)
+	}
+	if st.StreamSpooledBytes < mid.size {
+		t.Errorf("the stream took %d bytes from the spool, want at least app/mid's %d", st.StreamSpooledBytes, mid.size)
+	}
+}

@@ -29,6 +29,9 @@ func (f *FS) startFetches(m *mounted) *fetches {
 		if m.verify {
 			f.verifyChain(ctx, m)
 		}
+		// Streamed, or not going to be (verified before): what the spool
+		// kept for the stream is of no use now.
+		l.DropSpool()
 		if f.opts.background && l.Bad() == nil {
 			f.fetchAll(ctx, l)
 		}

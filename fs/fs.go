@@ -87,6 +87,7 @@ func New(opts ...Option) (*FS, error) {
 	if f.resolver == nil {
 		f.resolver = remote.NewResolver()
 	}
+	f.prepareSpoolDir()
 	f.traces = newTraces(o.traceDir, o.traceMaxFiles, o.traceFlush, o.logger)
 	return f, nil
 }
@@ -151,7 +152,7 @@ func (f *FS) serve(ctx context.Context, mountpoint string, labels map[string]str
 	if err != nil {
 		return err
 	}
-	spec := mountSpec{ref: t.ref, bad: labels[LabelBad], labels: labels}
+	spec := mountSpec{ref: t.ref, digest: t.digest, bad: labels[LabelBad], labels: labels}
 	spec.chain, spec.verify = parseChain(labels)
 	spec.verify = spec.verify && f.opts.verifyDiffID && spec.bad == ""
 	m, err := f.mountLayer(toc, mountpoint, spec, start)
@@ -176,6 +177,7 @@ type startFunc func(l *layer.Layer, opts []node.Option) (*node.Mounted, error)
 // mountSpec is what a Mount asks of the layer besides its blob.
 type mountSpec struct {
 	ref    string
+	digest digest.Digest // the layer's blob
 	chain  chainCheck
 	verify bool   // check the layer's content against chain
 	bad    string // the layer was found bad before: why
@@ -189,6 +191,9 @@ func (f *FS) mountLayer(toc *layer.TOC, mountpoint string, spec mountSpec, start
 		layer.WithOwner("mount:" + mountpoint),
 		layer.WithLogger(f.opts.logger),
 	}, f.opts.layerOpts...)
+	if f.willStream(spec) {
+		opts = append(opts, layer.WithSpoolDir(f.opts.spoolDir))
+	}
 	l, err := layer.New(toc, f.store, opts...)
 	if err != nil {
 		return nil, err
@@ -225,6 +230,14 @@ func (f *FS) mountLayer(toc *layer.TOC, mountpoint string, spec mountSpec, start
 	}
 	m.fetches = f.startFetches(m)
 	return m, nil
+}
+
+// willStream reports whether the layer spec asks for is going to be
+// streamed for its diff_id, and so whether it keeps a spool of what reads
+// fetch before (WithSpoolDir). A layer verified before is not streamed
+// (verifyChain).
+func (f *FS) willStream(spec mountSpec) bool {
+	return f.opts.spoolDir != "" && spec.verify && !f.recordedVerified(spec.digest, spec.chain)
 }
 
 func (f *FS) releaseTrace(m *mounted) {

@@ -33,6 +33,7 @@ type options struct {
 	verifyDiffID   bool
 	verifiedDir    string
 	tocTailDir     string
+	spoolDir       string
 }
 
 // DefaultTraceMaxFiles is the default of WithTraceMaxFiles; the daemon's
@@ -191,3 +192,11 @@ func WithVerifyDiffID(on bool) Option { return func(o *options) { o.verifyDiffID
 // mounted again (after a restart) is not streamed again. "" keeps none. The
 // default is "".
 func WithVerifiedDir(dir string) Option { return func(o *options) { o.verifiedDir = dir } }
+
+// WithSpoolDir keeps, for each layer waiting for its diff_id stream (see
+// WithVerifyDiffID), the compressed bytes reads and prefetches fetch ahead
+// of the stream in an unlinked file in dir, so that the stream takes them
+// from there instead of fetching them again (see layer.WithSpoolDir). The
+// file shrinks as the stream passes and goes when it ends. "" keeps none:
+// the stream fetches the whole blob. The default is "".
+func WithSpoolDir(dir string) Option { return func(o *options) { o.spoolDir = dir } }

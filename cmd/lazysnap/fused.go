@@ -50,6 +50,7 @@ func newLayerFS(_ context.Context, cfg config, log *slog.Logger) (layerFS, error
 		lazyfs.WithResolver(resolver),
 		lazyfs.WithCacheDir(filepath.Join(cfg.Root, "cache")),
 		lazyfs.WithVerifiedDir(filepath.Join(cfg.Root, "verified")),
+		lazyfs.WithSpoolDir(filepath.Join(cfg.Root, "spool")),
 		lazyfs.WithTOCTailDir(filepath.Join(cfg.Root, "tocs")),
 		lazyfs.WithVerifyDiffID(cfg.Verify.DiffID),
 		lazyfs.WithCacheMaxBytes(cfg.Cache.MaxBytes),

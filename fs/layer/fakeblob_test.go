@@ -6,6 +6,7 @@ import (
 	"context"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 
@@ -59,6 +60,17 @@ func (b *faultBlob) Fetch(ctx context.Context, off, n int64) (io.ReadCloser, err
 	return io.NopCloser(bytes.NewReader(body)), nil
 }
 
+// served returns the Fetches so far, and the bytes they served.
+func (b *faultBlob) served() ([][2]int64, int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var n int64
+	for _, f := range b.fetches {
+		n += f[1]
+	}
+	return slices.Clone(b.fetches), n
+}
+
 func (b *faultBlob) fetchCount() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -86,6 +98,8 @@ type testLayer struct {
 	toc    *TOC
 	diffID digest.Digest
 	files  []testFile
+
+	tocFetches [][2]int64 // what reading the TOC fetched (off, n)
 }
 
 func buildTestLayer(t *testing.T, chunkSize int, files ...testFile) *testLayer {
@@ -114,8 +128,9 @@ func buildTestLayer(t *testing.T, chunkSize int, files ...testFile) *testLayer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tocFetches := blob.fetches
 	blob.fetches = nil // count only what the layer fetches after the TOC
-	return &testLayer{blob: blob, toc: toc, diffID: eb.DiffID(), files: files}
+	return &testLayer{blob: blob, toc: toc, diffID: eb.DiffID(), files: files, tocFetches: tocFetches}
 }
 
 // open returns a Layer over tl with a fresh cache, closed when the test

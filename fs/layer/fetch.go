@@ -274,8 +274,9 @@ var errAborted = errors.New("fetch aborted")
 
 // fetchOnce sends one Range request for the run and stores each chunk as it
 // verifies, calling complete after each. A background request first waits
-// for the scheduler to admit it.
-func (l *Layer) fetchOnce(ctx context.Context, run []target, class fetchClass, complete func()) error {
+// for the scheduler to admit it. The raw bytes received go to the spool,
+// if the layer has one (see spoolKeeps).
+func (l *Layer) fetchOnce(ctx context.Context, run []target, class fetchClass, complete func()) (err error) {
 	start, end := run[0].chunk().BlobOffset, run[len(run)-1].chunk().BlobEnd
 	for _, t := range run {
 		if t.fl != nil {
@@ -298,7 +299,9 @@ func (l *Layer) fetchOnce(ctx context.Context, run []target, class fetchClass, c
 		return fmt.Errorf("fetching [%d, %d) of layer %s: %w", start, end, l.Digest(), err)
 	}
 	defer rc.Close()
-	body := &countingReader{r: rc, l: l, pos: new(atomic.Int64)}
+	spooled := l.spool.claim(start, end)
+	defer func() { spooled.finish(spoolKeeps(ctx, err)) }()
+	body := &countingReader{r: rc, l: l, pos: new(atomic.Int64), spool: spooled}
 	body.pos.Store(start)
 	for _, t := range run {
 		if t.fl != nil {
@@ -325,6 +328,15 @@ func (l *Layer) fetchOnce(ctx context.Context, run []target, class fetchClass, c
 		pos, i = c.BlobEnd, j
 	}
 	return nil
+}
+
+// spoolKeeps says whether the spool may keep the bytes of a request that
+// ended with err: the registry's answer to a request that verified, or
+// that was cancelled before it could (what it received is then as good as
+// a whole answer). A request that failed verification, or whose transport
+// broke, may have received anything.
+func spoolKeeps(ctx context.Context, err error) bool {
+	return err == nil || ctx.Err() != nil && !errors.Is(err, errBadChunk)
 }
 
 // readFrame decompresses one compressed frame and stores the chunks ts it
@@ -376,20 +388,21 @@ func (l *Layer) frameReader(frame io.Reader) (io.Reader, func(), error) {
 }
 
 // countingReader counts the compressed bytes received, tracks the blob
-// offset the stream reached (for readers deciding whether to wait for it)
-// and remembers a transport error, so a broken connection is not mistaken
-// for bad data.
+// offset the stream reached (for readers deciding whether to wait for it),
+// tees what it receives to the spool, and remembers a transport error, so a
+// broken connection is not mistaken for bad data.
 type countingReader struct {
-	r   io.Reader
-	l   *Layer
-	pos *atomic.Int64
-	err error
+	r     io.Reader
+	l     *Layer
+	pos   *atomic.Int64
+	spool *spoolWriter // nil when not spooling
+	err   error
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.l.stats.bytesFetched.Add(int64(n))
-	c.pos.Add(int64(n))
+	c.spool.write(p[:n], c.pos.Add(int64(n))-int64(n))
 	if err != nil && err != io.EOF && c.err == nil {
 		c.err = err
 	}

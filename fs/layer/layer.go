@@ -39,6 +39,8 @@ type options struct {
 	sched            *Scheduler
 	owner            string
 	logger           *slog.Logger
+	spoolDir         string
+	spoolMinPiece    int64
 }
 
 // The defaults the daemon's configuration shows (cmd/lazysnap reads them
@@ -67,6 +69,15 @@ func defaultOptions() options {
 		readAhead:        DefaultReadAheadBytes,  // The default is 1 MiB.
 		readTimeout:      DefaultReadTimeout,     // The default is 30s.
 		logger:           slog.Default(),
+		spoolDir:         "", // The default keeps no spool.
+		// The diff_id stream takes a spooled piece lying between two gaps
+		// from the spool only from 64 KiB on, and otherwise fetches it again
+		// within its request: cutting a request around a piece costs one
+		// more background request (a round trip of the stream, and a
+		// request at the registry) to save the piece's bytes. 64 KiB keeps
+		// what reads mostly fetch (a chunk of a file, a read-ahead tail of
+		// several files) while bounding a 2 MiB request to a few cuts.
+		spoolMinPiece: 64 << 10,
 	}
 }
 
@@ -130,6 +141,13 @@ func WithOwner(owner string) Option { return func(o *options) { o.owner = owner 
 // WithLogger sets the logger. The default is slog.Default().
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
+// WithSpoolDir keeps, in an unlinked file in dir, the compressed bytes that
+// reads, read-ahead and prefetch fetch ahead of StreamAll, so that the
+// stream does not fetch them a second time. Give it only to a layer whose
+// StreamAll will run: the spool lives until StreamAll returns, DropSpool
+// or Close. "" keeps no spool. The default is "".
+func WithSpoolDir(dir string) Option { return func(o *options) { o.spoolDir = dir } }
+
 // Layer serves reads of one layer's files. It is safe for concurrent use.
 type Layer struct {
 	toc   *TOC
@@ -152,6 +170,7 @@ type Layer struct {
 	streams streams // read-ahead streams outliving their read
 	ra      raModel // how far read-ahead may go (see readAhead)
 	checks  checks  // cached chunks being verified
+	spool   *spool  // raw bytes kept for StreamAll; nil without one
 
 	bad atomic.Pointer[error] // set by MarkBad
 }
@@ -182,8 +201,32 @@ func New(toc *TOC, store *cache.Store, opts ...Option) (*Layer, error) {
 		return nil, fmt.Errorf("holding the files of layer %s in the cache: %w", toc.blob.Digest(), err)
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.openSpool()
 	return l, nil
 }
+
+// openSpool creates the layer's spool when asked to, with the footer and
+// TOC that reading the TOC fetched in it. Without a spool the stream only
+// fetches more.
+func (l *Layer) openSpool() {
+	fetched := l.toc.takeFetched()
+	if l.opts.spoolDir == "" {
+		return
+	}
+	s, err := openSpool(l.opts.spoolDir, l.opts.logger)
+	if err != nil {
+		l.opts.logger.Warn("no spool: the diff_id stream fetches again what reads fetch", "layer", l.Digest(), "error", err)
+		return
+	}
+	l.spool = s
+	for _, b := range fetched {
+		s.put(b.off, b.data)
+	}
+}
+
+// DropSpool drops the bytes kept for StreamAll (WithSpoolDir): call it once
+// StreamAll is not going to run. StreamAll and Close drop them too.
+func (l *Layer) DropSpool() { l.spool.close() }
 
 // Check reports whether the layer's blob is still reachable by fetching its
 // last byte.
@@ -206,6 +249,7 @@ func (l *Layer) Digest() digest.Digest { return l.toc.blob.Digest() }
 func (l *Layer) Close() error {
 	l.cancel()
 	l.streams.close()
+	l.spool.close()
 	if err := l.store.Drop(l.opts.owner); err != nil {
 		return fmt.Errorf("releasing the cache holds of layer %s: %w", l.Digest(), err)
 	}

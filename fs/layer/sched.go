@@ -157,6 +157,27 @@ func (s *Scheduler) admitBackground(ctx context.Context, n int64) (release func(
 			return nil, fmt.Errorf("waiting for background bandwidth: %w", err)
 		}
 	}
+	if err := s.takeSlot(ctx); err != nil {
+		return nil, err
+	}
+	s.backgroundRequests.Add(1)
+	return s.releaseBackground, nil
+}
+
+// admitLocal waits, as admitBackground does but without taking bandwidth
+// or counting a request, until background work that needs no registry may
+// run: the diff_id stream's spooled bytes, whose decompressing, hashing and
+// storing must no more compete with reads than a request's would.
+func (s *Scheduler) admitLocal(ctx context.Context) (release func(), err error) {
+	if err := s.takeSlot(ctx); err != nil {
+		return nil, err
+	}
+	return s.releaseBackground, nil
+}
+
+// takeSlot waits for a background slot, no foreground fetch pending and
+// the quiet period over, and takes the slot.
+func (s *Scheduler) takeSlot(ctx context.Context) error {
 	for {
 		s.mu.Lock()
 		quietFor := s.opts.quietPeriod - time.Since(s.lastForeEnded)
@@ -167,13 +188,12 @@ func (s *Scheduler) admitBackground(ctx context.Context, n int64) (release func(
 		if readsDone && s.background < s.opts.backgroundConcurrency {
 			s.background++
 			s.mu.Unlock()
-			s.backgroundRequests.Add(1)
-			return s.releaseBackground, nil
+			return nil
 		}
 		changed := s.changed
 		s.mu.Unlock()
 		if err := waitChange(ctx, changed, quietFor); err != nil {
-			return nil, err
+			return err
 		}
 	}
 }

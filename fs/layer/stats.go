@@ -16,6 +16,7 @@ type Stats struct {
 	BytesFetched       int64 // compressed bytes received from the registry
 	Requests           int64 // Range requests sent (TOC and footer included)
 	BackgroundRequests int64 // of which background ones
+	StreamSpooledBytes int64 // compressed bytes the diff_id stream took from the spool instead of the registry
 	CacheHits          int64 // reads served from the cache without fetching
 	VerifyFailures     int64 // chunks that failed verification (and were refetched or failed the read)
 	CacheCorruptions   int64 // chunks cached by an earlier run that failed verification and were dropped
@@ -36,6 +37,7 @@ type counters struct {
 	bytesFetched       atomic.Int64
 	requests           atomic.Int64
 	backgroundRequests atomic.Int64
+	streamSpooled      atomic.Int64
 	cacheHits          atomic.Int64
 	verifyFailures     atomic.Int64
 	cacheCorruptions   atomic.Int64
@@ -61,6 +63,7 @@ func (l *Layer) Stats() Stats {
 		BytesFetched:       l.stats.bytesFetched.Load(),
 		Requests:           l.stats.requests.Load(),
 		BackgroundRequests: l.stats.backgroundRequests.Load(),
+		StreamSpooledBytes: l.stats.streamSpooled.Load(),
 		CacheHits:          l.stats.cacheHits.Load(),
 		VerifyFailures:     l.stats.verifyFailures.Load(),
 		CacheCorruptions:   l.stats.cacheCorruptions.Load(),

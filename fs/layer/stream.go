@@ -32,7 +32,12 @@ import (
 // the decompressed tar, checked against its chunk digest and stored, so
 // StreamAll is also the layer's background fetch. Chunks the tar does not
 // yield (a layer whose tar and TOC disagree) are left for FetchAll.
+//
+// Bytes that fetches of the layer received before the stream came by are
+// taken from the layer's spool (WithSpoolDir) rather than fetched again,
+// and hashed the same. The spool is dropped when StreamAll returns.
 func (l *Layer) StreamAll(ctx context.Context) (digest.Digest, error) {
+	defer l.spool.close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(l.ctx, cancel)
@@ -70,17 +75,53 @@ func (l *Layer) StreamAll(ctx context.Context) (digest.Digest, error) {
 	return res.diffID, nil
 }
 
-// produceStream writes the blob's bytes to w in order, one background
-// request at a time.
+// produceStream writes the blob's bytes to w in order: those in the spool
+// from it, the others with one background request at a time.
 func (l *Layer) produceStream(ctx context.Context, w io.Writer) error {
 	size, step := l.toc.blob.Size(), l.opts.sched.requestBytes()
-	for pos := int64(0); pos < size; pos += step {
-		n := min(step, size-pos)
-		if err := l.streamRange(ctx, w, pos, n); err != nil {
+	var buf []byte
+	for pos := int64(0); pos < size; {
+		if err := ctx.Err(); err != nil {
 			return err
 		}
+		n, spooled := l.spool.next(pos, min(pos+step, size), l.opts.spoolMinPiece)
+		if spooled {
+			buf = grow(buf, n)
+			ok, err := l.streamSpooled(ctx, w, buf, pos)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				continue // fetched instead
+			}
+		} else if err := l.streamRange(ctx, w, pos, n); err != nil {
+			return err
+		}
+		pos += n
+		l.spool.advance(pos)
 	}
 	return nil
+}
+
+// streamSpooled writes len(buf) bytes at off from the spool to w, as
+// background work. It reports false, having written nothing, when the spool
+// cannot be read: the spool is dropped, and the stream fetches the rest.
+func (l *Layer) streamSpooled(ctx context.Context, w io.Writer, buf []byte, off int64) (bool, error) {
+	release, err := l.opts.sched.admitLocal(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer release()
+	if err := l.spool.readAt(buf, off); err != nil {
+		l.opts.logger.Debug("dropping the spool", "layer", l.Digest(), "error", err)
+		l.spool.close()
+		return false, nil
+	}
+	if _, err := w.Write(buf); err != nil {
+		return false, err
+	}
+	l.stats.streamSpooled.Add(int64(len(buf)))
+	return true, nil
 }
 
 func (l *Layer) streamRange(ctx context.Context, w io.Writer, off, n int64) error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/stargz-snapshotter/estargz"
@@ -36,6 +37,25 @@ type TOC struct {
 
 	blob         remote.Blob
 	decompressor estargz.Decompressor
+
+	// fetched are the footer and the TOC as fetched, for the spool of the
+	// layer New makes, which takes them (and the TOC drops them).
+	fetched atomic.Pointer[[]blobBytes]
+}
+
+// blobBytes are bytes of the blob at off.
+type blobBytes struct {
+	off  int64
+	data []byte
+}
+
+// takeFetched returns the ranges of the blob that reading the TOC fetched,
+// once: the TOC does not keep them.
+func (t *TOC) takeFetched() []blobBytes {
+	if p := t.fetched.Swap(nil); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // decompressors are the formats a layer may be in, gzip eStargz first.
@@ -126,7 +146,9 @@ func readTOCWith(ctx context.Context, blob remote.Blob, d estargz.Decompressor, 
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", blob.Digest(), err)
 	}
-	return &TOC{Index: idx, Digest: got, blob: blob, decompressor: d}, nil
+	toc := &TOC{Index: idx, Digest: got, blob: blob, decompressor: d}
+	toc.fetched.Store(&[]blobBytes{{blob.Size() - int64(len(tail)), tail}, {tocOff, raw}})
+	return toc, nil
 }
 
 // digestTOC decompresses the TOC in raw into its digest, in constant memory,
