@@ -85,6 +85,9 @@ func (m Mode) snapshotter() string {
 	return "lazysnap"
 }
 
+// lazy says whether the mode fetches the image lazily.
+func (m Mode) lazy() bool { return m != Overlayfs && m != Local }
+
 // usesLazysnap says whether the case starts a lazysnap serve.
 func (m Mode) usesLazysnap() bool { return m.snapshotter() == "lazysnap" }
 

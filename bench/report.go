@@ -17,6 +17,23 @@ type Report struct {
 	Config    Config    `json:"config"`
 	Results   []Result  `json:"results"`
 	Summaries []Summary `json:"summaries"`
+	// Floors are the physical floors per workload, when the run had the
+	// local mode and a lazy one.
+	Floors []Floor `json:"floors,omitempty"`
+}
+
+// Floor is the least time to ready any lazy snapshotter could reach on
+// this link: the cold local start, plus the compressed bytes the workload
+// needs before ready at the link rate, plus 3 round trips (manifest,
+// config, one fetch). The bytes needed are taken as the fewest any lazy
+// mode of the run fetched before ready (median over repetitions): no mode
+// can start the workload with less than it reads.
+type Floor struct {
+	Workload     string  `json:"workload"`
+	LocalSeconds float64 `json:"local_seconds"`
+	MBNeeded     float64 `json:"mb_needed"`
+	NeededBy     Mode    `json:"mb_needed_by"`
+	Seconds      float64 `json:"seconds"`
 }
 
 // Config is what was measured, and how.
@@ -103,6 +120,31 @@ func (r *Report) summarize() {
 			r.Summaries[i].Speedup = base.Ready.Median / r.Summaries[i].Ready.Median
 		}
 	}
+	r.Floors = nil
+	for _, w := range r.Config.Workloads {
+		if f, ok := r.floor(w.Name); ok {
+			r.Floors = append(r.Floors, f)
+		}
+	}
+}
+
+// floor computes a workload's Floor from the summaries.
+func (r *Report) floor(workload string) (Floor, bool) {
+	local, ok := r.find(workload, Local)
+	if !ok {
+		return Floor{}, false
+	}
+	f := Floor{Workload: workload, LocalSeconds: local.Ready.Median, MBNeeded: -1}
+	for _, s := range r.Summaries {
+		if s.Workload == workload && s.Mode.lazy() && (f.MBNeeded < 0 || s.MBAtReady.Median < f.MBNeeded) {
+			f.MBNeeded, f.NeededBy = s.MBAtReady.Median, s.Mode
+		}
+	}
+	if f.MBNeeded < 0 || r.Config.RateMbit <= 0 {
+		return Floor{}, false
+	}
+	f.Seconds = f.LocalSeconds + f.MBNeeded*8/r.Config.RateMbit + 3*r.Config.DelayMS/1000
+	return f, true
 }
 
 func (r *Report) summary(workload string, m Mode) (Summary, bool) {

@@ -21,3 +21,28 @@ func TestRotate(t *testing.T) {
 		t.Errorf("rotate(%v, %d) = %v", ms, n, got)
 	}
 }
+
+// TestFloor: the floor is the local start, plus the fewest bytes any lazy
+// mode fetched before ready at the link rate, plus 3 round trips; the
+// full pull's bytes do not count.
+func TestFloor(t *testing.T) {
+	r := &Report{Config: Config{RateMbit: 200, DelayMS: 20, Workloads: []WorkloadInfo{{Name: "w"}},
+		Modes: []Mode{Local, Overlayfs, Lazy, Soci}}}
+	for _, res := range []Result{
+		{Workload: "w", Mode: Local, ReadySeconds: 4},
+		{Workload: "w", Mode: Overlayfs, ReadySeconds: 30, BytesAtReady: 10e6},
+		{Workload: "w", Mode: Lazy, ReadySeconds: 10, BytesAtReady: 100e6},
+		{Workload: "w", Mode: Soci, ReadySeconds: 9, BytesAtReady: 150e6},
+	} {
+		r.add(res)
+	}
+	r.summarize()
+	if len(r.Floors) != 1 {
+		t.Fatalf("floors %+v", r.Floors)
+	}
+	f := r.Floors[0]
+	want := 4 + 100*8/200.0 + 0.06
+	if f.NeededBy != Lazy || f.MBNeeded != 100 || f.Seconds < want-1e-9 || f.Seconds > want+1e-9 {
+		t.Fatalf("floor %+v, want %.2f s from lazysnap's 100 MB", f, want)
+	}
+}

@@ -24,7 +24,19 @@ func (r *Report) WriteTable(out io.Writer) error {
 			amount(s.MBAtReady, "%.1f"), amount(s.RequestsAtReady, "%.0f"),
 			amount(s.MBTotal, "%.1f"), settled, amount(s.RequestsTotal, "%.0f"), settled, speedup(s.Speedup))
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	for _, f := range r.Floors {
+		fmt.Fprintf(out, "%s: physical floor %.2f s = cold local start %.2f s + %.1f MB (fewest before ready, %s) at the link rate + 3 round trips\n",
+			f.Workload, f.Seconds, f.LocalSeconds, f.MBNeeded, f.NeededBy)
+		for _, s := range r.Summaries {
+			if s.Workload == f.Workload && s.Mode.lazy() && f.Seconds > 0 {
+				fmt.Fprintf(out, "  %s: %.2fx the floor\n", s.Mode, s.Ready.Median/f.Seconds)
+			}
+		}
+	}
+	return nil
 }
 
 // amount prints "median (min–max)", or the median alone when all agree.
