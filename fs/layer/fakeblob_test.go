@@ -29,6 +29,7 @@ type faultBlob struct {
 	mu      sync.Mutex
 	fetches [][2]int64    // off, n of each Fetch
 	corrupt int           // the next corrupt fetches flip a byte of their body
+	flipAt  int64         // the blob offset of the byte they flip, if in their range; else their middle
 	gate    chan struct{} // when set, a Fetch waits for it to close
 	began   chan struct{} // when set, gets a value as each Fetch begins
 }
@@ -44,7 +45,11 @@ func (b *faultBlob) Fetch(ctx context.Context, off, n int64) (io.ReadCloser, err
 	body := bytes.Clone(b.data[off : off+n])
 	if b.corrupt > 0 {
 		b.corrupt--
-		body[len(body)/2] ^= 0xff
+		at := int64(len(body) / 2)
+		if b.flipAt >= off && b.flipAt < off+n {
+			at = b.flipAt - off
+		}
+		body[at] ^= 0xff
 	}
 	b.mu.Unlock()
 	if began != nil {

@@ -149,11 +149,21 @@ func (l *Layer) fetchTargets(ctx context.Context, ts []target, p plan) error {
 		}
 		mine = append(mine, t)
 	}
+	if p.class == classRead {
+		mine = l.fromSpool(ctx, mine)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(p.concurrency)
 	runs := coalesce(mine, p.maxBytes, p.maxGap)
 	for k, run := range runs {
-		if k == len(runs)-1 && p.class == classRead && l.opts.readAhead > 0 && l.streams.begin() {
+		last := k == len(runs)-1 && p.class == classRead && l.opts.readAhead > 0
+		if end := l.rawTailEnd(last, run[len(run)-1]); end > 0 && l.streams.begin() {
+			// The read's last request goes on, as raw bytes into the
+			// spool, through what is stored after it.
+			g.Go(func() error { return l.fetchRunRawAhead(gctx, run, end) })
+			continue
+		}
+		if last && l.streams.begin() {
 			// The read's last request (in blob order) goes on into the
 			// files stored after it.
 			tail, files, done := l.readAhead(run[len(run)-1])
@@ -195,10 +205,7 @@ func isContextErr(err error) bool {
 // its frame) into runs of at most maxBytes of compressed data; a single
 // larger chunk is a run.
 func coalesce(ts []target, maxBytes, maxGap int64) [][]target {
-	slices.SortFunc(ts, func(a, b target) int {
-		ca, cb := a.chunk(), b.chunk()
-		return cmp.Or(cmp.Compare(ca.BlobOffset, cb.BlobOffset), cmp.Compare(ca.InnerOffset, cb.InnerOffset))
-	})
+	sortTargets(ts)
 	var runs [][]target
 	var cur []target
 	for _, t := range ts {
@@ -222,6 +229,14 @@ func coalesce(ts []target, maxBytes, maxGap int64) [][]target {
 	return runs
 }
 
+// sortTargets sorts ts in blob order, and within a frame by inner offset.
+func sortTargets(ts []target) {
+	slices.SortFunc(ts, func(a, b target) int {
+		ca, cb := a.chunk(), b.chunk()
+		return cmp.Or(cmp.Compare(ca.BlobOffset, cb.BlobOffset), cmp.Compare(ca.InnerOffset, cb.InnerOffset))
+	})
+}
+
 // errBadChunk marks data that did not decompress or verify: the fetch is
 // retried once.
 var errBadChunk = errors.New("chunk does not verify")
@@ -231,14 +246,15 @@ var errBadChunk = errors.New("chunk does not verify")
 // fails the run with ErrCorrupt. Every flight of the run is finished,
 // whatever happens.
 func (l *Layer) fetchRun(ctx context.Context, run []target, class fetchClass) error {
-	return l.fetchRunSplit(ctx, run, class, len(run), nil)
+	return l.fetchRunSplit(ctx, run, class, len(run), 0, nil)
 }
 
 // fetchRunSplit is fetchRun, calling ownDone (when not nil) once: with nil
 // as soon as the first own chunks of run are stored, or with the run's
-// error if it ends before.
+// error if it ends before. With tailEnd past the run's end, the request
+// goes on to tailEnd, its bytes only spooled (see fetchRunRawAhead).
 func (l *Layer) fetchRunSplit(ctx context.Context, run []target, class fetchClass, own int,
-	ownDone func(error)) (err error) {
+	tailEnd int64, ownDone func(error)) (err error) {
 	done := 0
 	defer func() {
 		for _, t := range run[done:] {
@@ -258,9 +274,9 @@ func (l *Layer) fetchRunSplit(ctx context.Context, run []target, class fetchClas
 		}
 	}
 	for attempt := 0; attempt < 2; attempt++ {
-		err = l.fetchOnce(ctx, run[done:], class, complete)
-		if err == nil || !errors.Is(err, errBadChunk) {
-			return err
+		err = l.fetchOnce(ctx, run[done:], class, tailEnd, complete)
+		if err == nil || done == len(run) || !errors.Is(err, errBadChunk) {
+			return err // a raw tail that failed is not fetched again
 		}
 		l.stats.verifyFailures.Add(1)
 		l.opts.logger.WarnContext(ctx, "chunk failed verification", "layer", l.Digest(),
@@ -276,8 +292,9 @@ var errAborted = errors.New("fetch aborted")
 // verifies, calling complete after each. A background request first waits
 // for the scheduler to admit it. The raw bytes received go to the spool,
 // if the layer has one (see spoolKeeps).
-func (l *Layer) fetchOnce(ctx context.Context, run []target, class fetchClass, complete func()) (err error) {
-	start, end := run[0].chunk().BlobOffset, run[len(run)-1].chunk().BlobEnd
+func (l *Layer) fetchOnce(ctx context.Context, run []target, class fetchClass, tailEnd int64,
+	complete func()) (err error) {
+	start, end := run[0].chunk().BlobOffset, max(run[len(run)-1].chunk().BlobEnd, tailEnd)
 	for _, t := range run {
 		if t.fl != nil {
 			// Until this attempt's stream flows, readers must not wait
@@ -326,6 +343,12 @@ func (l *Layer) fetchOnce(ctx context.Context, run []target, class fetchClass, c
 			return body.cause(err)
 		}
 		pos, i = c.BlobEnd, j
+	}
+	if end > pos {
+		// The raw tail: received only to be spooled.
+		if _, err := io.CopyN(io.Discard, body, end-pos); err != nil {
+			return fmt.Errorf("read-ahead tail: %w", body.cause(err))
+		}
 	}
 	return nil
 }

@@ -104,7 +104,7 @@ func (l *Layer) fetchRunAhead(ctx context.Context, run []target, own, tailFiles 
 		defer cancel(nil)
 		start := time.Now()
 		var ownAt time.Time
-		err := l.fetchRunSplit(rctx, run, classRead, own, func(err error) {
+		err := l.fetchRunSplit(rctx, run, classRead, own, 0, func(err error) {
 			if err == nil {
 				ownAt = time.Now()
 				l.ra.observeRoundTrip(ownAt.Sub(start))

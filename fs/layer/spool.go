@@ -1,6 +1,7 @@
 package layer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -45,6 +46,13 @@ type spool struct {
 	busy    spans // claimed by fetches in flight
 	punched int64 // the file holds no data before this offset
 	closed  bool
+
+	// Reads take their chunks from the spool too (see fromSpool), also
+	// from a request still receiving them (a read-ahead tail): a read
+	// checks every chunk's digest, so it needs no trust in the bytes.
+	writers map[*spoolWriter]struct{} // requests in flight
+	changed chan struct{}             // closed and replaced when a writer progresses or ends
+	waiting atomic.Int32              // reads waiting for a writer (see await)
 }
 
 // spoolFile is what a spool needs of its file (tests inject failures).
@@ -65,7 +73,11 @@ func openSpool(dir string, logger *slog.Logger) (*spool, error) {
 		f.Close()
 		return nil, fmt.Errorf("unlinking the spool file: %w", err)
 	}
-	return &spool{f: f, logger: logger}, nil
+	return newSpool(f, logger), nil
+}
+
+func newSpool(f spoolFile, logger *slog.Logger) *spool {
+	return &spool{f: f, logger: logger, writers: map[*spoolWriter]struct{}{}, changed: make(chan struct{})}
 }
 
 // spoolWriter tees the body of one request into the spool: it writes only
@@ -73,9 +85,9 @@ func openSpool(dir string, logger *slog.Logger) (*spool, error) {
 // another fetch), and keeps them or drops them when the request ends.
 type spoolWriter struct {
 	s      *spool
-	own    []span // claimed, sorted
-	end    int64  // every owned byte received before end was written
-	failed bool   // a write failed: the rest is not spooled
+	own    []span       // claimed, sorted
+	end    atomic.Int64 // every owned byte received before end was written
+	failed atomic.Bool  // a write failed: the rest is not spooled
 }
 
 // claim returns the writer of a request for [lo, hi), or nil (a writer
@@ -99,13 +111,16 @@ func (s *spool) claim(lo, hi int64) *spoolWriter {
 	for _, o := range own {
 		s.busy = s.busy.add(o.lo, o.hi)
 	}
-	return &spoolWriter{s: s, own: own, end: lo}
+	w := &spoolWriter{s: s, own: own}
+	w.end.Store(lo)
+	s.writers[w] = struct{}{}
+	return w
 }
 
 // write spools p, received at blob offset off. Bytes arrive in order, from
 // the request's start.
 func (w *spoolWriter) write(p []byte, off int64) {
-	if w == nil || w.failed {
+	if w == nil || w.failed.Load() {
 		return
 	}
 	// Bytes the stream has passed are of no use to it.
@@ -117,12 +132,110 @@ func (w *spoolWriter) write(p []byte, off int64) {
 			continue
 		}
 		if _, err := w.s.f.WriteAt(p[lo-off:hi-off], lo); err != nil {
-			w.failed = true
+			w.failed.Store(true)
 			w.s.logger.Debug("not spooling the rest of a request", "offset", lo, "error", err)
+			w.s.notify()
 			return
 		}
 	}
-	w.end = to
+	w.end.Store(to)
+	w.s.notify()
+}
+
+// notify wakes the reads waiting for a writer, if any.
+func (s *spool) notify() {
+	if s.waiting.Load() == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.notifyLocked()
+}
+
+func (s *spool) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// await waits until the spool holds the frame [lo, hi), kept or written by
+// a request in flight, and reports true; or reports false at once when no
+// request in flight will write all of it, or when ctx ends first.
+func (s *spool) await(ctx context.Context, lo, hi int64) bool {
+	if s == nil {
+		return false
+	}
+	s.waiting.Add(1)
+	defer s.waiting.Add(-1)
+	for {
+		s.mu.Lock()
+		ready, coming := s.stateLocked(lo, hi)
+		changed := s.changed
+		s.mu.Unlock()
+		if ready || !coming {
+			return ready
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// stateLocked says whether [lo, hi) is in the spool, or is being written
+// by one request in flight.
+func (s *spool) stateLocked(lo, hi int64) (ready, coming bool) {
+	if s.closed || lo < s.pos.Load() {
+		return false, false
+	}
+	if len(s.have.gaps(lo, hi)) == 0 {
+		return true, false
+	}
+	for w := range s.writers {
+		if w.failed.Load() {
+			continue
+		}
+		for _, o := range w.own {
+			if o.lo <= lo && hi <= o.hi {
+				return hi <= w.end.Load(), hi > w.end.Load()
+			}
+		}
+	}
+	return false, false
+}
+
+// discard drops [lo, hi) from what the spool holds: bytes a read found
+// not to verify (a read-ahead tail's bytes are checked only when read), so
+// that the read's own fetch spools the right ones in their place, and the
+// stream never hashes the wrong ones.
+func (s *spool) discard(lo, hi int64) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.have = s.have.sub(lo, hi)
+}
+
+// free returns the end of the room after lo, up to hi, that the spool
+// neither holds nor has claimed for a request in flight: where a read-ahead
+// tail from lo should stop. It is lo when the stream has passed lo.
+func (s *spool) free(lo, hi int64) int64 {
+	if s == nil {
+		return lo
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || lo < s.pos.Load() {
+		return lo
+	}
+	if i := s.have.first(lo); i < len(s.have) && s.have[i].lo < hi {
+		hi = max(lo, s.have[i].lo)
+	}
+	if i := s.busy.first(lo); i < len(s.busy) && s.busy[i].lo < hi {
+		hi = max(lo, s.busy[i].lo)
+	}
+	return hi
 }
 
 // finish ends the request: with keep, what it wrote becomes readable by
@@ -135,10 +248,12 @@ func (w *spoolWriter) finish(keep bool) {
 	s := w.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	pos := s.pos.Load()
+	delete(s.writers, w)
+	s.notifyLocked()
+	pos, end := s.pos.Load(), w.end.Load()
 	for _, o := range w.own {
 		s.busy = s.busy.sub(o.lo, o.hi)
-		kept := span{max(o.lo, pos), min(o.hi, w.end)}
+		kept := span{max(o.lo, pos), min(o.hi, end)}
 		if !keep || s.closed || kept.lo >= kept.hi {
 			s.punchLocked(o.lo, o.hi)
 			continue
@@ -227,6 +342,7 @@ func (s *spool) close() {
 	}
 	s.closed = true
 	s.have, s.busy = nil, nil
+	s.notifyLocked()
 	if err := s.f.Close(); err != nil {
 		s.logger.Debug("closing the spool", "error", err)
 	}

@@ -99,8 +99,8 @@ func TestStreamTakesFetchedBytesFromSpool(t *testing.T) {
 	}
 	l.streams.wg.Wait() // the read-ahead tails
 	reads, readBytes := tl.blob.served()
-	if len(reads) != 3 {
-		t.Fatalf("reads sent %v, want 3 requests", reads)
+	if len(reads) == 0 || len(reads) > 3 {
+		t.Fatalf("reads sent %v, want 1 to 3 requests", reads)
 	}
 
 	stream, streamBytes := tl.streamAndCheck(t, l)

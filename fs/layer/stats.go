@@ -17,6 +17,7 @@ type Stats struct {
 	Requests           int64 // Range requests sent (TOC and footer included)
 	BackgroundRequests int64 // of which background ones
 	StreamSpooledBytes int64 // compressed bytes the diff_id stream took from the spool instead of the registry
+	ReadSpooledChunks  int64 // chunks reads took from the spool (read-ahead tails) instead of the registry
 	CacheHits          int64 // reads served from the cache without fetching
 	VerifyFailures     int64 // chunks that failed verification (and were refetched or failed the read)
 	CacheCorruptions   int64 // chunks cached by an earlier run that failed verification and were dropped
@@ -38,6 +39,7 @@ type counters struct {
 	requests           atomic.Int64
 	backgroundRequests atomic.Int64
 	streamSpooled      atomic.Int64
+	readSpooled        atomic.Int64
 	cacheHits          atomic.Int64
 	verifyFailures     atomic.Int64
 	cacheCorruptions   atomic.Int64
@@ -64,6 +66,7 @@ func (l *Layer) Stats() Stats {
 		Requests:           l.stats.requests.Load(),
 		BackgroundRequests: l.stats.backgroundRequests.Load(),
 		StreamSpooledBytes: l.stats.streamSpooled.Load(),
+		ReadSpooledChunks:  l.stats.readSpooled.Load(),
 		CacheHits:          l.stats.cacheHits.Load(),
 		VerifyFailures:     l.stats.verifyFailures.Load(),
 		CacheCorruptions:   l.stats.cacheCorruptions.Load(),

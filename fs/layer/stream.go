@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"path"
@@ -43,6 +44,26 @@ func (l *Layer) StreamAll(ctx context.Context) (digest.Digest, error) {
 	stop := context.AfterFunc(l.ctx, cancel)
 	defer stop()
 
+	spooledBefore := l.stats.streamSpooled.Load()
+	diffID, err := l.streamOnce(ctx)
+	if errors.Is(err, errBlobDigest) && l.stats.streamSpooled.Load() > spooledBefore {
+		// Spooled bytes no read checked (a read-ahead tail's tar headers
+		// or gzip trailers, say) may be what was wrong: once more, all
+		// from the registry.
+		l.opts.logger.Warn("layer stream did not match its digest with spooled bytes; streaming again without them",
+			"layer", l.Digest(), "error", err)
+		l.spool.close()
+		diffID, err = l.streamOnce(ctx)
+	}
+	return diffID, err
+}
+
+// errBlobDigest marks a stream whose compressed bytes did not hash to the
+// layer's digest.
+var errBlobDigest = errors.New("the registry served a blob of another digest")
+
+// streamOnce streams the blob once (see StreamAll).
+func (l *Layer) streamOnce(ctx context.Context) (digest.Digest, error) {
 	pr, pw := io.Pipe()
 	type result struct {
 		diffID digest.Digest
@@ -66,8 +87,7 @@ func (l *Layer) StreamAll(ctx context.Context) (digest.Digest, error) {
 		return "", fmt.Errorf("streaming layer %s: %w", l.Digest(), perr)
 	}
 	if got := digest.NewDigest(digest.SHA256, blobSum); got != l.Digest() {
-		return "", fmt.Errorf("layer %s: the registry served a blob whose digest is %s: %w",
-			l.Digest(), got, errdefs.ErrUnavailable)
+		return "", fmt.Errorf("layer %s: %w: %s: %w", l.Digest(), errBlobDigest, got, errdefs.ErrUnavailable)
 	}
 	if res.err != nil {
 		return "", fmt.Errorf("layer %s does not decompress: %w: %w", l.Digest(), res.err, errdefs.ErrDataLoss)

@@ -1,0 +1,152 @@
+package layer
+
+import (
+	"context"
+	"io"
+	"testing"
+	"time"
+)
+
+// TestRawTailServesNextReads: with a spool, a read's request goes on
+// through the files stored after it as raw bytes, and the reads of those
+// files take them from the spool, verified, without another request.
+func TestRawTailServesNextReads(t *testing.T) {
+	tl := smallFiles(t, 30)
+	l := tl.openSpooled(t, WithReadAhead(1<<20))
+	if err := tl.readAll(t, l, "f00"); err != nil {
+		t.Fatal(err)
+	}
+	l.streams.wg.Wait()
+	for _, f := range tl.files[1:] {
+		if err := tl.readAll(t, l, f.name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := tl.blob.fetchCount(); n != 1 {
+		t.Errorf("reading 30 neighbouring files sent %d requests, want 1", n)
+	}
+	if got := l.Stats().ReadSpooledChunks; got != 29 {
+		t.Errorf("%d chunks read from the spool, want 29", got)
+	}
+	tl.streamAndCheck(t, l)
+}
+
+// tailGateBlob serves each response's first head bytes at once and the
+// rest only once release is closed: a read-ahead tail still on the wire.
+type tailGateBlob struct {
+	*faultBlob
+	head    int64
+	release chan struct{}
+}
+
+func (b *tailGateBlob) Fetch(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	rc, err := b.faultBlob.Fetch(ctx, off, n)
+	if err != nil {
+		return nil, err
+	}
+	head := io.LimitReader(rc, min(b.head, n))
+	gate := readerFunc(func(p []byte) (int, error) {
+		select {
+		case <-b.release:
+			return rc.Read(p)
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	})
+	return io.NopCloser(io.MultiReader(head, gate)), nil
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// TestRawTailReadWaitsForTail: a read of a file whose bytes a tail is still
+// receiving waits for them rather than sending its own request.
+func TestRawTailReadWaitsForTail(t *testing.T) {
+	tl := smallFiles(t, 30)
+	gate := &tailGateBlob{faultBlob: tl.blob, release: make(chan struct{})}
+	tl.toc.blob = gate
+	l := tl.openSpooled(t, WithReadAhead(1<<20))
+	gate.head = l.idx.Chunks(tl.id(t, l, "f00"))[0].BlobEnd - l.idx.Chunks(tl.id(t, l, "f00"))[0].BlobOffset
+	if err := tl.readAll(t, l, "f00"); err != nil { // returns with the tail held
+		t.Fatal(err)
+	}
+	read := make(chan error, 1)
+	go func() { read <- tl.readAll(t, l, "f20") }()
+	for l.spool.waiting.Load() == 0 {
+		select {
+		case err := <-read:
+			t.Fatalf("the read of f20 ended (%v) before the tail came, with %d requests", err, tl.blob.fetchCount())
+		case <-time.After(time.Millisecond):
+		}
+	}
+	close(gate.release)
+	if err := <-read; err != nil {
+		t.Fatal(err)
+	}
+	l.streams.wg.Wait()
+	if n := tl.blob.fetchCount(); n != 1 {
+		t.Errorf("%d requests, want the one whose tail brought f20", n)
+	}
+}
+
+// TestRawTailCorruptIsFetchedAgain: a tail whose bytes are wrong (they are
+// checked only when read) costs the read of the file they spoil a request
+// of its own, never a wrong byte; the good bytes replace the bad ones in
+// the spool, so the diff_id stream still verifies.
+func TestRawTailCorruptIsFetchedAgain(t *testing.T) {
+	tl := smallFiles(t, 30)
+	l := tl.openSpooled(t, WithReadAhead(1<<20))
+	tl.blob.corrupt = 1 // flips a byte of the tail: in f15's compressed bytes
+	f15 := l.idx.Chunks(tl.id(t, l, "f15"))[0]
+	tl.blob.flipAt = (f15.BlobOffset + f15.BlobEnd) / 2
+	if err := tl.readAll(t, l, "f00"); err != nil {
+		t.Fatal(err)
+	}
+	l.streams.wg.Wait()
+	for _, f := range tl.files[1:] {
+		if err := tl.readAll(t, l, f.name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := tl.blob.fetchCount(); n != 2 {
+		t.Errorf("%d requests, want the tail's and one for the file it spoiled", n)
+	}
+	if n := l.Stats().VerifyFailures; n != 0 {
+		t.Errorf("%d verify failures counted for fetches that never failed", n)
+	}
+	tl.streamAndCheck(t, l)
+}
+
+// TestStreamAgainWithoutSpool: a tail spoiled where no read checks it (the
+// stream is the first to) makes the stream fail its blob digest once; it
+// then streams everything from the registry, and verifies.
+func TestStreamAgainWithoutSpool(t *testing.T) {
+	tl := smallFiles(t, 30)
+	l := tl.openSpooled(t, WithReadAhead(1<<20))
+	tl.blob.corrupt = 1 // flips a byte in the middle of the tail, read by no one
+	if err := tl.readAll(t, l, "f00"); err != nil {
+		t.Fatal(err)
+	}
+	l.streams.wg.Wait()
+	if _, n := tl.streamAndCheck(t, l); n < tl.blob.Size() {
+		t.Errorf("the stream fetched %d bytes of %d: not everything again after its spooled bytes failed", n, tl.blob.Size())
+	}
+}
+
+// TestRawTailWithoutSpoolIsDecoded: a layer without a spool reads ahead
+// the decoded way, as before.
+func TestRawTailWithoutSpoolIsDecoded(t *testing.T) {
+	tl := smallFiles(t, 30)
+	l := tl.open(t, WithReadAhead(1<<20))
+	if err := tl.readAll(t, l, "f00"); err != nil {
+		t.Fatal(err)
+	}
+	l.streams.wg.Wait()
+	if err := tl.readAll(t, l, "f01"); err != nil {
+		t.Fatal(err)
+	}
+	if n := tl.blob.fetchCount(); n != 1 || l.Stats().ReadSpooledChunks != 0 {
+		t.Errorf("%d requests, %d chunks from a spool; want 1 and none", n, l.Stats().ReadSpooledChunks)
+	}
+}
