@@ -18,7 +18,9 @@
 // caller checks them, and Discard drops those that fail.
 //
 // On disk, a store directory holds files/<algorithm>/<hex> (the sparse data)
-// and files/<algorithm>/<hex>.ranges (its presence journal, see journal.go).
+// and files/<algorithm>/<hex>.ranges (its presence journal, see journal.go),
+// except for an entry one write made complete: its presence is the data
+// file's extended attribute user.lazysnap.complete, and it has no journal.
 package cache
 
 import (

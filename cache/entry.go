@@ -53,11 +53,22 @@ func (st *entryState) dataPath() string {
 func (st *entryState) journalPath() string { return st.dataPath() + ".ranges" }
 
 // create makes a fresh sparse data file, opened, and the journal its
-// first write creates (see journal). Leftovers of an entry the store forgot
-// are overwritten.
+// first write creates (see journal), unless that write makes the entry
+// complete (see markPresent). Leftovers of an entry the store forgot are
+// overwritten.
 func (st *entryState) create() error {
 	f, err := os.OpenFile(st.dataPath(), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
+		return fmt.Errorf("create data file: %w", err)
+	}
+	// O_TRUNC keeps a leftover data file's xattrs: a completeXattr of the
+	// forgotten entry would claim every byte of this one (as long as no
+	// journal file wins over it), so it goes now, as newJournal removes a
+	// leftover journal. A crash between the truncation and the removal
+	// leaves a claim on holes, which reads as zeros: loaded bytes are hashed
+	// before first use (see verified), so that costs a refetch.
+	if err := removeCompleteXattr(f); err != nil {
+		f.Close()
 		return fmt.Errorf("create data file: %w", err)
 	}
 	// Truncate allocates nothing: the file is all holes until chunks land.
@@ -77,7 +88,8 @@ func (st *entryState) create() error {
 }
 
 // openFiles opens the data file and journal for the first handle. An entry
-// with nothing present may have no journal yet.
+// with nothing present may have no journal yet, and neither has a complete
+// one whose presence is its data file's completeXattr.
 func (st *entryState) openFiles() error {
 	f, err := os.OpenFile(st.dataPath(), os.O_RDWR, 0)
 	if err != nil {
@@ -86,8 +98,18 @@ func (st *entryState) openFiles() error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.journal, err = openJournal(st.journalPath())
-	if errors.Is(err, fs.ErrNotExist) && st.present.bytes == 0 {
-		st.journal, err = newJournal(st.journalPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		switch st.present.bytes {
+		case 0:
+			st.journal, err = newJournal(st.journalPath())
+		case st.size:
+			// Complete by its completeXattr (one write, this run or loaded):
+			// the journal is opened lazily, without a file, like a fresh
+			// one. A complete entry appends nothing (markPresent returns
+			// before), and a discard writes a journal file, removing the
+			// xattr first (compactLocked).
+			st.journal, err = journal{path: st.journalPath()}, nil
+		}
 	}
 	if err != nil {
 		f.Close()
@@ -128,6 +150,22 @@ func (st *entryState) markPresent(start, end int64) (int64, error) {
 		st.verified.add(start, end)
 		return 0, nil
 	}
+	if start == 0 && end == st.size && st.present.bytes == 0 && st.journal.f == nil && !st.journal.closed {
+		// One write made the entry complete and it has no journal file
+		// (a fresh entry's is created by its first append; newJournal
+		// removed any leftover): record that as the data file's
+		// completeXattr rather than create a journal, a file creation
+		// saved per small file. As with the journal, the data was written
+		// first (WriteAt). The xattr is only ever written while there is
+		// no journal file, so the two cannot disagree; on any error (no
+		// user xattrs, ENOSPC, E2BIG) the journal below records it, and a
+		// journal, when it exists, wins over the xattr.
+		if setCompleteXattr(st.data, completeValue(st.size)) == nil {
+			added := st.present.add(start, end)
+			st.verified.add(start, end)
+			return added, nil
+		}
+	}
 	if err := st.journal.append(span{start, end}); err != nil {
 		return 0, err
 	}
@@ -141,9 +179,17 @@ func (st *entryState) markPresent(start, end int64) (int64, error) {
 	return added, nil
 }
 
+// compactLocked replaces the journal file with one record per present span.
 func (st *entryState) compactLocked() error {
+	// The entry may carry a completeXattr (one write completed it): remove
+	// it before writing the journal file. The journal wins once it exists,
+	// but if writing it fails, or a crash comes before its rename, the next
+	// load would find no journal and take the xattr's "complete", bringing
+	// a discarded (bad) range back as present. If the removal fails, the
+	// journal is still written, since it wins; the error is returned.
+	rmErr := removeCompleteXattr(st.data)
 	if err := writeJournal(st.journalPath(), &st.present); err != nil {
-		return err
+		return errors.Join(rmErr, err)
 	}
 	j, err := openJournal(st.journalPath())
 	if err != nil {
@@ -151,7 +197,7 @@ func (st *entryState) compactLocked() error {
 	}
 	st.journal.close()
 	st.journal = j
-	return nil
+	return rmErr
 }
 
 // has reports whether [start, end) is present.
@@ -191,7 +237,9 @@ func (st *entryState) markVerified(start, end int64) bool {
 // leaves the old journal, which claims the bad bytes again; the next run
 // checks them before use, as it checks everything it loads, and discards
 // them again. If the rewrite fails, memory and journal disagree the same
-// way, with the same outcome.
+// way, with the same outcome. An entry complete by its completeXattr has
+// no old journal: the xattr is removed first (compactLocked), so a crash
+// in between leaves nothing present, which costs a refetch.
 //
 // The data file is left as it is rather than punched: the bytes are no
 // longer claimed and the refetch that follows overwrites them, while a

@@ -7,15 +7,39 @@ import (
 	"hash/crc32"
 	"io/fs"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // The presence record of an entry is an append-only journal next to its
 // data file, "<hex>.ranges". We chose a per-entry journal over one bbolt
 // database because a chunk write then costs one small pwrite to a file
 // only that entry uses: no store-wide write lock, no fsync-per-transaction,
-// and deleting an entry is deleting two files. The journal is compacted to
+// and deleting an entry is deleting its files. The journal is compacted to
 // one record per present span when the entry is loaded and when it becomes
 // complete, so it stays tiny.
+//
+// Most entries, though, are small files stored whole by one write, and for
+// them creating the journal was half the cost of storing the file: on ext4
+// a file creation costs 130-500 µs of kernel CPU, and a profile of fused
+// while a Python program started spent 56% of its CPU in os.OpenFile, half
+// of it creating journals. So when one write makes an entry complete while
+// it has no journal file, its presence is recorded instead as an extended
+// attribute of the data file, completeXattr, whose value is the journal
+// that would hold the one record [0, size): one setxattr on the open data
+// file, about 2 µs, instead of a file (BenchmarkSmallEntry: 0.66 ms per
+// 4 KiB file against 1.27 ms with the journal). Like a journal record, it is
+// set after the data is written and not synced (see crash.go). If the
+// xattr cannot be set (a file system without user xattrs, EPERM, ENOSPC,
+// E2BIG: any error), the journal is written as before; it is always
+// correct.
+//
+// The two never disagree on what counts: a journal file, when it exists,
+// wins and the xattr is not read; the xattr is only written while the entry
+// has no journal file, and removed before a journal file is written for an
+// entry that may carry it (compactLocked) and when a fresh entry reuses a
+// leftover data file (entryState.create). Loading takes the xattr only if
+// its one record is [0, size) of the data file's current size.
 //
 // Layout: journalMagic, then records of recordSize bytes: offset and length
 // (uint64, little endian) and a CRC-32C of those 16 bytes. Loading stops at
@@ -24,6 +48,13 @@ import (
 const (
 	journalMagic = "LZSRNG01"
 	recordSize   = 20
+
+	// completeXattr marks a data file whose entry one write made complete
+	// while it had no journal file; see above.
+	completeXattr = "user.lazysnap.complete"
+	// completeSize is the size of completeXattr's value: a journal of one
+	// record.
+	completeSize = len(journalMagic) + recordSize
 )
 
 // checksum is CRC-32C; MakeTable returns the package's shared table for
@@ -53,12 +84,10 @@ func decodeRecord(b []byte, size int64) (span, bool) {
 
 // loadJournal reads the presence record at path for a file of size bytes.
 // compact reports whether rewriting the journal would shrink or repair it.
-// A missing journal means nothing is present.
+// A missing journal fails with an error wrapping fs.ErrNotExist: the entry
+// may then be complete by its completeXattr (hasCompleteXattr).
 func loadJournal(path string, size int64) (iv intervals, compact bool, err error) {
 	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return iv, false, nil
-	}
 	if err != nil {
 		return iv, false, fmt.Errorf("read presence journal: %w", err)
 	}
@@ -109,7 +138,8 @@ func writeJournal(path string, iv *intervals) error {
 // its first record: a missing journal means nothing is present, so creating
 // it with that record saves a file creation (and the temporary and rename
 // of writeJournal) per entry, which on a layer of small files is most of
-// the cost of storing one.
+// the cost of storing one. An entry that one write makes complete gets no
+// journal file at all (completeXattr).
 type journal struct {
 	path   string
 	f      *os.File // nil until created or opened, and after close
@@ -179,4 +209,49 @@ func (j *journal) close() error {
 	err := j.f.Close()
 	j.f = nil
 	return err
+}
+
+// completeValue is completeXattr's value for an entry of size bytes: the
+// journal holding the one record [0, size).
+func completeValue(size int64) []byte {
+	b := make([]byte, completeSize)
+	copy(b, journalMagic)
+	encodeRecord(b[len(journalMagic):], span{0, size})
+	return b
+}
+
+// hasCompleteXattr reports whether the data file at path carries a valid
+// completeXattr for all of its size bytes. A missing, unreadable or corrupt
+// value, or one for another span (the file's size changed), is false:
+// nothing is present.
+func hasCompleteXattr(path string, size int64) bool {
+	// One spare byte, so a longer value reads as the wrong length; a much
+	// longer one fails with ERANGE.
+	var b [completeSize + 1]byte
+	n, err := unix.Lgetxattr(path, completeXattr, b[:])
+	if err != nil || n != completeSize || string(b[:len(journalMagic)]) != journalMagic {
+		return false
+	}
+	s, ok := decodeRecord(b[len(journalMagic):completeSize], size)
+	return ok && s == span{0, size}
+}
+
+// setCompleteXattr sets completeXattr on the open data file f. A variable
+// so that tests can play a file system without user xattrs.
+var setCompleteXattr = func(f *os.File, value []byte) error {
+	if err := unix.Fsetxattr(int(f.Fd()), completeXattr, value, 0); err != nil {
+		return fmt.Errorf("set %s: %w", completeXattr, err)
+	}
+	return nil
+}
+
+// removeCompleteXattr removes completeXattr from the open data file f. A
+// file without it (ENODATA), or on a file system without user xattrs,
+// which cannot carry it, is not an error.
+func removeCompleteXattr(f *os.File) error {
+	err := unix.Fremovexattr(int(f.Fd()), completeXattr)
+	if err == nil || errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOTSUP) {
+		return nil
+	}
+	return fmt.Errorf("remove %s: %w", completeXattr, err)
 }

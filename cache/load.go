@@ -38,8 +38,9 @@ func (s *Store) load() error {
 		}
 		loaded = append(loaded, les...)
 	}
-	// Oldest journal writes go to the back of the LRU list: the best guess
-	// of last use a restart can make.
+	// Oldest presence records (journal writes, or the data writes of
+	// entries complete by their xattr) go to the back of the LRU list: the
+	// best guess of last use a restart can make.
 	slices.SortFunc(loaded, func(a, b loadedEntry) int { return b.modTime.Compare(a.modTime) })
 	for _, le := range loaded {
 		le.st.elem = s.lru.PushBack(le.st)
@@ -101,16 +102,34 @@ func (s *Store) loadEntry(d digest.Digest) (le loadedEntry, ok bool, err error) 
 		return le, false, fmt.Errorf("load entry %s: %w", d, err)
 	}
 	st.size = fi.Size()
+	// The data file's mtime is its last write: the LRU age of an entry
+	// without journal, whose presence was recorded right after that write.
+	mod := fi.ModTime()
 	present, compact, err := loadJournal(st.journalPath(), st.size)
-	if err != nil {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// No journal file: the entry is present whole if one write made it
+		// complete and recorded that as the data file's completeXattr, a
+		// valid value whose one record is [0, size) of the file's current
+		// size. Anything else (no xattr, a corrupt value, another span)
+		// means nothing is present, and the entry is removed below. The
+		// xattr is read only here, with no journal file: a journal, when it
+		// exists, wins. What is loaded is present, not verified: the layer
+		// above hashes it before first use, so a torn state costs a
+		// refetch, never a wrong byte.
+		present, compact = intervals{}, false
+		if hasCompleteXattr(st.dataPath(), st.size) {
+			present.add(0, st.size)
+		}
+	case err != nil:
 		return le, false, fmt.Errorf("load entry %s: %w", d, err)
+	default:
+		if jfi, err := os.Stat(st.journalPath()); err == nil {
+			mod = jfi.ModTime()
+		}
 	}
 	if present.bytes == 0 {
 		return le, false, st.remove()
-	}
-	mod := fi.ModTime()
-	if jfi, err := os.Stat(st.journalPath()); err == nil {
-		mod = jfi.ModTime()
 	}
 	if compact {
 		s.opts.logger.Debug("cache: compacting presence journal", "digest", d)
