@@ -31,11 +31,13 @@ type benchFlags struct {
 	cmd        string
 	readyLine  string
 	readyProbe string
+	freshDisk  bool
 }
 
 func registerFlags(fs *flag.FlagSet) *benchFlags {
 	f := &benchFlags{}
 	fs.Int64Var(&f.rateMbit, "rate", 200, "registry link rate in Mbit/s")
+	fs.BoolVar(&f.freshDisk, "fresh-disk", true, "give each case a freshly made file system (an ext4 image, loop-mounted)")
 	fs.DurationVar(&f.delay, "delay", 20*time.Millisecond, "delay added to each registry request")
 	fs.IntVar(&f.reps, "reps", 3, "repetitions of each case")
 	fs.StringVar(&f.images, "images", "python", "comma-separated images of the default set (python, gcc, redis, scipy, jvm, node)")
@@ -68,7 +70,7 @@ func (f *benchFlags) options() ([]Option, error) {
 		return nil, err
 	}
 	opts := []Option{WithRate(f.rateMbit * 1_000_000), WithDelay(f.delay), WithReps(f.reps), WithWorkloads(ws...),
-		WithExternalSnapshotter(f.socket), WithBaselineLazysnap(f.baseline),
+		WithExternalSnapshotter(f.socket), WithBaselineLazysnap(f.baseline), WithFreshDisks(f.freshDisk),
 		WithBaselineConfig(strings.ReplaceAll(f.baseConfig, `\n`, "\n")),
 		WithLogger(slog.New(slog.NewTextHandler(os.Stderr, nil)))}
 	if f.modes != "" {

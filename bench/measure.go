@@ -39,6 +39,9 @@ const containerID = "bench"
 // measure runs one case on a cold node: the clock starts at pull start,
 // after containerd (and lazysnap) are up.
 func (e *env) measure(ctx context.Context, tb testing.TB, c benchCase) (Result, error) {
+	if e.freshDisks {
+		freshDisk(tb, e.diskDir)
+	}
 	cd := e.startNode(tb, c.mode)
 	r := Result{Workload: c.workload.Name, Mode: c.mode, Rep: c.rep + 1}
 	if c.mode == Local {

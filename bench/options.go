@@ -23,6 +23,8 @@ type options struct {
 	settleQuiet    time.Duration
 	settleCap      time.Duration
 	readyTimeout   time.Duration
+	freshDisks     bool
+	diskDir        string
 	logger         *slog.Logger
 }
 
@@ -40,9 +42,15 @@ func defaultOptions() options {
 		settleQuiet:  3 * time.Second,
 		settleCap:    120 * time.Second,
 		readyTimeout: 5 * time.Minute,
+		freshDisks:   true, // The default gives each case a file system of its own (see freshDisk).
+		diskDir:      diskDir(),
 		logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 }
+
+// WithFreshDisks sets whether each case's node keeps its state on a file
+// system made for it (see freshDisk). The default is true.
+func WithFreshDisks(on bool) Option { return func(o *options) { o.freshDisks = on } }
 
 // WithRate sets the link rate in bits per second. The default is 200 Mbit/s.
 func WithRate(bitsPerSecond int64) Option { return func(o *options) { o.rateBits = bitsPerSecond } }

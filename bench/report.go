@@ -46,6 +46,8 @@ type Config struct {
 	Workloads          []WorkloadInfo `json:"workloads"`
 	SettleQuietSeconds float64        `json:"settle_quiet_seconds"`
 	SettleCapSeconds   float64        `json:"settle_cap_seconds"`
+	// FreshDisks says whether each case had a file system of its own.
+	FreshDisks bool `json:"fresh_disks"`
 	// Binaries maps lazysnap and lazyconv to the sha256 of the binary run,
 	// since results change with the build.
 	Binaries map[string]string `json:"binaries"`
@@ -89,7 +91,7 @@ type Summary struct {
 
 func newReport(o options, sizes map[string]int64, started time.Time) *Report {
 	c := Config{Started: started, RateMbit: float64(o.rateBits) / 1e6, DelayMS: float64(o.delay) / 1e6,
-		Reps: o.reps, Modes: o.modes, SettleQuietSeconds: o.settleQuiet.Seconds(), SettleCapSeconds: o.settleCap.Seconds(),
+		Reps: o.reps, Modes: o.modes, SettleQuietSeconds: o.settleQuiet.Seconds(), SettleCapSeconds: o.settleCap.Seconds(), FreshDisks: o.freshDisks,
 		Binaries: map[string]string{}}
 	for name, path := range map[string]string{"lazysnap": testenv.LazysnapBin(), "lazyconv": testenv.LazyconvBin()} {
 		if sum, err := fileSHA256(path); err == nil {

@@ -10,8 +10,8 @@ import (
 // repetitions, and the speed-up over overlayfs.
 func (r *Report) WriteTable(out io.Writer) error {
 	c := r.Config
-	fmt.Fprintf(out, "link %.0f Mbit/s, +%.0f ms per request; %d repetitions; bytes and requests are registry blob GETs; lazysnap %.12s\n",
-		c.RateMbit, c.DelayMS, c.Reps, c.Binaries["lazysnap"])
+	fmt.Fprintf(out, "link %.0f Mbit/s, +%.0f ms per request; %d repetitions; bytes and requests are registry blob GETs; lazysnap %.12s; fresh disk per case: %v\n",
+		c.RateMbit, c.DelayMS, c.Reps, c.Binaries["lazysnap"], c.FreshDisks)
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "image\tmode\tready s\tpull s\tcreate s\trun s\tMB@ready\treq@ready\tMB total\treq total\tvs overlayfs\t")
 	for _, s := range r.Summaries {
