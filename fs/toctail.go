@@ -183,6 +183,18 @@ func (b *tailBlob) dropRanges() {
 	b.mu.Unlock()
 }
 
+// TakeTail takes the tail (remote.Blob.TakeTail) of the blob resolved
+// for a fetch the saved ranges could not serve, if any, so that reading
+// the TOC drops it as it does for a blob resolved at once.
+func (b *tailBlob) TakeTail() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.blob == nil {
+		return nil
+	}
+	return b.blob.TakeTail()
+}
+
 func (b *tailBlob) Stats() remote.Stats {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -37,6 +37,7 @@ type faultBlob struct {
 func (b *faultBlob) Digest() digest.Digest { return b.dgst }
 func (b *faultBlob) Size() int64           { return int64(len(b.data)) }
 func (b *faultBlob) Stats() remote.Stats   { return remote.Stats{Requests: int64(b.fetchCount())} }
+func (b *faultBlob) TakeTail() []byte      { return nil }
 
 func (b *faultBlob) Fetch(ctx context.Context, off, n int64) (io.ReadCloser, error) {
 	b.mu.Lock()

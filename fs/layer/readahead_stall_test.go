@@ -28,6 +28,7 @@ type stallingBlob struct {
 func (b *stallingBlob) Digest() digest.Digest { return digest.FromBytes(b.data) }
 func (b *stallingBlob) Size() int64           { return int64(len(b.data)) }
 func (b *stallingBlob) Stats() remote.Stats   { return remote.Stats{} }
+func (b *stallingBlob) TakeTail() []byte      { return nil }
 func (b *stallingBlob) Fetch(ctx context.Context, off, n int64) (io.ReadCloser, error) {
 	b.mu.Lock()
 	b.ctxs, b.lengths = append(b.ctxs, ctx), append(b.lengths, n)

@@ -38,8 +38,10 @@ type TOC struct {
 	blob         remote.Blob
 	decompressor estargz.Decompressor
 
-	// fetched are the footer and the TOC as fetched, for the spool of the
-	// layer New makes, which takes them (and the TOC drops them).
+	// fetched are the bytes of the blob reading the TOC received: the
+	// footer and the TOC, and the blob's tail when it kept one
+	// (remote.Blob.TakeTail), for the spool of the layer New makes, which
+	// takes them (and the TOC drops them).
 	fetched atomic.Pointer[[]blobBytes]
 }
 
@@ -75,7 +77,33 @@ func decompressors() []estargz.Decompressor {
 // layer, a TOC that inflates past maxTOCJSONSize, or one the index refuses
 // (index.Decode, index.Build), with errdefs.ErrInvalidArgument. Cancelling
 // ctx stops reading and building.
+//
+// A blob that kept its tail from Resolve (remote.WithTailBytes) serves the
+// footer, and the TOC when the tail holds it, from memory: reading the TOC
+// then costs no request. ReadTOC takes the tail when it is done, failed or
+// not, so that the blob holds it no longer; the TOC passes it on to the
+// layer's spool with the footer and the TOC.
 func ReadTOC(ctx context.Context, blob remote.Blob, tocDigest digest.Digest, opts ...index.Option) (*TOC, error) {
+	toc, err := readTOC(ctx, blob, tocDigest, opts)
+	kept := blob.TakeTail()
+	if err != nil {
+		return nil, err
+	}
+	if len(kept) > 0 {
+		// The tail, and what the footer and the TOC hold before it.
+		at := blob.Size() - int64(len(kept))
+		fetched := []blobBytes{{at, kept}}
+		for _, b := range *toc.fetched.Load() {
+			if b.off < at {
+				fetched = append(fetched, blobBytes{b.off, b.data[:min(int64(len(b.data)), at-b.off)]})
+			}
+		}
+		toc.fetched.Store(&fetched)
+	}
+	return toc, nil
+}
+
+func readTOC(ctx context.Context, blob remote.Blob, tocDigest digest.Digest, opts []index.Option) (*TOC, error) {
 	if err := tocDigest.Validate(); err != nil {
 		return nil, fmt.Errorf("TOC digest %q: %v: %w", tocDigest, err, errdefs.ErrInvalidArgument)
 	}

@@ -28,6 +28,7 @@ type memBlob struct{ data []byte }
 func (b memBlob) Digest() digest.Digest { return digest.FromBytes(b.data) }
 func (b memBlob) Size() int64           { return int64(len(b.data)) }
 func (b memBlob) Stats() remote.Stats   { return remote.Stats{} }
+func (b memBlob) TakeTail() []byte      { return nil }
 func (b memBlob) Fetch(_ context.Context, off, n int64) (io.ReadCloser, error) {
 	return io.NopCloser(bytes.NewReader(b.data[off : off+n])), nil
 }

@@ -35,6 +35,7 @@ type badBlob struct {
 func (b *badBlob) Digest() digest.Digest { return digest.FromBytes(b.data) }
 func (b *badBlob) Size() int64           { return int64(len(b.data)) }
 func (b *badBlob) Stats() remote.Stats   { return remote.Stats{} }
+func (b *badBlob) TakeTail() []byte      { return nil }
 func (b *badBlob) Fetch(_ context.Context, off, n int64) (io.ReadCloser, error) {
 	body := bytes.Clone(b.data[off : off+n])
 	b.mu.Lock()

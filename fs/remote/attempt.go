@@ -27,6 +27,15 @@ type attempt struct {
 
 // send starts an attempt at bytes [off, off+n) of b.
 func (b *blob) send(ctx context.Context, off, n int64) (*attempt, error) {
+	return b.start(ctx, fmt.Sprintf("bytes=%d-%d", off, off+n-1), func(a *attempt, resp *http.Response) error {
+		return a.accept(resp, off, n)
+	})
+}
+
+// start sends a GET of b with the Range header rng, holding one of the
+// host's slots, counts it, and has accept check the response and set what
+// of its body the attempt reads.
+func (b *blob) start(ctx context.Context, rng string, accept func(*attempt, *http.Response) error) (*attempt, error) {
 	if err := b.slots.Acquire(ctx, 1); err != nil {
 		return nil, err
 	}
@@ -38,7 +47,7 @@ func (b *blob) send(ctx context.Context, off, n int64) (*attempt, error) {
 		a.close()
 		return nil, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 	}
-	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+n-1))
+	req.Header.Set("Range", rng)
 	b.stats.request()
 	resp, err := b.client.Do(req)
 	a.stall.Stop()
@@ -47,7 +56,7 @@ func (b *blob) send(ctx context.Context, off, n int64) (*attempt, error) {
 		return nil, attemptError(ctx, actx, err)
 	}
 	a.body = resp.Body
-	if err := a.accept(resp, off, n); err != nil {
+	if err := accept(a, resp); err != nil {
 		a.close()
 		return nil, err
 	}

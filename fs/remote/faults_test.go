@@ -13,10 +13,13 @@ import (
 )
 
 // faultBlob resolves the fixture's blob through a fault-injecting proxy.
+// Its resolve asks for no tail (unless opts do), so that the faults and the
+// GETs recorded are the fetch streams' (tail_test.go covers the tail).
 func faultBlob(t *testing.T, size int, f fault, opts ...Option) (*fixture, *faultProxy, Blob) {
 	t.Helper()
 	fx := newFixture(t, size)
 	p := newFaultProxy(t, fx.reg.Host, f)
+	opts = append([]Option{WithTailBytes(0)}, opts...)
 	b, err := NewResolver(testOptions(opts...)...).Resolve(t.Context(), p.Host()+"/"+testRepo, fx.digest)
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +131,7 @@ func TestRangeSurvivesRedirect(t *testing.T) {
 		http.Redirect(w, r, "http://"+storage.Host()+r.URL.RequestURI(), http.StatusTemporaryRedirect)
 		return true
 	})
-	b, err := NewResolver(testOptions()...).Resolve(t.Context(), front.Host()+"/"+testRepo, fx.digest)
+	b, err := NewResolver(testOptions(WithTailBytes(0))...).Resolve(t.Context(), front.Host()+"/"+testRepo, fx.digest)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,12 +1,14 @@
 package remote
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
@@ -20,6 +22,7 @@ var errClosed = errors.New("read of a closed remote blob stream")
 type blob struct {
 	r            *Resolver
 	client       *http.Client
+	host         string              // host:port of the registry (or mirror) that resolved it
 	slots        *semaphore.Weighted // of the blob's host
 	url          string
 	digest       digest.Digest
@@ -27,6 +30,10 @@ type blob struct {
 	where        string // "blob D of REPO at HOST", for errors
 	stats        blobCounters
 	rangeIgnored sync.Once // logs once that the host ignores Range
+	// tail is the blob's last bytes from Resolve's suffix GET, until
+	// TakeTail. It is set before the blob is handed out, and never changed
+	// after: only dropped.
+	tail atomic.Pointer[[]byte]
 }
 
 func (b *blob) Digest() digest.Digest { return b.digest }
@@ -34,13 +41,46 @@ func (b *blob) String() string        { return b.where }
 func (b *blob) Size() int64           { return b.size }
 func (b *blob) Stats() Stats          { return b.stats.own.snapshot() }
 
+// TakeTail hands the kept tail over once; Fetch no longer serves from it.
+func (b *blob) TakeTail() []byte {
+	if p := b.tail.Swap(nil); p != nil {
+		return *p
+	}
+	return nil
+}
+
 // Fetch sends the first Range request before returning, so that a missing
 // blob or a refused request fails here rather than at the first Read. The
 // stream is for one goroutine; Close it to free its concurrency slot.
+//
+// While b keeps its tail, a range inside it costs no request, and a range
+// reaching into it is fetched only up to the tail's start (one request no
+// larger than needed) and joined with the tail's bytes.
 func (b *blob) Fetch(ctx context.Context, off, n int64) (io.ReadCloser, error) {
 	if off < 0 || n < 0 || off > b.size || n > b.size-off {
 		return nil, fmt.Errorf("fetching %d bytes at %d of %s (size %d): %w", n, off, b.where, b.size, errdefs.ErrInvalidArgument)
 	}
+	if p := b.tail.Load(); p != nil && n > 0 {
+		tail := *p
+		at := b.size - int64(len(tail)) // where the tail starts
+		if end := off + n; end > at {
+			kept := &tailStream{tail: bytes.NewReader(tail[max(off-at, 0) : end-at])}
+			if off < at {
+				s, err := b.fetch(ctx, off, at-off)
+				if err != nil {
+					return nil, err
+				}
+				kept.head = s
+			}
+			b.stats.tailHit()
+			return kept, nil
+		}
+	}
+	return b.fetch(ctx, off, n)
+}
+
+// fetch starts a stream of [off, off+n) from the registry.
+func (b *blob) fetch(ctx context.Context, off, n int64) (*stream, error) {
 	s := &stream{b: b, ctx: ctx, off: off, left: n, budget: b.r.opts.maxRetries}
 	if n == 0 {
 		return s, nil
@@ -150,5 +190,40 @@ func (s *stream) Close() error {
 	if s.err == nil {
 		s.err = errClosed
 	}
+	return nil
+}
+
+// tailStream serves a range from the kept tail, after the stream of its
+// part before the tail, if any.
+type tailStream struct {
+	head   *stream // nil when the range lies inside the tail
+	tail   *bytes.Reader
+	closed bool
+}
+
+func (t *tailStream) Read(p []byte) (int, error) {
+	if t.closed {
+		return 0, errClosed
+	}
+	if t.head != nil {
+		n, err := t.head.Read(p)
+		if err != io.EOF {
+			return n, err
+		}
+		t.head.Close()
+		t.head = nil
+		if n > 0 {
+			return n, nil
+		}
+	}
+	return t.tail.Read(p)
+}
+
+func (t *tailStream) Close() error {
+	if t.head != nil {
+		t.head.Close()
+		t.head = nil
+	}
+	t.closed = true
 	return nil
 }

@@ -116,6 +116,7 @@ type faultProxy struct {
 	fault fault
 
 	gets        atomic.Int32
+	heads       atomic.Int32 // blob HEADs, passed through
 	mu          sync.Mutex
 	ranges      []string // the Range header of each blob GET
 	inflight    atomic.Int32
@@ -135,6 +136,9 @@ func newFaultProxy(t *testing.T, upstream string, f fault) *faultProxy {
 func (p *faultProxy) Host() string { return strings.TrimPrefix(p.srv.URL, "http://") }
 
 func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodHead && strings.Contains(r.URL.Path, "/blobs/") {
+		p.heads.Add(1)
+	}
 	if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
 		n := int(p.gets.Add(1)) - 1
 		p.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -184,41 +185,59 @@ func TestRedirectLoopStops(t *testing.T) {
 
 // TestRedirectToStorageFollowed checks that the redirects registries with
 // object storage send still work: to another port of the same loopback
-// address over plain HTTP, and https to https.
+// address over plain HTTP, and https to https; for the resolve's suffix
+// GET, which brings the whole (small) blob as its tail, and, with no tail,
+// for a HEAD and a fetch's Range GET.
 func TestRedirectToStorageFollowed(t *testing.T) {
 	for _, tlsServers := range []bool{false, true} {
-		t.Run(map[bool]string{false: "http", true: "https"}[tlsServers], func(t *testing.T) {
-			data := randomBytes(64<<10, 3)
-			storage := newBlobStorage(t, tlsServers, data)
-			reg := newRedirectingRegistry(t, tlsServers, func(*http.Request) string { return storage.srv.URL + "/blob" })
-			b, err := resolveRedirected(t, reg, data)
-			if err != nil {
-				t.Fatal(err)
-			}
-			checkRange(t, b, data, 1000, 20_000)
-		})
+		for _, tail := range []int64{DefaultTailBytes, 0} {
+			t.Run(fmt.Sprintf("%s/tail=%d", map[bool]string{false: "http", true: "https"}[tlsServers], tail), func(t *testing.T) {
+				data := randomBytes(64<<10, 3)
+				storage := newBlobStorage(t, tlsServers, data)
+				reg := newRedirectingRegistry(t, tlsServers, func(*http.Request) string { return storage.srv.URL + "/blob" })
+				b, err := resolveRedirected(t, reg, data, WithTailBytes(tail))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b.Size() != int64(len(data)) {
+					t.Fatalf("size %d, want %d", b.Size(), len(data))
+				}
+				checkRange(t, b, data, 1000, 20_000)
+				// The suffix GET alone reaches storage, or the fetch alone
+				// (the HEAD too, redirected by this registry).
+				if n := storage.gets.Load(); n != map[bool]int32{true: 1, false: 2}[tail > 0] {
+					t.Fatalf("storage got %d requests", n)
+				}
+			})
+		}
 	}
 }
 
 // TestRedirectDropsAuthorization redirects the blob requests of a registry
 // requiring credentials to storage on another port of the same address:
 // Go's client would copy the Authorization go-containerregistry set there.
+// With a tail, the suffix GET is the only request that reaches storage;
+// without, the HEAD and the fetch's Range GET.
 func TestRedirectDropsAuthorization(t *testing.T) {
-	data := randomBytes(8192, 5)
-	storage := newBlobStorage(t, false, data)
-	reg := newRedirectingRegistry(t, false, func(*http.Request) string { return storage.srv.URL + "/blob" })
-	reg.user, reg.pass = "alice", "s3cret"
-	keys := staticKeychain{reg.host(): &authn.Basic{Username: reg.user, Password: reg.pass}}
-	b, err := resolveRedirected(t, reg, data, WithKeychain(keys))
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkRange(t, b, data, 0, 4096)
-	if n := reg.blobReqs.Load(); n == 0 {
-		t.Fatal("the registry saw no blob request")
-	}
-	if got, n := storage.authorized.Load(), storage.gets.Load(); got != 0 || n == 0 {
-		t.Errorf("storage on another port got Authorization on %d of %d requests; want none", got, n)
+	for _, tail := range []int64{DefaultTailBytes, 0} {
+		t.Run(fmt.Sprintf("tail=%d", tail), func(t *testing.T) {
+			data := randomBytes(8192, 5)
+			storage := newBlobStorage(t, false, data)
+			reg := newRedirectingRegistry(t, false, func(*http.Request) string { return storage.srv.URL + "/blob" })
+			reg.user, reg.pass = "alice", "s3cret"
+			keys := staticKeychain{reg.host(): &authn.Basic{Username: reg.user, Password: reg.pass}}
+			b, err := resolveRedirected(t, reg, data, WithKeychain(keys), WithTailBytes(tail))
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkRange(t, b, data, 0, 4096)
+			if n := reg.blobReqs.Load(); n == 0 {
+				t.Fatal("the registry saw no blob request")
+			}
+			if got, n := storage.authorized.Load(), storage.gets.Load(); got != 0 || n == 0 {
+				t.Errorf("storage on another port got Authorization on %d of %d requests; want none", got, n)
+			}
+		})
 	}
 }
 

@@ -40,20 +40,26 @@ func TestFetchRandomRanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The resolve's suffix GET counts; once its tail is taken, every range
+	// is a request.
+	tail := int64(len(b.TakeTail()))
+	if tail != DefaultTailBytes {
+		t.Fatalf("resolve kept a tail of %d bytes, want %d", tail, DefaultTailBytes)
+	}
 	size := int64(len(f.data))
 	checkRange(t, b, f.data, 0, size)
 	checkRange(t, b, f.data, size-1, 1)
 	checkRange(t, b, f.data, 0, 1)
 	rng := rand.New(rand.NewPCG(7, 7))
-	var want int64 = size + 2
+	var want int64 = tail + size + 2
 	for range 40 {
 		off := rng.Int64N(size)
 		n := 1 + rng.Int64N(min(size-off, 512<<10))
 		checkRange(t, b, f.data, off, n)
 		want += n
 	}
-	if st := b.Stats(); st.BytesFetched != want || st.Requests != 43 || st.Retries != 0 {
-		t.Fatalf("blob stats %+v, want %d bytes in 43 requests, no retries", st, want)
+	if st := b.Stats(); st.BytesFetched != want || st.Requests != 44 || st.Retries != 0 || st.TailHits != 0 {
+		t.Fatalf("blob stats %+v, want %d bytes in 44 requests, no retries, no tail hits", st, want)
 	}
 	if r.Stats() != b.Stats() {
 		t.Fatalf("resolver stats %+v differ from its only blob's %+v", r.Stats(), b.Stats())
@@ -95,7 +101,8 @@ func TestConcurrencyBound(t *testing.T) {
 		p.rp.ServeHTTP(&lastByteWriter{ResponseWriter: w, before: func() { p.inflight.Add(-1) }}, r)
 		return true
 	})
-	r := NewResolver(testOptions(WithMaxConcurrency(limit))...)
+	// No tail: the resolve's suffix GET would wait at the gate alone.
+	r := NewResolver(testOptions(WithMaxConcurrency(limit), WithTailBytes(0))...)
 	b, err := r.Resolve(t.Context(), p.Host()+"/"+testRepo, f.digest)
 	if err != nil {
 		t.Fatal(err)

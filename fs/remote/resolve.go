@@ -2,6 +2,7 @@ package remote
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -83,6 +84,7 @@ func (r *Resolver) resolveAt(ctx context.Context, t target, c candidate) (*blob,
 	b := &blob{
 		r:      r,
 		client: e.client,
+		host:   c.host.Host,
 		slots:  r.hostSlots(c.host.Host),
 		url:    blobURL(c.host, t.registry, t.repo.RepositoryStr(), t.digest.String()),
 		digest: t.digest,
@@ -109,9 +111,39 @@ func resolveError(t target, errs []error) error {
 	return fmt.Errorf("resolving %s: %w (after mirrors failed: %s)", t, last, strings.Join(others, "; "))
 }
 
-// probeSize learns the blob's size with a HEAD, or, where HEAD is not
-// supported, with a one-byte Range GET and its Content-Range.
+// probeSize learns the blob's size. With WithTailBytes it asks for the
+// blob's tail with a suffix Range GET, whose Content-Range tells the size
+// and whose body becomes b's tail: the footer and TOC a mount reads next
+// then cost no request of their own (see probeTail). Where that GET tells
+// no size (416, a 200 without Content-Length, no or a malformed
+// Content-Range, a transient failure) it asks again with a HEAD, or, where
+// HEAD is not supported, with a one-byte Range GET and its Content-Range.
+// An answer a HEAD would only repeat (the blob is missing, access or a
+// redirect is refused) is final.
+//
+// A host that answers the suffix GET without its range, other than with a
+// transient failure (a 200 of a blob larger than the tail, 416, another
+// range), is asked with a HEAD alone from then on: each suffix GET would
+// cost it a request more, or a connection cut in a body, for nothing. (A
+// pull-through cache mirror answers 200 while it fetches a blob itself;
+// it then loses the tail until the daemon restarts: a mount costs the
+// three round trips it did before the tail.)
 func (b *blob) probeSize(ctx context.Context) (int64, error) {
+	if n := b.r.opts.tailBytes; n > 0 && b.r.servesSuffix(b.host) {
+		size, kept, err := b.probeTail(ctx, n)
+		switch {
+		case err == nil && !kept && size > 0:
+			b.r.noSuffixAt(ctx, b.host, "the whole blob (200) or another range")
+			return size, nil
+		case err == nil || finalProbeError(ctx, err):
+			return size, err
+		case !retryable(err):
+			b.r.noSuffixAt(ctx, b.host, err.Error())
+		default:
+			b.r.opts.logger.DebugContext(ctx, "the suffix Range GET did not tell the blob's size; asking with HEAD",
+				"blob", b.where, "error", err)
+		}
+	}
 	resp, err := b.probe(ctx, http.MethodHead)
 	if err != nil {
 		return 0, err
@@ -179,4 +211,91 @@ func (b *blob) probe(ctx context.Context, method string) (*http.Response, error)
 	resp.Body.Close()
 	resp.Body = http.NoBody
 	return resp, nil
+}
+
+// finalProbeError reports whether err, from the suffix GET of probeTail, is
+// one a HEAD would only repeat: ctx ended, the blob is missing, or access
+// (or a redirect) is refused.
+func finalProbeError(ctx context.Context, err error) bool {
+	return ctx.Err() != nil || errdefs.IsNotFound(err) || errdefs.IsUnauthorized(err) ||
+		errdefs.IsPermissionDenied(err)
+}
+
+// probeTail learns b's size with a GET of its last n bytes ("bytes=-n",
+// RFC 9110: the whole blob when it is smaller), sent and counted like the
+// Range requests of Fetch (same client, redirect policy, host slots,
+// stall timeout and stats), and keeps the bytes as b's tail. A body that
+// breaks after the headers costs only the tail: the size stands. A
+// server ignoring Range (200, the whole blob) tells the size with
+// Content-Length, and its body is read only when it is no longer than n:
+// a large one is closed unread.
+//
+// kept reports whether the answer held the range (or the whole blob no
+// larger than n), whether or not its body then arrived whole.
+func (b *blob) probeTail(ctx context.Context, n int64) (size int64, kept bool, err error) {
+	a, err := b.start(ctx, fmt.Sprintf("bytes=-%d", n), func(a *attempt, resp *http.Response) error {
+		var err error
+		size, a.left, err = acceptTail(resp, n)
+		return err
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	defer a.close()
+	if a.left == 0 {
+		return size, false, nil
+	}
+	tail := make([]byte, a.left)
+	for got := 0; got < len(tail); {
+		m, err := a.read(tail[got:])
+		got += m
+		if err != nil && (got < len(tail) || !errors.Is(err, io.EOF)) {
+			if ctx.Err() != nil {
+				return 0, false, ctx.Err()
+			}
+			b.r.opts.logger.DebugContext(ctx, "the blob's tail did not arrive whole; the size stands", "blob", b.where, "error", err)
+			return size, true, nil
+		}
+	}
+	b.tail.Store(&tail)
+	return size, true, nil
+}
+
+// acceptTail checks the answer to a GET of the last n bytes of a blob and
+// returns the blob's size and how many bytes of the body to keep as its
+// tail: all of a range that ends the blob and is as long as asked (n, or
+// the whole blob when smaller); the whole body of a 200 (a server ignoring
+// Range) when it is no longer than n; else none. The size of a
+// Content-Range is the blob's whatever its range, so a range other than
+// the one asked for (a server capping or misreading it) still tells the
+// size; its body is not read.
+func acceptTail(resp *http.Response, n int64) (size, keep int64, err error) {
+	switch {
+	case resp.StatusCode == http.StatusPartialContent,
+		resp.StatusCode == http.StatusOK && resp.Header.Get("Content-Range") != "": // a P2P proxy's 200, see accept
+		h := resp.Header.Get("Content-Range")
+		cr, err := parseContentRange(h)
+		if err != nil {
+			return 0, 0, err
+		}
+		if cr.size < 0 || cr.last >= cr.size {
+			return 0, 0, fmt.Errorf("%w: Content-Range %q tells no size", errdefs.ErrFailedPrecondition, h)
+		}
+		want := min(n, cr.size)
+		if cr.last != cr.size-1 || cr.last-cr.first+1 != want || (resp.ContentLength >= 0 && resp.ContentLength != want) {
+			return cr.size, 0, nil
+		}
+		return cr.size, want, nil
+	case resp.StatusCode == http.StatusOK:
+		switch {
+		case resp.ContentLength < 0:
+			return 0, 0, fmt.Errorf("%w: 200 without Content-Length", errdefs.ErrFailedPrecondition)
+		case resp.ContentLength <= n:
+			return resp.ContentLength, resp.ContentLength, nil
+		default:
+			return resp.ContentLength, 0, nil
+		}
+	default:
+		return 0, 0, fmt.Errorf("GET bytes=-%d: %w", n, statusError(resp))
+	}
 }
