@@ -133,7 +133,16 @@ func testFusedReplaced(t *testing.T, e *lazyEnv, name string, replace func(pid i
 		t.Fatal(err)
 	}
 	assertListing(t, img, "/data", string(sums))
-	if pid := e.ls.FusedPID(); pid == 0 || pid == old {
+	// The replacement is asynchronous: the container may finish first when
+	// its remaining files are local already (in the spool that the mount's
+	// tail and read-ahead filled), so wait for it.
+	deadline := time.Now().Add(15 * time.Second)
+	pid := e.ls.FusedPID()
+	for (pid == 0 || pid == old) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		pid = e.ls.FusedPID()
+	}
+	if pid == 0 || pid == old {
 		t.Errorf("fused %d still runs, or none (%d)", old, pid)
 	}
 	if n := len(lazyMounts(t, e.ls.Root)); n != mountsBefore {
