@@ -3,7 +3,6 @@ package layer
 import (
 	"bytes"
 	"context"
-	"fmt"
 )
 
 // Read-ahead into the spool. A read's last request goes on past the read's
@@ -56,16 +55,7 @@ func (l *Layer) fetchRunRawAhead(ctx context.Context, run []target, tailEnd int6
 			l.opts.logger.Debug("read-ahead stopped", "layer", l.Digest(), "error", err)
 		}
 	}()
-	select {
-	case err := <-ownDone:
-		return err
-	case <-ctx.Done():
-		cancel(context.Cause(ctx))
-		if err := <-ownDone; err == nil {
-			return nil // stored just as ctx ended
-		}
-		return fmt.Errorf("request with read-ahead for the read's chunks: %w", ctx.Err())
-	}
+	return awaitOwn(ctx, ownDone, cancel)
 }
 
 // fromSpool stores the chunks of ts (all claimed by the caller) whose

@@ -118,6 +118,13 @@ func (l *Layer) fetchRunAhead(ctx context.Context, run []target, own, tailFiles 
 			l.opts.logger.Debug("read-ahead stopped", "layer", l.Digest(), "error", err)
 		}
 	}()
+	return awaitOwn(ctx, ownDone, cancel)
+}
+
+// awaitOwn returns once a read-ahead request reports on ownDone that the
+// read's own chunks are stored (or failed), or, when the read's ctx ends
+// first, cancels the request with ctx's cause and fails with ctx's error.
+func awaitOwn(ctx context.Context, ownDone <-chan error, cancel context.CancelCauseFunc) error {
 	select {
 	case err := <-ownDone:
 		return err
