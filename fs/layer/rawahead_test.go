@@ -13,7 +13,21 @@ import (
 func TestRawTailServesNextReads(t *testing.T) {
 	tl := smallFiles(t, 30)
 	l := tl.openSpooled(t, WithReadAhead(1<<20))
-	if err := tl.readAll(t, l, "f00"); err != nil {
+	readFirstThenRest(t, tl, l)
+	if n := tl.blob.fetchCount(); n != 1 {
+		t.Errorf("reading 30 neighbouring files sent %d requests, want 1", n)
+	}
+	if got := l.Stats().ReadSpooledChunks; got != 29 {
+		t.Errorf("%d chunks read from the spool, want 29", got)
+	}
+	tl.streamAndCheck(t, l)
+}
+
+// readFirstThenRest reads the layer's first file, waits for its read-ahead
+// tail to end, then reads (and checks) every other file in blob order.
+func readFirstThenRest(t *testing.T, tl *testLayer, l *Layer) {
+	t.Helper()
+	if err := tl.readAll(t, l, tl.files[0].name); err != nil {
 		t.Fatal(err)
 	}
 	l.streams.wg.Wait()
@@ -22,13 +36,6 @@ func TestRawTailServesNextReads(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := tl.blob.fetchCount(); n != 1 {
-		t.Errorf("reading 30 neighbouring files sent %d requests, want 1", n)
-	}
-	if got := l.Stats().ReadSpooledChunks; got != 29 {
-		t.Errorf("%d chunks read from the spool, want 29", got)
-	}
-	tl.streamAndCheck(t, l)
 }
 
 // tailGateBlob serves each response's first head bytes at once and the
@@ -100,15 +107,7 @@ func TestRawTailCorruptIsFetchedAgain(t *testing.T) {
 	tl.blob.corrupt = 1 // flips a byte of the tail: in f15's compressed bytes
 	f15 := l.idx.Chunks(tl.id(t, l, "f15"))[0]
 	tl.blob.flipAt = (f15.BlobOffset + f15.BlobEnd) / 2
-	if err := tl.readAll(t, l, "f00"); err != nil {
-		t.Fatal(err)
-	}
-	l.streams.wg.Wait()
-	for _, f := range tl.files[1:] {
-		if err := tl.readAll(t, l, f.name); err != nil {
-			t.Fatal(err)
-		}
-	}
+	readFirstThenRest(t, tl, l)
 	if n := tl.blob.fetchCount(); n != 2 {
 		t.Errorf("%d requests, want the tail's and one for the file it spoiled", n)
 	}
