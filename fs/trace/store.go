@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/lazysnap/lazysnap/prefetchlist"
 )
 
 // Dir keeps one trace file per image in a directory, named by the sha256 of
@@ -22,10 +24,11 @@ func (d Dir) File(image string) string {
 	return filepath.Join(string(d), hex.EncodeToString(sum[:])+".txt")
 }
 
-// Save writes r's paths to its image's file if they changed since the last
-// save, atomically: a reader sees the old file or the new one.
+// Save writes r's paths and ranges to its image's file if they changed
+// since the last save, atomically: a reader sees the old file or the new
+// one.
 func (d Dir) Save(r *Recorder) error {
-	paths, dirty := r.snapshot()
+	paths, ranges, dirty := r.snapshot()
 	if !dirty {
 		return nil
 	}
@@ -37,7 +40,7 @@ func (d Dir) Save(r *Recorder) error {
 		return fmt.Errorf("saving the trace of %s: %w", r.image, err)
 	}
 	defer os.Remove(tmp.Name()) // after a successful rename there is nothing to remove
-	err = errors.Join(Write(tmp, r.image, paths), tmp.Close())
+	err = errors.Join(Write(tmp, r.image, paths, prefetchlist.WithRanges(ranges)), tmp.Close())
 	if err == nil {
 		err = os.Rename(tmp.Name(), d.File(r.image))
 	}
@@ -72,7 +75,8 @@ func (d Dir) Load(image string) (Parsed, error) {
 
 // Resume returns a Recorder for image that continues the trace saved in d,
 // if any: after a restart the first opens of the earlier run come first,
-// and new ones follow. A damaged or foreign file is ignored (returned as
+// and new ones follow; the ranges read of a file are those saved and those
+// read since (the union). A damaged or foreign file is ignored (returned as
 // warnings) and a fresh trace starts.
 func (d Dir) Resume(image string, maxPaths int) (*Recorder, []string) {
 	r := NewRecorder(image, maxPaths)
@@ -85,6 +89,9 @@ func (d Dir) Resume(image string, maxPaths int) (*Recorder, []string) {
 	}
 	for _, path := range p.Paths {
 		r.Record(path)
+	}
+	for path, rs := range p.Ranges {
+		r.AddRanges(path, rs)
 	}
 	r.markSaved()
 	return r, p.Warnings

@@ -99,3 +99,46 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("resuming a foreign trace kept %v, warned %v", r.Paths(), warnings)
 	}
 }
+
+// TestRangesSavedAndResumed: the ranges read of a file are saved with its
+// path, and a resumed trace keeps them and adds those read since (the
+// union), saving again only when that changes them.
+func TestRangesSavedAndResumed(t *testing.T) {
+	d := Dir(t.TempDir())
+	r := NewRecorder("img", 10)
+	r.Record("/lib/modules")
+	r.Record("/bin/java")
+	r.AddRanges("/lib/modules", []prefetchlist.Range{rg(0, 4<<20)})
+	r.AddRanges("/never/opened", []prefetchlist.Range{rg(0, 1)}) // not recorded: dropped
+	if err := d.Save(r); err != nil {
+		t.Fatal(err)
+	}
+	p, err := d.Load("img")
+	if want := map[string][]prefetchlist.Range{"/lib/modules": {rg(0, 4<<20)}}; err != nil || !reflect.DeepEqual(p.Ranges, want) {
+		t.Fatalf("loaded ranges %v, %v; want %v", p.Ranges, err, want)
+	}
+
+	resumed, warnings := d.Resume("img", 10)
+	if len(warnings) != 0 {
+		t.Fatal(warnings)
+	}
+	resumed.AddRanges("/lib/modules", []prefetchlist.Range{rg(0, 1<<20)}) // inside: nothing new
+	if _, _, dirty := resumed.snapshot(); dirty {
+		t.Error("ranges already recorded made the trace dirty")
+	}
+	resumed.AddRanges("/lib/modules", []prefetchlist.Range{rg(4<<20, 8<<20), rg(32<<20, 36<<20)})
+	resumed.AddRanges("/bin/java", []prefetchlist.Range{rg(0, 2<<20)})
+	if err := d.Save(resumed); err != nil {
+		t.Fatal(err)
+	}
+	p, err = d.Load("img")
+	want := map[string][]prefetchlist.Range{
+		"/lib/modules": {rg(0, 8<<20), rg(32<<20, 36<<20)},
+		"/bin/java":    {rg(0, 2<<20)},
+	}
+	if err != nil || !reflect.DeepEqual(p.Ranges, want) || !reflect.DeepEqual(p.Paths, []string{"/lib/modules", "/bin/java"}) {
+		t.Fatalf("resumed trace %+v, %v; want ranges %v", p, err, want)
+	}
+}
+
+func rg(start, end int64) prefetchlist.Range { return prefetchlist.Range{Start: start, End: end} }
