@@ -24,6 +24,7 @@ type options struct {
 	debug        bool
 	logger       *slog.Logger
 	firstOpen    func(path string)
+	readRanges   bool
 }
 
 // defaultOptions holds every default in one place.
@@ -63,6 +64,12 @@ func WithDebug(on bool) Option { return func(o *options) { o.debug = on } }
 // a hardlinked file). fn must be quick: the open waits for it. The default
 // is nil (nothing is called).
 func WithFirstOpen(fn func(path string)) Option { return func(o *options) { o.firstOpen = fn } }
+
+// WithReadRanges records which chunks of the mount's large files (see
+// RangedMinSize) are read, for Mounted.ReadRanges. It costs a read one
+// binary search over the file's chunks and an atomic load per chunk. The
+// default is false.
+func WithReadRanges(on bool) Option { return func(o *options) { o.readRanges = on } }
 
 // WithLogger sets the logger. The default is slog.Default().
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }

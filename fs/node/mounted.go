@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lazysnap/lazysnap/fs/layer"
+	"github.com/lazysnap/lazysnap/prefetchlist"
 )
 
 // Mounted is a layer being served at its mountpoint.
@@ -29,8 +30,26 @@ func newMounted(mountpoint string, l *layer.Layer, o options, modes *ioModes) *M
 	if o.firstOpen != nil {
 		t.opened = newOpenedSet(l.Index().Len(), o.firstOpen)
 	}
+	if o.readRanges {
+		t.reads = newReadSet(l.Index())
+	}
 	raw := newRawFS(t, o.timeout, newHandles(t, modes, o.passthrough))
 	return &Mounted{mountpoint: mountpoint, raw: raw, modes: modes}
+}
+
+// ReadRanges returns, with WithReadRanges, the byte ranges read so far of
+// each large file of the layer that was read, by its absolute path in the
+// layer (the name WithFirstOpen reports), at chunk granularity; nil
+// without. It may be called at any time, also after Unmount, and each call
+// returns everything read since the mount. Reads the kernel served from its
+// page cache, or from a cache file directly (passthrough, a file complete
+// in the cache when opened), never reach it.
+func (m *Mounted) ReadRanges() map[string][]prefetchlist.Range {
+	t := m.raw.t
+	if t.reads == nil {
+		return nil
+	}
+	return t.reads.ranges(t.path)
 }
 
 // Unmount unmounts the layer; a mount still busy is detached and goes away

@@ -28,6 +28,7 @@ type tree struct {
 	passthrough bool
 	logger      *slog.Logger
 	opened      *openedSet // nil when first opens are not reported
+	reads       *readSet   // nil when reads are not recorded
 
 	parentsOnce sync.Once
 	parents     []parentSlot // built on the first path asked for

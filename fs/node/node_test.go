@@ -75,8 +75,17 @@ func testTar(t *testing.T) []byte {
 // and its blob; first gets each first-opened path.
 func bridge(t *testing.T, first func(string)) (fuse.RawFileSystem, *badBlob) {
 	t.Helper()
-	tb := testTar(t)
-	eb, err := estargz.Build(io.NewSectionReader(bytes.NewReader(tb), 0, int64(len(tb))))
+	o := defaultOptions()
+	o.firstOpen = first
+	m, blob := bridgeOf(t, testTar(t), o)
+	return m.raw, blob
+}
+
+// bridgeOf returns a Mounted, not mounted, over a real layer of the tar tb
+// built with eopts, and its blob.
+func bridgeOf(t testing.TB, tb []byte, o options, eopts ...estargz.Option) (*Mounted, *badBlob) {
+	t.Helper()
+	eb, err := estargz.Build(io.NewSectionReader(bytes.NewReader(tb), 0, int64(len(tb))), eopts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,11 +112,10 @@ func bridge(t *testing.T, first func(string)) (fuse.RawFileSystem, *badBlob) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := defaultOptions()
-	o.logger, o.firstOpen = slog.New(slog.DiscardHandler), first
+	o.logger = slog.New(slog.DiscardHandler)
 	m := newMounted("", l, o, modes)
 	t.Cleanup(func() { m.raw.handles.closeAll(); modes.close() })
-	return m.raw, blob
+	return m, blob
 }
 
 func lookup(t *testing.T, raw fuse.RawFileSystem, parent uint64, name string) fuse.EntryOut {

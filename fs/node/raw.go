@@ -200,6 +200,9 @@ func (fs *rawFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse
 	if errno != 0 {
 		return nil, fuse.Status(errno)
 	}
+	if fs.t.reads != nil {
+		fs.t.reads.read(id, int64(in.Offset), int64(in.Size))
+	}
 	n, err := h.f.ReadAt(ctx, buf[:min(len(buf), int(in.Size))], int64(in.Offset))
 	if err != nil && err != io.EOF {
 		return nil, fuse.Status(fs.t.errno(ctx, "read", err))
