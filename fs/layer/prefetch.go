@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/lazysnap/lazysnap/fs/index"
+	"github.com/lazysnap/lazysnap/prefetchlist"
 )
 
 // Prefetch fetches every chunk stored before the layer's prefetch landmark
@@ -40,24 +41,46 @@ func (l *Layer) Prefetch(ctx context.Context) error {
 // foreground work), the files at paths that this layer holds: the start-up
 // order this node recorded for the image (fs/trace), for a layer with no
 // prioritized region of its own. paths are image paths ("/usr/bin/python3");
-// those the layer lacks, and all but regular files, are skipped.
-func (l *Layer) PrefetchFiles(ctx context.Context, paths []string) error {
-	ids := map[index.ID]bool{}
-	for _, p := range paths {
-		if id, ok := l.lookupPath(p); ok && l.idx.Mode(id)&syscall.S_IFMT == syscall.S_IFREG {
-			ids[id] = true
-		}
-	}
-	if len(ids) > 0 {
+// those the layer lacks, and all but regular files, are skipped. A file
+// with ranges (the byte ranges of it the workload read, keyed by its path)
+// is fetched only in the chunks that overlap them; the background fetch
+// brings the rest later. Files without ranges are fetched whole.
+func (l *Layer) PrefetchFiles(ctx context.Context, paths []string, ranges map[string][]prefetchlist.Range) error {
+	files := l.prefetchSet(paths, ranges)
+	if len(files) > 0 {
 		defer l.opts.sched.beginForeground()()
 		p := plan{class: classPrefetch, maxBytes: l.opts.maxPrefetchBytes, maxGap: l.opts.maxGapBytes,
 			concurrency: l.opts.concurrency}
-		if err := l.fetchWhere(ctx, p, func(id index.ID, _ index.Chunk) bool { return ids[id] }); err != nil {
-			return fmt.Errorf("prefetching %d traced files of layer %s: %w", len(ids), l.Digest(), err)
+		want := func(id index.ID, c index.Chunk) bool {
+			rs, ok := files[id]
+			return ok && (rs == nil || overlaps(rs, c.FileOffset, c.End()))
+		}
+		if err := l.fetchWhere(ctx, p, want); err != nil {
+			return fmt.Errorf("prefetching %d traced files of layer %s: %w", len(files), l.Digest(), err)
 		}
 	}
 	markDone(&l.stats.prefetchDoneAt)
 	return nil
+}
+
+// prefetchSet returns the regular files of the layer at paths, each with
+// its ranges (nil: the whole file).
+func (l *Layer) prefetchSet(paths []string, ranges map[string][]prefetchlist.Range) map[index.ID][]prefetchlist.Range {
+	files := map[index.ID][]prefetchlist.Range{}
+	for _, p := range paths {
+		if id, ok := l.lookupPath(p); ok && l.idx.Mode(id)&syscall.S_IFMT == syscall.S_IFREG {
+			files[id] = ranges[p]
+		}
+	}
+	return files
+}
+
+// overlaps reports whether sorted, disjoint rs overlap [start, end).
+func overlaps(rs []prefetchlist.Range, start, end int64) bool {
+	i, _ := slices.BinarySearchFunc(rs, start, func(r prefetchlist.Range, off int64) int {
+		return cmp.Compare(r.End, off+1) // the first range ending after start
+	})
+	return i < len(rs) && rs[i].Start < end
 }
 
 // FetchAll fetches every chunk of the layer the cache lacks, in blob order,
