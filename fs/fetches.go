@@ -46,7 +46,7 @@ func (f *FS) prefetch(ctx context.Context, m *mounted) {
 	l, start := m.layer, time.Now()
 	prefetch := l.Prefetch
 	if len(m.tracePaths) > 0 {
-		prefetch = func(ctx context.Context) error { return l.PrefetchFiles(ctx, m.tracePaths) }
+		prefetch = func(ctx context.Context) error { return l.PrefetchFiles(ctx, m.tracePaths, m.traceRanges) }
 	}
 	if err := prefetch(ctx); err != nil {
 		if ctx.Err() == nil {

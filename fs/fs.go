@@ -21,6 +21,7 @@ import (
 	"github.com/lazysnap/lazysnap/fs/layer"
 	"github.com/lazysnap/lazysnap/fs/node"
 	"github.com/lazysnap/lazysnap/fs/remote"
+	"github.com/lazysnap/lazysnap/prefetchlist"
 )
 
 // Labels containerd's remote-snapshot handler puts on a layer's Prepare:
@@ -58,8 +59,11 @@ type mounted struct {
 	fetches *fetches
 	traced  bool // holds a recorder of f.traces for ref
 	// tracePaths are the files this node saw the image open first, in
-	// order, prefetched when the layer has no prioritized region.
-	tracePaths []string
+	// order, prefetched when the layer has no prioritized region;
+	// traceRanges the byte ranges read of the large ones among them (those
+	// without are prefetched whole).
+	tracePaths  []string
+	traceRanges map[string][]prefetchlist.Range
 
 	chain  chainCheck   // what the layer's content must add up to
 	verify bool         // whether to check it (chain labels present, verification on)
@@ -216,17 +220,20 @@ func (f *FS) mountLayer(toc *layer.TOC, mountpoint string, spec mountSpec, start
 	}
 	if f.traces != nil {
 		rec := f.traces.acquire(ref)
-		nopts = append(nopts, node.WithFirstOpen(rec.Record))
+		nopts = append(nopts, node.WithFirstOpen(rec.Record), node.WithReadRanges(true))
 		m.traced = true
 		if f.opts.tracePrefetch && l.Index().PrefetchEnd() == 0 {
 			// A layer with no prioritized region of its own: this node's
 			// record of the image's start-up order stands in for one.
-			m.tracePaths = rec.Paths()
+			m.tracePaths, m.traceRanges = rec.Paths(), rec.Ranges()
 		}
 	}
 	if m.node, err = start(l, nopts); err != nil {
 		f.releaseTrace(m)
 		return nil, errors.Join(err, l.Close())
+	}
+	if m.traced {
+		f.traces.addReads(ref, m.node)
 	}
 	m.fetches = f.startFetches(m)
 	return m, nil
@@ -240,10 +247,17 @@ func (f *FS) willStream(spec mountSpec) bool {
 	return f.opts.spoolDir != "" && spec.verify && !f.recordedVerified(spec.digest, spec.chain)
 }
 
+// releaseTrace hands m's last read ranges to its image's trace and saves
+// it; after the unmount, so that no read is missed.
 func (f *FS) releaseTrace(m *mounted) {
-	if m.traced {
-		f.traces.release(m.ref)
+	if !m.traced {
+		return
 	}
+	var src readSource
+	if m.node != nil { // a typed nil would be a source
+		src = m.node
+	}
+	f.traces.release(m.ref, src)
 }
 
 // reserve claims mountpoint for a Mount in progress.
