@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lazysnap/lazysnap/fs/trace"
+	"github.com/lazysnap/lazysnap/prefetchlist"
 )
 
 func newTraceCommand() *cobra.Command {
@@ -26,7 +27,7 @@ func newTraceExportCommand() *cobra.Command {
 	var root, out string
 	cmd := &cobra.Command{
 		Use:   "export IMAGE",
-		Short: "Write IMAGE's trace as a prefetch list (one absolute path per line)",
+		Short: "Write IMAGE's trace as a prefetch list (one absolute path per line, with the byte ranges read of large files)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, err := trace.Dir(traceDir(root)).Load(args[0])
@@ -39,7 +40,9 @@ func newTraceExportCommand() *cobra.Command {
 			if len(p.Paths) == 0 {
 				fmt.Fprintln(cmd.ErrOrStderr(), "warning: the trace of", args[0], "is empty: nothing was read yet")
 			}
-			return writeTo(out, cmd.OutOrStdout(), func(w io.Writer) error { return trace.Write(w, args[0], p.Paths) })
+			return writeTo(out, cmd.OutOrStdout(), func(w io.Writer) error {
+				return trace.Write(w, args[0], p.Paths, prefetchlist.WithRanges(p.Ranges))
+			})
 		},
 	}
 	cmd.Flags().StringVar(&root, "root", defaultConfig().Root, "state directory of lazysnap")

@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/lazysnap/lazysnap/fs/trace"
+	"github.com/lazysnap/lazysnap/prefetchlist"
 )
 
 // TestTraceExport exports a saved trace in the format lazyconv reads, and
@@ -16,6 +18,7 @@ func TestTraceExport(t *testing.T) {
 	r := trace.NewRecorder("reg/app:v1", 10)
 	r.Record("/usr/bin/app")
 	r.Record("/etc/app.conf")
+	r.AddRanges("/usr/bin/app", []prefetchlist.Range{{Start: 0, End: 4 << 20}})
 	if err := trace.Dir(traceDir(root)).Save(r); err != nil {
 		t.Fatal(err)
 	}
@@ -26,6 +29,9 @@ func TestTraceExport(t *testing.T) {
 	p, err := trace.Read(strings.NewReader(out))
 	if err != nil || strings.Join(p.Paths, ",") != "/usr/bin/app,/etc/app.conf" {
 		t.Fatalf("exported %q (%v)", out, err)
+	}
+	if want := map[string][]prefetchlist.Range{"/usr/bin/app": {{Start: 0, End: 4 << 20}}}; !reflect.DeepEqual(p.Ranges, want) {
+		t.Fatalf("exported ranges %v, want %v", p.Ranges, want)
 	}
 	if out, err := runCLI(t, "trace", "list", "--root", root); err != nil || out != "reg/app:v1\n" {
 		t.Fatalf("trace list = %q, %v", out, err)
