@@ -127,7 +127,9 @@ func TestRegistryPlainHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	prio := filepath.Join(t.TempDir(), "prio")
-	os.WriteFile(prio, []byte("# trace\n/usr/bin/sh\n"), 0o644)
+	// As `lazysnap trace export` writes it: the ranges read of a file are
+	// accepted, and the file placed whole.
+	os.WriteFile(prio, []byte("# trace\n/usr/bin/sh\n#@ranges 0-2\n"), 0o644)
 	if _, err := run(t, "--plain-http", "convert", "--prioritize", prio, reg.Ref("app:v1"), reg.Ref("app:esgz")); err != nil {
 		t.Fatal(err)
 	}
