@@ -41,7 +41,8 @@ type FS struct {
 	resolver  *remote.Resolver
 	flights   *layer.Flights
 	sched     *layer.Scheduler
-	traces    *traces // nil when not recording
+	traces    *traces    // nil when not recording
+	ahead     *tocsAhead // nil when not reading TOCs ahead
 
 	diffIDMismatches atomic.Int64 // layers found not to match their chain ID
 
@@ -89,6 +90,9 @@ func New(opts ...Option) (*FS, error) {
 	}
 	f.prepareSpoolDir()
 	f.traces = newTraces(o.traceDir, o.traceMaxFiles, o.traceFlush, o.logger)
+	if o.tocAhead {
+		f.ahead = newTOCsAhead()
+	}
 	return f, nil
 }
 
@@ -151,6 +155,9 @@ func (f *FS) serve(ctx context.Context, mountpoint string, labels map[string]str
 	toc, err := f.layerTOC(ctx, mountpoint, t, resumed)
 	if err != nil {
 		return err
+	}
+	if f.ahead != nil && !resumed {
+		f.ahead.start(t, labels, f.readTOCAhead)
 	}
 	spec := mountSpec{ref: t.ref, digest: t.digest, bad: labels[LabelBad], labels: labels}
 	spec.chain, spec.verify = parseChain(labels)
@@ -347,6 +354,9 @@ func (f *FS) Close() error {
 	}
 	if f.traces != nil {
 		f.traces.close()
+	}
+	if f.ahead != nil {
+		f.ahead.close()
 	}
 	if f.ownsStore {
 		errs = append(errs, f.store.Close())

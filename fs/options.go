@@ -34,6 +34,7 @@ type options struct {
 	verifiedDir    string
 	tocTailDir     string
 	spoolDir       string
+	tocAhead       bool
 }
 
 // DefaultTraceMaxFiles is the default of WithTraceMaxFiles; the daemon's
@@ -53,6 +54,7 @@ func defaultOptions() options {
 		traceFlush:    10 * time.Second,     // The default is 10 seconds.
 		verifyDiffID:  true,                 // The default verifies.
 		tracePrefetch: true,                 // The default prefetches by the saved trace.
+		tocAhead:      true,                 // The default reads the next layers' TOCs ahead.
 	}
 }
 
@@ -200,3 +202,9 @@ func WithVerifiedDir(dir string) Option { return func(o *options) { o.verifiedDi
 // file shrinks as the stream passes and goes when it ends. "" keeps none:
 // the stream fetches the whole blob. The default is "".
 func WithSpoolDir(dir string) Option { return func(o *options) { o.spoolDir = dir } }
+
+// WithTOCReadAhead sets whether the Mount of an image's layer starts
+// reading the TOCs of the image's next layers (the LabelImageLayers label)
+// in the background, so that their Mounts find them read and only check
+// their digest. The default is on.
+func WithTOCReadAhead(on bool) Option { return func(o *options) { o.tocAhead = on } }
