@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -208,3 +209,55 @@ func (c *counting) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 func (c *counting) n() int64 { return c.requests.Load() }
+
+// TestWaitBounded: a registry that accepts connections and never answers
+// holds a prefetch up to WithWait, no longer.
+func TestWaitBounded(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan net.Conn, 64)
+	t.Cleanup(func() {
+		ln.Close()
+		for len(held) > 0 {
+			(<-held).Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			select {
+			case held <- c:
+			default:
+				c.Close()
+			}
+		}
+	}()
+	f := NewFinder(WithWait(300*time.Millisecond), WithTimeout(2*time.Second))
+	start := time.Now()
+	if _, ok := f.Start(ln.Addr().String()+"/app:v1", "sha256:"+strings.Repeat("b", 64)).Wait(context.Background()); ok {
+		t.Fatal("found a trace at a registry that never answers")
+	}
+	if d := time.Since(start); d < 300*time.Millisecond || d > 2*time.Second {
+		t.Fatalf("Wait returned after %v, want about 300ms", d)
+	}
+}
+
+// TestNoneExpires: once "none" has been kept long enough, the registry is
+// asked again and a trace pushed meanwhile is found.
+func TestNoneExpires(t *testing.T) {
+	ref, subj := subject(t)
+	f := NewFinder(WithWait(20*time.Second), WithKeep(time.Hour, 100*time.Millisecond))
+	if _, ok := f.Start(ref.String(), subj.Digest.String()).Wait(context.Background()); ok {
+		t.Fatal("found a trace before any was pushed")
+	}
+	push(t, ref, subj, traceFile(t, "/bin/sh"), time.Now())
+	time.Sleep(150 * time.Millisecond)
+	if p, ok := f.Start(ref.String(), subj.Digest.String()).Wait(context.Background()); !ok || !slices.Equal(p.Paths, []string{"/bin/sh"}) {
+		t.Fatalf("after the none answer expired, found %v (%v)", p.Paths, ok)
+	}
+}
