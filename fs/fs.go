@@ -21,6 +21,7 @@ import (
 	"github.com/lazysnap/lazysnap/fs/layer"
 	"github.com/lazysnap/lazysnap/fs/node"
 	"github.com/lazysnap/lazysnap/fs/remote"
+	"github.com/lazysnap/lazysnap/fs/sharedtrace"
 )
 
 // Labels containerd's remote-snapshot handler puts on a layer's Prepare:
@@ -31,6 +32,9 @@ const (
 	LabelImageRef    = snapshotters.TargetRefLabel
 	LabelLayerDigest = snapshotters.TargetLayerDigestLabel
 	LabelTOCDigest   = estargz.TOCJSONDigestAnnotation
+	// LabelManifestDigest names the image's (platform) manifest, which a
+	// trace shared through the registry refers to.
+	LabelManifestDigest = snapshotters.TargetManifestDigestLabel
 )
 
 // FS mounts layers. It is safe for concurrent use.
@@ -41,8 +45,9 @@ type FS struct {
 	resolver  *remote.Resolver
 	flights   *layer.Flights
 	sched     *layer.Scheduler
-	traces    *traces    // nil when not recording
-	ahead     *tocsAhead // nil when not reading TOCs ahead
+	traces    *traces             // nil when not recording
+	shared    *sharedtrace.Finder // nil when not looking for shared traces
+	ahead     *tocsAhead          // nil when not reading TOCs ahead
 
 	diffIDMismatches atomic.Int64 // layers found not to match their chain ID
 
@@ -61,6 +66,9 @@ type mounted struct {
 	// tracePaths are the files this node saw the image open first, in
 	// order, prefetched when the layer has no prioritized region.
 	tracePaths []string
+	// sharedTrace, when this node has no trace of the image, is the lookup
+	// of one another node shared; the prefetch waits for it.
+	sharedTrace *sharedtrace.Lookup
 
 	chain  chainCheck   // what the layer's content must add up to
 	verify bool         // whether to check it (chain labels present, verification on)
@@ -90,6 +98,9 @@ func New(opts ...Option) (*FS, error) {
 	}
 	f.prepareSpoolDir()
 	f.traces = newTraces(o.traceDir, o.traceMaxFiles, o.traceFlush, o.logger)
+	if f.traces != nil && o.prefetch && o.tracePrefetch && o.traceShared {
+		f.shared = sharedtrace.NewFinder(sharedtrace.WithKeychain(f.resolver.Keychain()), sharedtrace.WithLogger(o.logger))
+	}
 	if o.tocAhead {
 		f.ahead = newTOCsAhead()
 	}
@@ -229,6 +240,9 @@ func (f *FS) mountLayer(toc *layer.TOC, mountpoint string, spec mountSpec, start
 			// A layer with no prioritized region of its own: this node's
 			// record of the image's start-up order stands in for one.
 			m.tracePaths = rec.Paths()
+			if len(m.tracePaths) == 0 && f.shared != nil {
+				m.sharedTrace = f.shared.Start(ref, spec.labels[LabelManifestDigest])
+			}
 		}
 	}
 	if m.node, err = start(l, nopts); err != nil {

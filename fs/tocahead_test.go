@@ -131,7 +131,7 @@ func TestTOCReadAheadStillChecksDigest(t *testing.T) {
 // stops that read and returns.
 func TestTOCReadAheadClose(t *testing.T) {
 	ref, ls, proxy := twoLayerImage(t, "ahead/close:v1")
-	var seen atomic.Int32 // the hold runs under the proxy's lock
+	var seen atomic.Int32                                       // the hold runs under the proxy's lock
 	proxy.Hold(func(blobRange) bool { return seen.Add(1) > 2 }) // hold the upper layer's footer
 	f, err := lfs.New(lfs.WithCacheDir(t.TempDir()), lfs.WithResolver(testResolver()))
 	if err != nil {
