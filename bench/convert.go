@@ -191,7 +191,7 @@ func (c *converter) args(w Workload, src string, m Mode, dst, trace string) ([]s
 // conversion names the image format a mode runs.
 func (m Mode) conversion() string {
 	switch m {
-	case Lazy, External, Baseline, Stargz:
+	case Lazy, External, Baseline, Stargz, Shared:
 		return "estargz"
 	case Optimized:
 		return "estargz-optimized"

@@ -77,6 +77,9 @@ func (e *env) publish(ctx context.Context, tb testing.TB, conv *converter, w Wor
 	if m.conversion() == "" {
 		return src.Ref, nil
 	}
+	if m == Shared {
+		return e.publishShared(ctx, tb, conv, w, src)
+	}
 	var learn traceFunc
 	if m == Traced {
 		plain, err := e.publish(ctx, tb, conv, w, src, Lazy)

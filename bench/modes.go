@@ -21,6 +21,11 @@ const (
 	// recorded on a scratch node running the plain conversion, as a user
 	// would learn it on a staging node (lazysnap trace export).
 	Traced Mode = "lazysnap-traced"
+	// Shared runs the plain eStargz conversion on lazysnap, which learns the
+	// start-up order at mount from the trace a scratch node recorded and
+	// pushed to the image's repository (lazysnap trace export --push), as
+	// a fleet would share it without converting again.
+	Shared Mode = "lazysnap-shared"
 	// ZstdChunked runs the zstd:chunked conversion on lazysnap.
 	ZstdChunked Mode = "lazysnap-zstdchunked"
 	// External runs the plain eStargz conversion on another snapshotter,
@@ -50,7 +55,7 @@ const (
 
 // allModes lists every mode, in the order the usage message names them.
 func allModes() []Mode {
-	return []Mode{Overlayfs, Lazy, Optimized, Traced, ZstdChunked, External, Baseline, Stargz, StargzOptimized, Soci, Local}
+	return []Mode{Overlayfs, Lazy, Optimized, Traced, Shared, ZstdChunked, External, Baseline, Stargz, StargzOptimized, Soci, Local}
 }
 
 // DefaultModes are the modes a run has unless told otherwise; External is

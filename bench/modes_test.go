@@ -53,3 +53,16 @@ func TestDefaultWorkloadNames(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedMode: the shared mode runs the plain conversion on lazysnap,
+// which a run asks for by name.
+func TestSharedMode(t *testing.T) {
+	got, err := ParseModes("lazysnap-shared")
+	if err != nil || len(got) != 1 || got[0] != Shared {
+		t.Fatalf("ParseModes(lazysnap-shared) = %v, %v", got, err)
+	}
+	if !Shared.usesLazysnap() || !Shared.lazy() || Shared.conversion() != Lazy.conversion() {
+		t.Errorf("shared: usesLazysnap %v, lazy %v, conversion %q (want lazysnap's plain %q)",
+			Shared.usesLazysnap(), Shared.lazy(), Shared.conversion(), Lazy.conversion())
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -29,6 +30,28 @@ const traceExportWait = 30 * time.Second
 // writes `lazysnap trace export` to path. The node is torn down before
 // recordTrace returns, so it does not run beside the measured cases.
 func (e *env) recordTrace(ctx context.Context, tb testing.TB, w Workload, ref, path string) error {
+	return e.recordTraceAnd(ctx, tb, w, ref, path, false)
+}
+
+// publishShared publishes the shared mode's image: the plain conversion,
+// under a repository of its own (referrers are per repository, so the
+// other modes' plain image stays without a trace to find), and the trace a
+// scratch node records running it, pushed there as its referrer.
+func (e *env) publishShared(ctx context.Context, tb testing.TB, conv *converter, w Workload, src *testenv.Image) (string, error) {
+	dst := e.shaped.Direct.Ref(fmt.Sprintf("bench-%s-shared:%s", w.Name, safeTag(Shared.conversion())))
+	if err := conv.publish(ctx, w, src, Shared, dst, nil); err != nil {
+		return "", err
+	}
+	path := filepath.Join(tb.TempDir(), "shared-trace.txt")
+	if err := e.recordTraceAnd(ctx, tb, w, testenv.RefVia(dst, e.proxy.Host), path, true); err != nil {
+		return "", fmt.Errorf("recording the shared trace: %w", err)
+	}
+	return dst, nil
+}
+
+// recordTraceAnd is recordTrace, then with push `lazysnap trace export
+// --push` from the scratch node, before it is torn down.
+func (e *env) recordTraceAnd(ctx context.Context, tb testing.TB, w Workload, ref, path string, push bool) error {
 	e.logger.Info("recording the trace on a scratch node", "workload", w.Name)
 	s := &scope{TB: tb}
 	defer s.close()
@@ -55,6 +78,18 @@ func (e *env) recordTrace(ctx context.Context, tb testing.TB, w Workload, ref, p
 		return err
 	}
 	e.logger.Info("trace recorded", "workload", w.Name, "files", n)
+	if push {
+		return pushTrace(ctx, e.lazysnapBin, cd.Proxy.Root, ref)
+	}
+	return nil
+}
+
+// pushTrace runs `lazysnap trace export --push` for ref.
+func pushTrace(ctx context.Context, bin, root, ref string) error {
+	cmd := exec.CommandContext(ctx, bin, "trace", "export", "--push", "--plain-http", "--root", root, ref)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("lazysnap trace export --push: %w: %s", err, tail(b, 1000))
+	}
 	return nil
 }
 

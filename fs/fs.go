@@ -21,6 +21,7 @@ import (
 	"github.com/lazysnap/lazysnap/fs/layer"
 	"github.com/lazysnap/lazysnap/fs/node"
 	"github.com/lazysnap/lazysnap/fs/remote"
+	"github.com/lazysnap/lazysnap/fs/sharedtrace"
 	"github.com/lazysnap/lazysnap/prefetchlist"
 )
 
@@ -32,6 +33,9 @@ const (
 	LabelImageRef    = snapshotters.TargetRefLabel
 	LabelLayerDigest = snapshotters.TargetLayerDigestLabel
 	LabelTOCDigest   = estargz.TOCJSONDigestAnnotation
+	// LabelManifestDigest names the image's (platform) manifest, which a
+	// trace shared through the registry refers to.
+	LabelManifestDigest = snapshotters.TargetManifestDigestLabel
 )
 
 // FS mounts layers. It is safe for concurrent use.
@@ -42,7 +46,9 @@ type FS struct {
 	resolver  *remote.Resolver
 	flights   *layer.Flights
 	sched     *layer.Scheduler
-	traces    *traces // nil when not recording
+	traces    *traces             // nil when not recording
+	shared    *sharedtrace.Finder // nil when not looking for shared traces
+	ahead     *tocsAhead          // nil when not reading TOCs ahead
 
 	diffIDMismatches atomic.Int64 // layers found not to match their chain ID
 
@@ -64,6 +70,9 @@ type mounted struct {
 	// without are prefetched whole).
 	tracePaths  []string
 	traceRanges map[string][]prefetchlist.Range
+	// sharedTrace, when this node has no trace of the image, is the lookup
+	// of one another node shared; the prefetch waits for it.
+	sharedTrace *sharedtrace.Lookup
 
 	chain  chainCheck   // what the layer's content must add up to
 	verify bool         // whether to check it (chain labels present, verification on)
@@ -93,6 +102,12 @@ func New(opts ...Option) (*FS, error) {
 	}
 	f.prepareSpoolDir()
 	f.traces = newTraces(o.traceDir, o.traceMaxFiles, o.traceFlush, o.logger)
+	if f.traces != nil && o.prefetch && o.tracePrefetch && o.traceShared {
+		f.shared = sharedtrace.NewFinder(sharedtrace.WithKeychain(f.resolver.Keychain()), sharedtrace.WithLogger(o.logger))
+	}
+	if o.tocAhead {
+		f.ahead = newTOCsAhead()
+	}
 	return f, nil
 }
 
@@ -155,6 +170,9 @@ func (f *FS) serve(ctx context.Context, mountpoint string, labels map[string]str
 	toc, err := f.layerTOC(ctx, mountpoint, t, resumed)
 	if err != nil {
 		return err
+	}
+	if f.ahead != nil && !resumed {
+		f.ahead.start(t, labels, f.readTOCAhead)
 	}
 	spec := mountSpec{ref: t.ref, digest: t.digest, bad: labels[LabelBad], labels: labels}
 	spec.chain, spec.verify = parseChain(labels)
@@ -226,6 +244,9 @@ func (f *FS) mountLayer(toc *layer.TOC, mountpoint string, spec mountSpec, start
 			// A layer with no prioritized region of its own: this node's
 			// record of the image's start-up order stands in for one.
 			m.tracePaths, m.traceRanges = rec.Paths(), rec.Ranges()
+			if len(m.tracePaths) == 0 && f.shared != nil {
+				m.sharedTrace = f.shared.Start(ref, spec.labels[LabelManifestDigest])
+			}
 		}
 	}
 	if m.node, err = start(l, nopts); err != nil {
@@ -361,6 +382,9 @@ func (f *FS) Close() error {
 	}
 	if f.traces != nil {
 		f.traces.close()
+	}
+	if f.ahead != nil {
+		f.ahead.close()
 	}
 	if f.ownsStore {
 		errs = append(errs, f.store.Close())

@@ -22,6 +22,7 @@ type options struct {
 	passthrough    bool
 	prefetch       bool
 	tracePrefetch  bool
+	traceShared    bool
 	prefetchWait   time.Duration
 	background     bool
 	backgroundRate int64
@@ -34,6 +35,7 @@ type options struct {
 	verifiedDir    string
 	tocTailDir     string
 	spoolDir       string
+	tocAhead       bool
 }
 
 // DefaultTraceMaxFiles is the default of WithTraceMaxFiles; the daemon's
@@ -53,6 +55,8 @@ func defaultOptions() options {
 		traceFlush:    10 * time.Second,     // The default is 10 seconds.
 		verifyDiffID:  true,                 // The default verifies.
 		tracePrefetch: true,                 // The default prefetches by the saved trace.
+		tocAhead:      true,                 // The default reads the next layers' TOCs ahead.
+		traceShared:   true,                 // The default looks for a trace another node shared.
 	}
 }
 
@@ -123,6 +127,15 @@ func WithPrefetch(on bool) Option { return func(o *options) { o.prefetch = on } 
 // image opened first the last time it ran on this node (its saved trace),
 // as if the image had been converted with that list. The default is true.
 func WithTracePrefetch(on bool) Option { return func(o *options) { o.tracePrefetch = on } }
+
+// WithTraceFromRegistry sets whether, with WithTracePrefetch, a layer for
+// whose image this node has no saved trace yet prefetches by the newest
+// trace another node pushed to the image's repository (`lazysnap trace
+// export --push`; package fs/sharedtrace). The registry is asked once per
+// image, with the resolver's credentials (remote.Resolver.Keychain), while
+// the mount goes on; the prefetch waits for the answer at most 5 seconds.
+// The default is true.
+func WithTraceFromRegistry(on bool) Option { return func(o *options) { o.traceShared = on } }
 
 // WithPrefetchWait sets how long Mount waits for the layer's prefetch to
 // finish before returning anyway (0: Mount returns as soon as the layer is
@@ -200,3 +213,9 @@ func WithVerifiedDir(dir string) Option { return func(o *options) { o.verifiedDi
 // file shrinks as the stream passes and goes when it ends. "" keeps none:
 // the stream fetches the whole blob. The default is "".
 func WithSpoolDir(dir string) Option { return func(o *options) { o.spoolDir = dir } }
+
+// WithTOCReadAhead sets whether the Mount of an image's layer starts
+// reading the TOCs of the image's next layers (the LabelImageLayers label)
+// in the background, so that their Mounts find them read and only check
+// their digest. The default is on.
+func WithTOCReadAhead(on bool) Option { return func(o *options) { o.tocAhead = on } }

@@ -229,20 +229,48 @@ func (f *FS) layerTOC(ctx context.Context, mountpoint string, t target, resumed 
 			f.opts.logger.WarnContext(ctx, "the saved TOC did not do; reading it from the registry", "mountpoint", mountpoint, "error", err)
 		}
 	}
-	blob, err := f.resolve(ctx, t)
-	if err != nil {
-		return nil, err
-	}
-	rec := newRecordingBlob(blob)
-	toc, err := readTOC(ctx, rec, t.tocDigest)
-	tail := rec.stop()
-	if err != nil {
-		return nil, err
+	toc, tail, ok := f.tocReadAhead(ctx, t)
+	if !ok {
+		blob, err := f.resolve(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		rec := newRecordingBlob(blob)
+		toc, err = readTOC(ctx, rec, t.tocDigest)
+		tail = rec.stop()
+		if err != nil {
+			return nil, err
+		}
 	}
 	if err := f.saveTail(mountpoint, tail); err != nil {
 		f.opts.logger.WarnContext(ctx, "a resume of this layer will need the registry", "mountpoint", mountpoint, "error", err)
 	}
 	return toc, nil
+}
+
+// tocReadAhead returns t's TOC if it was read ahead (tocsAhead) and is
+// the one t names.
+func (f *FS) tocReadAhead(ctx context.Context, t target) (*layer.TOC, tocTail, bool) {
+	if f.ahead == nil {
+		return nil, tocTail{}, false
+	}
+	return f.ahead.take(ctx, t)
+}
+
+// readTOCAhead resolves t's blob and reads its TOC without its digest
+// (layer.ReadTOCAhead), keeping what it fetched for the layer's tail file.
+func (f *FS) readTOCAhead(ctx context.Context, t target) (*layer.Unverified, tocTail, error) {
+	blob, err := f.resolve(ctx, t)
+	if err != nil {
+		return nil, tocTail{}, err
+	}
+	rec := newRecordingBlob(blob)
+	toc, err := layer.ReadTOCAhead(ctx, markedBlob{rec})
+	tail := rec.stop()
+	if err != nil {
+		f.opts.logger.DebugContext(ctx, "reading a TOC ahead failed; its Mount reads it", "layer", t.digest, "error", err)
+	}
+	return toc, tail, err
 }
 
 func (f *FS) resolve(ctx context.Context, t target) (remote.Blob, error) {

@@ -98,8 +98,9 @@ type criImageServiceConfig struct {
 }
 
 type traceConfig struct {
-	Enable   bool `toml:"enable"`
-	MaxFiles int  `toml:"max_files"`
+	Enable       bool `toml:"enable"`
+	MaxFiles     int  `toml:"max_files"`
+	FromRegistry bool `toml:"from_registry"`
 }
 
 // defaultConfig holds every default of the daemon in one place. A setting
@@ -133,7 +134,7 @@ func defaultConfig() config {
 			QuietPeriod:    duration(layer.DefaultQuietPeriod),
 			RequestBytes:   layer.DefaultBackgroundRequestBytes,
 		},
-		Trace:           traceConfig{Enable: true, MaxFiles: lazyfs.DefaultTraceMaxFiles},
+		Trace:           traceConfig{Enable: true, MaxFiles: lazyfs.DefaultTraceMaxFiles, FromRegistry: true},
 		CRIImageService: criImageServiceConfig{Address: "", ContainerdAddress: "/run/containerd/containerd.sock"},
 		Restore: restoreConfig{
 			Concurrency:   snapshot.DefaultRestoreConcurrency,

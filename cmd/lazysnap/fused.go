@@ -60,6 +60,7 @@ func newLayerFS(_ context.Context, cfg config, log *slog.Logger) (layerFS, error
 		lazyfs.WithPrefetch(cfg.Prefetch.Enable),
 		lazyfs.WithPrefetchWait(time.Duration(cfg.Prefetch.WaitTimeout)),
 		lazyfs.WithTracePrefetch(cfg.Prefetch.FromTrace),
+		lazyfs.WithTraceFromRegistry(cfg.Trace.FromRegistry),
 		lazyfs.WithBackgroundFetch(cfg.BackgroundFetch.Enable),
 		lazyfs.WithBackgroundBytesPerSecond(cfg.BackgroundFetch.BytesPerSecond),
 		lazyfs.WithBackgroundQuietPeriod(time.Duration(cfg.BackgroundFetch.QuietPeriod)),

@@ -25,10 +25,14 @@ func newTraceCommand() *cobra.Command {
 
 func newTraceExportCommand() *cobra.Command {
 	var root, out string
+	var pf pushFlags
 	cmd := &cobra.Command{
 		Use:   "export IMAGE",
-		Short: "Write IMAGE's trace as a prefetch list (one absolute path per line, with the byte ranges read of large files)",
-		Args:  cobra.ExactArgs(1),
+		Short: "Write IMAGE's trace as a prefetch list (one absolute path per line, with the byte ranges read of large files), or push it to IMAGE's repository",
+		Long: "Write IMAGE's trace as a prefetch list. With --push, push it instead to IMAGE's repository as an\n" +
+			"OCI artifact referring to IMAGE's manifest, where other nodes' fused find it (trace.from_registry),\n" +
+			"and print the artifact's digest.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, err := trace.Dir(traceDir(root)).Load(args[0])
 			if err != nil {
@@ -40,6 +44,9 @@ func newTraceExportCommand() *cobra.Command {
 			if len(p.Paths) == 0 {
 				fmt.Fprintln(cmd.ErrOrStderr(), "warning: the trace of", args[0], "is empty: nothing was read yet")
 			}
+			if pf.push {
+				return pushTrace(cmd, traceDir(root), args[0], p, pf)
+			}
 			return writeTo(out, cmd.OutOrStdout(), func(w io.Writer) error {
 				return trace.Write(w, args[0], p.Paths, prefetchlist.WithRanges(p.Ranges))
 			})
@@ -47,6 +54,7 @@ func newTraceExportCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&root, "root", defaultConfig().Root, "state directory of lazysnap")
 	cmd.Flags().StringVarP(&out, "output", "o", "", "file to write (default standard output)")
+	pf.register(cmd)
 	return cmd
 }
 

@@ -324,3 +324,31 @@ func FuzzReadTOC(f *testing.F) {
 		}
 	})
 }
+
+// TestReadTOCAhead: a TOC read before its digest is known is handed out
+// only against the digest it has; any other is refused as ReadTOC refuses
+// it, and a broken TOC fails the read itself.
+func TestReadTOCAhead(t *testing.T) {
+	toc := []byte(`{"version":1,"entries":[{"name":"d","type":"dir"},{"name":"d/f","type":"reg","mode":420}]}` + "\n")
+	for name, blob := range formats() {
+		t.Run(name, func(t *testing.T) {
+			u, err := ReadTOCAhead(context.Background(), blob(t, toc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := u.Verify(digest.FromString("another TOC")); !errdefs.IsFailedPrecondition(err) {
+				t.Errorf("Verify(another digest): %v, want a failed precondition", err)
+			}
+			got, err := u.Verify(digest.FromBytes(toc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Index.Len() != 3 {
+				t.Errorf("TOC with %d inodes, want 3", got.Index.Len())
+			}
+			if _, err := ReadTOCAhead(context.Background(), blob(t, []byte(`{"entries":[`))); !errdefs.IsInvalidArgument(err) {
+				t.Errorf("ReadTOCAhead(broken JSON): %v, want invalid argument", err)
+			}
+		})
+	}
+}

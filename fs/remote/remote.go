@@ -17,6 +17,7 @@ import (
 	"sync"
 
 	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/semaphore"
 	"golang.org/x/sync/singleflight"
@@ -150,3 +151,7 @@ type Stats struct {
 	Retries      int64 // attempts reissued after a transient failure
 	TailHits     int64 // Fetches served wholly or in part from the kept tail (see Blob.TakeTail)
 }
+
+// Keychain returns where the resolver takes registry credentials from
+// (WithKeychain), for other requests to the same registries.
+func (r *Resolver) Keychain() authn.Keychain { return r.opts.keychain }
