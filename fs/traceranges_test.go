@@ -2,9 +2,11 @@ package fs_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,11 +14,14 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/google/go-containerregistry/pkg/name"
 	"golang.org/x/sys/unix"
 
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/sharedtrace"
 	"github.com/lazysnap/lazysnap/fs/trace"
 	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/prefetchlist"
@@ -204,5 +209,56 @@ func TestTracePrefetchReadRanges(t *testing.T) {
 	checkFile(t, mp, modules)
 	if n := len(proxy.Requests()) - prefetched; n == 0 {
 		t.Error("reading the whole file after a ranged prefetch sent no request")
+	}
+}
+
+// TestSharedTraceRanges: a trace shared through the registry brings its
+// ranges too (trace.Read), so a fresh node prefetches only the parts of a
+// large file that the node which pushed it read.
+func TestSharedTraceRanges(t *testing.T) {
+	testenv.RequireFUSE(t)
+	registry := testenv.StartRegistry(t)
+	proxy := startRangeProxy(t, registry.Host, 0)
+	modules := reg("lib/modules", 8<<20, 4)
+	l := buildLayer(t, []tentry{modules}, estargz.WithChunkSize(rangesChunk))
+	ref := proxy.Host + "/shared/jvm:v1"
+	pushed, err := name.ParseReference(push(t, registry.Host, "shared/jvm:v1", l))
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj, err := sharedtrace.Subject(pushed, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := []prefetchlist.Range{{Start: 2 * rangesChunk, End: 3 * rangesChunk}}
+	var tr bytes.Buffer
+	if err := trace.Write(&tr, ref, []string{"/lib/modules"}, prefetchlist.WithRanges(map[string][]prefetchlist.Range{"/lib/modules": rs})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sharedtrace.Push(context.Background(), pushed.Context(), subj, tr.Bytes(), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	lbls := maps.Clone(labels(ref, l))
+	lbls[lfs.LabelManifestDigest] = subj.Digest.String()
+
+	fresh := newFS(t, lfs.WithTraceDir(t.TempDir()), lfs.WithPrefetch(true))
+	mp := t.TempDir()
+	before := len(proxy.Requests())
+	if err := fresh.Mount(context.Background(), mp, lbls); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the prefetch", func() bool { return statusOf(t, fresh, mp).PrefetchDone })
+	if got, want := requestBytes(proxy.Requests()[before:]), rangesBytes(rs); got < want || got > want+1<<20 {
+		t.Errorf("mount and prefetch fetched %d bytes; want the %d bytes of the shared ranges and little more", got, want)
+	}
+	prefetched := len(proxy.Requests())
+	f, err := os.Open(filepath.Join(mp, modules.name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	preadCheck(t, f, modules, 2*rangesChunk+100, 4096)
+	if n := len(proxy.Requests()) - prefetched; n != 0 {
+		t.Errorf("reading inside the shared ranges sent %d requests, want 0", n)
 	}
 }
