@@ -156,7 +156,7 @@ func (l *Layer) fetchTargets(ctx context.Context, ts []target, p plan) error {
 	g.SetLimit(p.concurrency)
 	runs := coalesce(mine, p.maxBytes, p.maxGap)
 	for k, run := range runs {
-		last := k == len(runs)-1 && p.class == classRead && l.opts.readAhead > 0
+		last := k == len(runs)-1 && p.class == classRead && l.opts.readAhead > 0 && l.listed.Load() == 0
 		if end := l.rawTailEnd(last, run[len(run)-1]); end > 0 && l.streams.begin() {
 			// The read's last request goes on, as raw bytes into the
 			// spool, through what is stored after it.

@@ -159,7 +159,10 @@ type Layer struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	stats   counters
+	stats counters
+	// listed counts the running prefetches of a learned list (Prefetch,
+	// PrefetchFiles): while one runs, reads do not read ahead.
+	listed  atomic.Int32
 	present presence
 
 	// digests are the index's ContentKeys(), built once: the cache keys the

@@ -26,6 +26,7 @@ func (l *Layer) Prefetch(ctx context.Context) error {
 	defer l.opts.sched.beginForeground()()
 	end := l.idx.PrefetchEnd()
 	if end > 0 {
+		defer l.prefetchingList()()
 		p := plan{class: classPrefetch, maxBytes: l.opts.maxPrefetchBytes, maxGap: l.opts.maxGapBytes,
 			concurrency: l.opts.concurrency}
 		err := l.fetchWhere(ctx, p, func(_ index.ID, c index.Chunk) bool { return c.BlobOffset < end })
@@ -48,6 +49,7 @@ func (l *Layer) Prefetch(ctx context.Context) error {
 func (l *Layer) PrefetchFiles(ctx context.Context, paths []string, ranges map[string][]prefetchlist.Range) error {
 	files := l.prefetchSet(paths, ranges)
 	if len(files) > 0 {
+		defer l.prefetchingList()()
 		defer l.opts.sched.beginForeground()()
 		p := plan{class: classPrefetch, maxBytes: l.opts.maxPrefetchBytes, maxGap: l.opts.maxGapBytes,
 			concurrency: l.opts.concurrency}
@@ -61,6 +63,17 @@ func (l *Layer) PrefetchFiles(ctx context.Context, paths []string, ranges map[st
 	}
 	markDone(&l.stats.prefetchDoneAt)
 	return nil
+}
+
+// prefetchingList marks a prefetch of a learned list as running until the
+// returned func is called. Reads do not read ahead meanwhile: the list says
+// what start-up reads, and the prefetch is bringing it; a tail would bring
+// neighbours the workload did not read (measured on the scipy image with a
+// shared trace: 114.6 MB before ready against 85.9 MB when the list's files
+// are stored together), and take the link from the prefetch.
+func (l *Layer) prefetchingList() func() {
+	l.listed.Add(1)
+	return func() { l.listed.Add(-1) }
 }
 
 // prefetchSet returns the regular files of the layer at paths, each with

@@ -149,3 +149,53 @@ func TestRawTailWithoutSpoolIsDecoded(t *testing.T) {
 		t.Errorf("%d requests, %d chunks from a spool; want 1 and none", n, l.Stats().ReadSpooledChunks)
 	}
 }
+
+// TestNoTailWhileListPrefetches: while a learned list is being prefetched,
+// a read fetches its own chunks only; once the prefetch is over, reads
+// read ahead again. PrefetchFiles marks itself running while it fetches.
+func TestNoTailWhileListPrefetches(t *testing.T) {
+	tl := smallFiles(t, 30)
+	l := tl.openSpooled(t, WithReadAhead(1<<20))
+	own := func(name string) int64 {
+		c := l.idx.Chunks(tl.id(t, l, name))[0]
+		return c.BlobEnd - c.BlobOffset
+	}
+	lastFetch := func() int64 {
+		fs, _ := tl.blob.served()
+		return fs[len(fs)-1][1]
+	}
+
+	done := l.prefetchingList()
+	if err := tl.readAll(t, l, "f00"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := lastFetch(), own("f00"); got > want {
+		t.Errorf("a read during a list's prefetch asked for %d bytes, want only its own %d", got, want)
+	}
+	done()
+	if err := tl.readAll(t, l, "f10"); err != nil {
+		t.Fatal(err)
+	}
+	l.streams.wg.Wait()
+	if got, want := lastFetch(), own("f10"); got <= want {
+		t.Errorf("a read after the prefetch asked for %d bytes, want a tail past its own %d", got, want)
+	}
+
+	tl.blob.mu.Lock()
+	tl.blob.gate, tl.blob.began = make(chan struct{}), make(chan struct{}, 1)
+	gate := tl.blob.gate
+	tl.blob.mu.Unlock()
+	errc := make(chan error, 1)
+	go func() { errc <- l.PrefetchFiles(context.Background(), []string{"/f20"}, nil) }()
+	<-tl.blob.began
+	if n := l.listed.Load(); n != 1 {
+		t.Errorf("%d list prefetches marked running while PrefetchFiles fetches, want 1", n)
+	}
+	close(gate)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if n := l.listed.Load(); n != 0 {
+		t.Errorf("%d list prefetches marked running after PrefetchFiles returned, want 0", n)
+	}
+}
