@@ -44,14 +44,15 @@ func (f *FS) prefetch(ctx context.Context, m *mounted) {
 		return
 	}
 	l, start := m.layer, time.Now()
+	paths, ranges := m.tracePaths, m.traceRanges
 	if m.sharedTrace != nil {
 		if p, ok := m.sharedTrace.Wait(ctx); ok {
-			m.tracePaths, m.traceRanges = p.Paths, p.Ranges
+			paths, ranges = p.Paths, p.Ranges
 		}
 	}
 	prefetch := l.Prefetch
-	if len(m.tracePaths) > 0 {
-		prefetch = func(ctx context.Context) error { return l.PrefetchFiles(ctx, m.tracePaths, m.traceRanges) }
+	if len(paths) > 0 {
+		prefetch = func(ctx context.Context) error { return l.PrefetchFiles(ctx, paths, ranges) }
 	}
 	if err := prefetch(ctx); err != nil {
 		if ctx.Err() == nil {

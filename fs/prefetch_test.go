@@ -51,6 +51,19 @@ func checkFile(t testing.TB, mp string, e tentry) {
 	}
 }
 
+// requestsAfterPrefetch waits until the prefetch of f's layer at mp is
+// over, then reads and checks es, and returns how many requests the reads
+// sent.
+func requestsAfterPrefetch(t testing.TB, f *lfs.FS, mp string, proxy *rangeProxy, es ...tentry) int {
+	t.Helper()
+	waitFor(t, "the prefetch", func() bool { return statusOf(t, f, mp).PrefetchDone })
+	before := len(proxy.Requests())
+	for _, e := range es {
+		checkFile(t, mp, e)
+	}
+	return len(proxy.Requests()) - before
+}
+
 // landmarkImage is three layers with prioritized files: large ones, small
 // ones sharing compressed frames, and files nobody asked for.
 func landmarkImage(t testing.TB) (layers []*builtLayer, prio [][]tentry) {

@@ -54,12 +54,7 @@ func TestSharedTracePrefetch(t *testing.T) {
 	if err := fresh.Mount(context.Background(), mp, lbls); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the prefetch", func() bool { return statusOf(t, fresh, mp).PrefetchDone })
-	prefetched := len(proxy.Requests())
-	for _, e := range startup {
-		checkFile(t, mp, e)
-	}
-	if n := len(proxy.Requests()) - prefetched; n != 0 {
+	if n := requestsAfterPrefetch(t, fresh, mp, proxy, startup...); n != 0 {
 		t.Errorf("reading the %d files of the shared trace after the prefetch sent %d requests, want 0", len(startup), n)
 	}
 
@@ -68,10 +63,7 @@ func TestSharedTracePrefetch(t *testing.T) {
 	if err := off.Mount(context.Background(), mp, lbls); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the prefetch", func() bool { return statusOf(t, off, mp).PrefetchDone })
-	before := len(proxy.Requests())
-	checkFile(t, mp, startup[0])
-	if n := len(proxy.Requests()) - before; n == 0 {
+	if n := requestsAfterPrefetch(t, off, mp, proxy, startup[0]); n == 0 {
 		t.Errorf("with trace.from_registry off, a file of the shared trace was there before it was read")
 	}
 }
@@ -97,10 +89,7 @@ func TestSharedTraceNoneFound(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("Mount took %v", d)
 	}
-	waitFor(t, "the prefetch", func() bool { return statusOf(t, f, mp).PrefetchDone })
-	before := len(proxy.Requests())
-	checkFile(t, mp, es[0])
-	if n := len(proxy.Requests()) - before; n == 0 {
+	if n := requestsAfterPrefetch(t, f, mp, proxy, es[0]); n == 0 {
 		t.Errorf("a file was prefetched with no trace anywhere")
 	}
 }

@@ -56,6 +56,9 @@ func newTOCsAhead() *tocsAhead {
 // layers labels lists after the one being mounted (t) that no one reads
 // yet, with read (f.readTOCAhead).
 func (a *tocsAhead) start(t target, labels map[string]string, read func(context.Context, target) (*layer.Unverified, tocTail, error)) {
+	if a.ctx.Err() != nil {
+		return // closed: nothing would read what is registered
+	}
 	var todo []target
 	a.mu.Lock()
 	for _, s := range strings.Split(labels[LabelImageLayers], ",") {
@@ -67,7 +70,7 @@ func (a *tocsAhead) start(t target, labels map[string]string, read func(context.
 		todo = append(todo, target{ref: t.ref, digest: d})
 	}
 	a.mu.Unlock()
-	if len(todo) == 0 || a.ctx.Err() != nil {
+	if len(todo) == 0 {
 		return
 	}
 	a.wg.Add(1)
