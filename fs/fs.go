@@ -167,12 +167,15 @@ func (f *FS) serve(ctx context.Context, mountpoint string, labels map[string]str
 			f.release(mountpoint)
 		}
 	}()
+	if f.ahead != nil && !resumed {
+		// Before this layer's own TOC: the next layers' TOCs then come
+		// over the link and are decoded on the other core while this
+		// one is, not only while this one is mounted.
+		f.ahead.start(t, labels, f.readTOCAhead)
+	}
 	toc, err := f.layerTOC(ctx, mountpoint, t, resumed)
 	if err != nil {
 		return err
-	}
-	if f.ahead != nil && !resumed {
-		f.ahead.start(t, labels, f.readTOCAhead)
 	}
 	spec := mountSpec{ref: t.ref, digest: t.digest, bad: labels[LabelBad], labels: labels}
 	spec.chain, spec.verify = parseChain(labels)

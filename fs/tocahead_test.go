@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -131,8 +130,12 @@ func TestTOCReadAheadStillChecksDigest(t *testing.T) {
 // stops that read and returns.
 func TestTOCReadAheadClose(t *testing.T) {
 	ref, ls, proxy := twoLayerImage(t, "ahead/close:v1")
-	var seen atomic.Int32                                       // the hold runs under the proxy's lock
-	proxy.Hold(func(blobRange) bool { return seen.Add(1) > 2 }) // hold the upper layer's footer
+	if ls[0].size == ls[1].size {
+		t.Fatal("the layers' blobs have one size: the hold below cannot tell them apart")
+	}
+	// Hold the upper layer's footer (the request that ends its blob),
+	// which the read-ahead may send before or after the lower's requests.
+	proxy.Hold(func(r blobRange) bool { return r.end == ls[1].size })
 	f, err := lfs.New(lfs.WithCacheDir(t.TempDir()), lfs.WithResolver(testResolver()))
 	if err != nil {
 		t.Fatal(err)
