@@ -92,7 +92,7 @@ func WithPrioritizedFiles(paths []string) Option {
 // WithPrioritizedRanges gives, for prioritized files (keyed by their path in
 // the WithPrioritizedFiles list), the byte ranges of them the workload read,
 // as a trace records them. A file of at least RangedMinSize whose ranges
-// cover less than RangedMaxShare of it is not put before the landmark:
+// cover less than RangedMaxPercent of it is not put before the landmark:
 // it stays in its place and its ranges go into the layer's
 // prefetchlist.LayerAnnotation, from which the snapshotter prefetches
 // only them. Files the annotation has no room for (prefetchlist.MaxLabelSize)
