@@ -25,6 +25,7 @@ type built struct {
 	mediaType   types.MediaType
 	annotations map[string]string
 	prioritized int
+	ranged      int
 }
 
 // buildLayer compresses the staged tar at tarPath into a new layer in dir,

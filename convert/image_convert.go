@@ -18,6 +18,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/lazysnap/lazysnap/prefetchlist"
 )
 
 // layerJob is one layer of an image being converted.
@@ -230,7 +232,7 @@ func (c *Converter) plan(jobs []*layerJob) []layerPlan {
 	for i, j := range jobs {
 		staged[i], movable[i] = j.staged, !j.keep
 	}
-	plans, skipped := planPriorities(staged, movable, c.opts.prioritized)
+	plans, skipped := planPriorities(staged, movable, c.opts.prioritized, c.opts.ranges)
 	for _, p := range c.opts.prioritized {
 		if why, ok := skipped[p]; ok {
 			c.opts.warn("prioritized file not placed", "path", p, "reason", why)
@@ -252,11 +254,15 @@ func (c *Converter) build(ctx context.Context, j *layerJob, plan layerPlan, mani
 	if err != nil {
 		return asLayerErr(j.desc.Digest, fmt.Errorf("building: %w", err))
 	}
+	if plan.label != "" {
+		b.annotations[prefetchlist.LayerAnnotation] = plan.label
+	}
+	b.ranged = plan.ranged
 	os.Remove(j.tarPath)
 	j.tarPath, j.built = "", b
 	c.opts.progress.Update(LayerStatus{Index: j.index, Source: j.desc.Digest, Phase: PhaseDone, Result: &LayerResult{
 		Source: j.desc.Digest, Digest: b.digest, DiffID: b.diffID, MediaType: b.mediaType, Size: b.size,
-		TOCDigest: b.annotations[estargz.TOCJSONDigestAnnotation], Prioritized: b.prioritized,
+		TOCDigest: b.annotations[estargz.TOCJSONDigestAnnotation], Prioritized: b.prioritized, Ranged: b.ranged,
 	}})
 	return nil
 }
@@ -283,7 +289,11 @@ func (c *Converter) assemble(img v1.Image, m *v1.Manifest, jobs []*layerJob) (v1
 		b := j.built
 		ann := make(map[string]string, len(j.desc.Annotations)+len(b.annotations))
 		for k, v := range j.desc.Annotations {
-			ann[k] = v
+			// The source's ranges were planned for its blob; this
+			// conversion plans its own.
+			if k != prefetchlist.LayerAnnotation {
+				ann[k] = v
+			}
 		}
 		for k, v := range b.annotations {
 			ann[k] = v

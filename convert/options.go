@@ -6,6 +6,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/lazysnap/lazysnap/prefetchlist"
 )
 
 // Format is the layer format a conversion produces.
@@ -33,6 +35,7 @@ type Option func(*options) error
 type options struct {
 	format       Format
 	prioritized  []string
+	ranges       map[string][]prefetchlist.Range
 	concurrency  int
 	chunkSize    int
 	level        int
@@ -82,6 +85,25 @@ func WithFormat(f Format) Option {
 func WithPrioritizedFiles(paths []string) Option {
 	return func(o *options) error {
 		o.prioritized = append([]string(nil), paths...)
+		return nil
+	}
+}
+
+// WithPrioritizedRanges gives, for prioritized files (keyed by their path in
+// the WithPrioritizedFiles list), the byte ranges of them the workload read,
+// as a trace records them. A file of at least RangedMinSize whose ranges
+// cover less than RangedMaxPercent of it is not put before the landmark:
+// it stays in its place and its ranges go into the layer's
+// prefetchlist.LayerAnnotation, from which the snapshotter prefetches
+// only them. Files the annotation has no room for (prefetchlist.MaxLabelSize)
+// are prioritized whole, as are files without ranges. The default is no
+// ranges: every prioritized file is placed whole.
+func WithPrioritizedRanges(ranges map[string][]prefetchlist.Range) Option {
+	return func(o *options) error {
+		o.ranges = make(map[string][]prefetchlist.Range, len(ranges))
+		for p, rs := range ranges {
+			o.ranges[p] = prefetchlist.Normalize(rs)
+		}
 		return nil
 	}
 }

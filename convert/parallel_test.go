@@ -16,6 +16,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"go.uber.org/goleak"
+
+	"github.com/lazysnap/lazysnap/prefetchlist"
 )
 
 // layerDigests are the facts of a built layer that must not depend on how
@@ -50,23 +52,34 @@ func TestParallelBuildIsIdentical(t *testing.T) {
 	// A later entry of the same name, and a landmark in the source, which
 	// estargz drops: the streamed first part must give up on them.
 	repeated := append(parallelFiles(), reg("etc/small3", "again"), reg(estargz.NoPrefetchLandmark, "x"))
+	// A large file read in part stays in place (its ranges go to the
+	// annotation): the layer is the reference build of the other files.
+	ranged := append(parallelFiles(), regBytes("usr/lib/huge", randBytes(9, RangedMinSize+5000)))
+	rangedPrio := append([]string{"/usr/lib/huge"}, prioritized...)
 	cases := []struct {
-		name  string
-		files []file
-		prio  []string
+		name   string
+		files  []file
+		prio   []string
+		ranges map[string][]prefetchlist.Range
+		placed []string // the files the reference build places first, if not prio
 	}{
-		{"plain", parallelFiles(), nil},
-		{"prioritized", parallelFiles(), prioritized},
-		{"repeated", repeated, nil},
+		{name: "plain", files: parallelFiles()},
+		{name: "prioritized", files: parallelFiles(), prio: prioritized},
+		{name: "repeated", files: repeated},
+		{name: "ranged", files: ranged, prio: rangedPrio, placed: prioritized,
+			ranges: map[string][]prefetchlist.Range{"/usr/lib/huge": {{Start: 0, End: 64 << 10}}}},
 	}
 	for _, format := range []Format{FormatEStargz, FormatZstdChunked} {
 		for _, tc := range cases {
-			prio := tc.prio
+			prio, placed := tc.prio, tc.placed
+			if placed == nil {
+				placed = prio
+			}
 			t.Run(strings.ReplaceAll(string(format), ":", "-")+"/"+tc.name, func(t *testing.T) {
 				tarball := tarBytes(t, tc.files...)
 				img := imageOf(t, gzLayer(t, tc.files...))
-				opts := []Option{WithFormat(format), WithChunkSize(32 << 10), WithPrioritizedFiles(prio)}
-				want := referenceBuild(t, tarball, format, prio, 32<<10)
+				opts := []Option{WithFormat(format), WithChunkSize(32 << 10), WithPrioritizedFiles(prio), WithPrioritizedRanges(tc.ranges)}
+				want := referenceBuild(t, tarball, format, placed, 32<<10)
 				seq := convertedDigests(t, img, 1, append(opts, WithConcurrency(1), WithLayerWorkers(1)))
 				par := convertedDigests(t, img, 4, append(opts, WithLayerWorkers(4)))
 				if seq != want {

@@ -45,6 +45,9 @@ type LayerResult struct {
 	TOCDigest string
 	// Prioritized is how many entries precede the prefetch landmark.
 	Prioritized int
+	// Ranged is how many prioritized files were left in place, their
+	// ranges in the layer's prefetchlist.LayerAnnotation.
+	Ranged int
 }
 
 // Progress receives progress reports. Update is called from several

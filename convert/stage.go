@@ -194,12 +194,13 @@ func escapes(p string) bool { return p == ".." || strings.HasPrefix(p, "../") }
 
 // indexHeader keeps what the root filesystem view needs of a header: the
 // metadata of directories (which may be copied into an upper layer) and the
-// type and target of everything else.
+// type, size and target of everything else.
 func indexHeader(hdr *tar.Header) *tar.Header {
 	h := &tar.Header{
 		Typeflag: hdr.Typeflag,
 		Name:     hdr.Name,
 		Linkname: hdr.Linkname,
+		Size:     hdr.Size, // whether a file read in part is worth leaving in place
 	}
 	if hdr.Typeflag != tar.TypeDir {
 		return h

@@ -51,8 +51,13 @@ func (f *FS) prefetch(ctx context.Context, m *mounted) {
 		}
 	}
 	prefetch := l.Prefetch
-	if len(paths) > 0 {
+	switch {
+	case len(paths) > 0:
 		prefetch = func(ctx context.Context) error { return l.PrefetchFiles(ctx, paths, ranges) }
+	case len(m.labelPaths) > 0:
+		prefetch = func(ctx context.Context) error {
+			return l.PrefetchRegionAndFiles(ctx, m.labelPaths, m.labelRanges)
+		}
 	}
 	if err := prefetch(ctx); err != nil {
 		if ctx.Err() == nil {

@@ -73,6 +73,10 @@ type mounted struct {
 	// sharedTrace, when this node has no trace of the image, is the lookup
 	// of one another node shared; the prefetch waits for it.
 	sharedTrace *sharedtrace.Lookup
+	// labelPaths are the files the image's LabelPrefetchRanges names,
+	// prefetched in labelRanges beside the prioritized region.
+	labelPaths  []string
+	labelRanges map[string][]prefetchlist.Range
 
 	chain  chainCheck   // what the layer's content must add up to
 	verify bool         // whether to check it (chain labels present, verification on)
@@ -239,13 +243,17 @@ func (f *FS) mountLayer(toc *layer.TOC, mountpoint string, spec mountSpec, start
 		node.WithLogger(f.opts.logger),
 		node.WithDebug(f.opts.debug),
 	}
+	if f.opts.prefetch {
+		m.labelPaths, m.labelRanges = labelRanges(spec.labels, f.opts.logger.With("layer", spec.digest))
+	}
 	if f.traces != nil {
 		rec := f.traces.acquire(ref)
 		nopts = append(nopts, node.WithFirstOpen(rec.Record), node.WithReadRanges(true))
 		m.traced = true
-		if f.opts.tracePrefetch && l.Index().PrefetchEnd() == 0 {
-			// A layer with no prioritized region of its own: this node's
-			// record of the image's start-up order stands in for one.
+		if f.opts.tracePrefetch && l.Index().PrefetchEnd() == 0 && len(m.labelPaths) == 0 {
+			// A layer with no learned list of its own (prioritized region
+			// or ranges label): this node's record of the image's start-up
+			// order stands in for one.
 			m.tracePaths, m.traceRanges = rec.Paths(), rec.Ranges()
 			if len(m.tracePaths) == 0 && f.shared != nil {
 				m.sharedTrace = f.shared.Start(ref, spec.labels[LabelManifestDigest])

@@ -37,7 +37,13 @@ and lines starting with '#' are ignored (lazysnap's access trace is in this
 format). Each file goes first in the layer that provides it in the final root
 filesystem (symlinks are followed to the file read), before the prefetch
 landmark, so that a snapshotter fetches them all with one request. Paths the
-image does not have are warned about and skipped.
+image does not have are warned about and skipped. A file of 1 MiB or more
+whose "#@ranges" line (lazysnap's traces record the parts of large files a
+start-up reads) covers less than 90% of it stays in its place instead, and
+its ranges go into the layer's annotation
+containerd.io/snapshot/lazysnap.prefetch-ranges, which lazysnap prefetches;
+files that annotation has no room for (containerd's 4096 bytes per label) are
+placed first whole.
 
 `
 
@@ -98,7 +104,7 @@ func (f *convertFlags) options(g *globals) ([]convert.Option, error) {
 		for _, r := range list.Rejected {
 			slog.Warn("skipping a line of the prioritized list", "file", f.prioritize, "line", r.Line, "text", r.Text, "reason", r.Reason)
 		}
-		opts = append(opts, convert.WithPrioritizedFiles(list.Paths))
+		opts = append(opts, convert.WithPrioritizedFiles(list.Paths), convert.WithPrioritizedRanges(list.Ranges))
 	}
 	return opts, nil
 }

@@ -37,7 +37,7 @@ func logProgress(s convert.LayerStatus) {
 	case convert.PhaseDone, convert.PhaseKept:
 		r := s.Result
 		slog.Info("layer "+string(s.Phase), "layer", s.Index, "source", r.Source.String(), "digest", r.Digest.String(),
-			"size", r.Size, "toc", r.TOCDigest, "prioritized", r.Prioritized)
+			"size", r.Size, "toc", r.TOCDigest, "prioritized", r.Prioritized, "ranged", r.Ranged)
 	}
 }
 
@@ -82,7 +82,7 @@ func statusLine(s convert.LayerStatus) string {
 		return fmt.Sprintf("layer %d %s building", s.Index, short)
 	}
 	r := s.Result
-	return fmt.Sprintf("layer %d %s %s -> %s (%s, %d prioritized)", s.Index, short, s.Phase, r.Digest.Hex[:12], mib(r.Size), r.Prioritized)
+	return fmt.Sprintf("layer %d %s %s -> %s (%s, %d prioritized, %d ranged)", s.Index, short, s.Phase, r.Digest.Hex[:12], mib(r.Size), r.Prioritized, r.Ranged)
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"syscall"
 
 	"github.com/containerd/errdefs"
@@ -23,16 +24,8 @@ import (
 // without a landmark, or with the "no prefetch" landmark, has nothing to
 // prefetch.
 func (l *Layer) Prefetch(ctx context.Context) error {
-	defer l.opts.sched.beginForeground()()
-	end := l.idx.PrefetchEnd()
-	if end > 0 {
-		defer l.prefetchingList()()
-		p := plan{class: classPrefetch, maxBytes: l.opts.maxPrefetchBytes, maxGap: l.opts.maxGapBytes,
-			concurrency: l.opts.concurrency}
-		err := l.fetchWhere(ctx, p, func(_ index.ID, c index.Chunk) bool { return c.BlobOffset < end })
-		if err != nil {
-			return fmt.Errorf("prefetching layer %s: %w", l.Digest(), err)
-		}
+	if err := l.prefetchRegion(ctx); err != nil {
+		return err
 	}
 	markDone(&l.stats.prefetchDoneAt)
 	return nil
@@ -44,24 +37,67 @@ func (l *Layer) Prefetch(ctx context.Context) error {
 // prioritized region of its own. paths are image paths ("/usr/bin/python3");
 // those the layer lacks, and all but regular files, are skipped. A file
 // with ranges (the byte ranges of it the workload read, keyed by its path)
-// is fetched only in the chunks that overlap them; the background fetch
-// brings the rest later. Files without ranges are fetched whole.
+// is fetched only in the chunks that overlap them (ranges past its end
+// select nothing); the background fetch brings the rest later. Files
+// without ranges are fetched whole.
 func (l *Layer) PrefetchFiles(ctx context.Context, paths []string, ranges map[string][]prefetchlist.Range) error {
-	files := l.prefetchSet(paths, ranges)
-	if len(files) > 0 {
-		defer l.prefetchingList()()
-		defer l.opts.sched.beginForeground()()
-		p := plan{class: classPrefetch, maxBytes: l.opts.maxPrefetchBytes, maxGap: l.opts.maxGapBytes,
-			concurrency: l.opts.concurrency}
-		want := func(id index.ID, c index.Chunk) bool {
-			rs, ok := files[id]
-			return ok && (rs == nil || overlaps(rs, c.FileOffset, c.End()))
-		}
-		if err := l.fetchWhere(ctx, p, want); err != nil {
-			return fmt.Errorf("prefetching %d traced files of layer %s: %w", len(files), l.Digest(), err)
-		}
+	if err := l.prefetchFiles(ctx, paths, ranges); err != nil {
+		return err
 	}
 	markDone(&l.stats.prefetchDoneAt)
+	return nil
+}
+
+// PrefetchRegionAndFiles runs Prefetch and PrefetchFiles at once, for a
+// layer whose image put some start-up files before its landmark and named
+// others with their ranges (large files start-up reads only parts of,
+// left in place by the converter). Neither waits for the other: both are
+// what start-up reads, and a failure of one does not stop the other. The
+// prefetch counts as done when both are.
+func (l *Layer) PrefetchRegionAndFiles(ctx context.Context, paths []string, ranges map[string][]prefetchlist.Range) error {
+	var wg sync.WaitGroup
+	var regionErr error
+	wg.Go(func() { regionErr = l.prefetchRegion(ctx) })
+	filesErr := l.prefetchFiles(ctx, paths, ranges)
+	wg.Wait()
+	if err := errors.Join(regionErr, filesErr); err != nil {
+		return err
+	}
+	markDone(&l.stats.prefetchDoneAt)
+	return nil
+}
+
+func (l *Layer) prefetchRegion(ctx context.Context) error {
+	defer l.opts.sched.beginForeground()()
+	end := l.idx.PrefetchEnd()
+	if end == 0 {
+		return nil
+	}
+	defer l.prefetchingList()()
+	p := plan{class: classPrefetch, maxBytes: l.opts.maxPrefetchBytes, maxGap: l.opts.maxGapBytes,
+		concurrency: l.opts.concurrency}
+	if err := l.fetchWhere(ctx, p, func(_ index.ID, c index.Chunk) bool { return c.BlobOffset < end }); err != nil {
+		return fmt.Errorf("prefetching layer %s: %w", l.Digest(), err)
+	}
+	return nil
+}
+
+func (l *Layer) prefetchFiles(ctx context.Context, paths []string, ranges map[string][]prefetchlist.Range) error {
+	files := l.prefetchSet(paths, ranges)
+	if len(files) == 0 {
+		return nil
+	}
+	defer l.prefetchingList()()
+	defer l.opts.sched.beginForeground()()
+	p := plan{class: classPrefetch, maxBytes: l.opts.maxPrefetchBytes, maxGap: l.opts.maxGapBytes,
+		concurrency: l.opts.concurrency}
+	want := func(id index.ID, c index.Chunk) bool {
+		rs, ok := files[id]
+		return ok && (rs == nil || overlaps(rs, c.FileOffset, c.End()))
+	}
+	if err := l.fetchWhere(ctx, p, want); err != nil {
+		return fmt.Errorf("prefetching %d listed files of layer %s: %w", len(files), l.Digest(), err)
+	}
 	return nil
 }
 

@@ -5,6 +5,8 @@ import (
 	"io"
 	"testing"
 	"time"
+
+	"github.com/lazysnap/lazysnap/prefetchlist"
 )
 
 // TestRawTailServesNextReads: with a spool, a read's request goes on
@@ -197,5 +199,30 @@ func TestNoTailWhileListPrefetches(t *testing.T) {
 	}
 	if n := l.listed.Load(); n != 0 {
 		t.Errorf("%d list prefetches marked running after PrefetchFiles returned, want 0", n)
+	}
+
+	// The ranges an image's label names count as a learned list too, and
+	// the prefetch is done only once they are in.
+	l.stats.prefetchDoneAt.Store(0)
+	tl.blob.mu.Lock()
+	tl.blob.gate, tl.blob.began = make(chan struct{}), make(chan struct{}, 1)
+	gate = tl.blob.gate
+	tl.blob.mu.Unlock()
+	go func() {
+		errc <- l.PrefetchRegionAndFiles(context.Background(), []string{"/f25"}, map[string][]prefetchlist.Range{"/f25": {{Start: 0, End: 1}}})
+	}()
+	<-tl.blob.began
+	if n := l.listed.Load(); n != 1 {
+		t.Errorf("%d list prefetches marked running while PrefetchRegionAndFiles fetches, want 1", n)
+	}
+	if l.Stats().PrefetchDone {
+		t.Error("the prefetch reported done while the label's ranges are being fetched")
+	}
+	close(gate)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if n := l.listed.Load(); n != 0 || !l.Stats().PrefetchDone {
+		t.Errorf("after PrefetchRegionAndFiles: %d list prefetches marked running (want 0), done %v (want true)", n, l.Stats().PrefetchDone)
 	}
 }
