@@ -39,8 +39,8 @@ const (
 // loop-mounted on /run/lzd-*), points TMPDIR at it so that every folder the case's node
 // makes lives there, and unmounts and deletes it when the case ends, after
 // the node's own teardown (its cleanup is registered first, so it runs
-// last).
-func freshDisk(tb testing.TB, dir string) {
+// last). It returns the image's path.
+func freshDisk(tb testing.TB, dir string) string {
 	tb.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		tb.Fatalf("fresh disk: %v", err)
@@ -76,6 +76,7 @@ func freshDisk(tb testing.TB, dir string) {
 		}
 	}
 	tb.Setenv("TMPDIR", mnt)
+	return img.Name()
 }
 
 // unmountDisk unmounts a case's file system, waiting a little for the

@@ -34,7 +34,8 @@ func TestHarness(t *testing.T) {
 	requireBinaries(t)
 	out, cache := t.TempDir(), t.TempDir()
 	s, err := New(WithWorkloads(tinyWorkloads()...), WithReps(1), WithRate(1_000_000_000),
-		WithDelay(2*time.Millisecond), WithSettle(500*time.Millisecond, 20*time.Second), WithCacheDir(cache))
+		WithDelay(2*time.Millisecond), WithSettle(500*time.Millisecond, 20*time.Second), WithCacheDir(cache),
+		WithRequestLog(true))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,6 +67,7 @@ func checkResults(t *testing.T, rep *Report) {
 		if r.ReadySeconds <= 0 || r.BytesAtReady <= 0 || r.RequestsAtReady <= 0 || r.BytesTotal < r.BytesAtReady {
 			t.Errorf("%s/%s: implausible result %+v", r.Workload, r.Mode, r)
 		}
+		checkRequestLog(t, r)
 	}
 	for _, w := range tinyWorkloads() {
 		full, _ := rep.find(w.Name, Overlayfs)
@@ -76,6 +78,26 @@ func checkResults(t *testing.T, rep *Report) {
 					w.Name, m, lazy.MBAtReady.Median, full.MBAtReady.Median)
 			}
 		}
+	}
+}
+
+// checkRequestLog checks that r lists every blob GET its totals count, in
+// arrival order, each ended after it started and within the case's bytes.
+func checkRequestLog(t *testing.T, r Result) {
+	t.Helper()
+	if int64(len(r.Requests)) != r.RequestsTotal {
+		t.Errorf("%s/%s: %d requests logged, %d counted", r.Workload, r.Mode, len(r.Requests), r.RequestsTotal)
+	}
+	var bytes int64
+	for i, q := range r.Requests {
+		bytes += q.Bytes
+		if q.Start < 0 || (q.End != 0 && q.End < q.Start) || len(q.Blob) != 12 ||
+			(i > 0 && q.Start < r.Requests[i-1].Start) {
+			t.Errorf("%s/%s: request %d implausible: %+v", r.Workload, r.Mode, i, q)
+		}
+	}
+	if bytes > r.BytesTotal {
+		t.Errorf("%s/%s: logged requests served %d bytes, more than the %d counted", r.Workload, r.Mode, bytes, r.BytesTotal)
 	}
 }
 

@@ -32,12 +32,14 @@ type benchFlags struct {
 	readyLine  string
 	readyProbe string
 	freshDisk  bool
+	requestLog bool
 }
 
 func registerFlags(fs *flag.FlagSet) *benchFlags {
 	f := &benchFlags{}
 	fs.Int64Var(&f.rateMbit, "rate", 200, "registry link rate in Mbit/s")
 	fs.BoolVar(&f.freshDisk, "fresh-disk", true, "give each case a freshly made file system (an ext4 image, loop-mounted)")
+	fs.BoolVar(&f.requestLog, "request-log", false, "list each case's blob GETs, with times and sizes, in results.json")
 	fs.DurationVar(&f.delay, "delay", 20*time.Millisecond, "delay added to each registry request")
 	fs.IntVar(&f.reps, "reps", 3, "repetitions of each case")
 	fs.StringVar(&f.images, "images", "python", "comma-separated images of the default set (python, gcc, redis, scipy, jvm, node)")
@@ -70,7 +72,7 @@ func (f *benchFlags) options() ([]Option, error) {
 		return nil, err
 	}
 	opts := []Option{WithRate(f.rateMbit * 1_000_000), WithDelay(f.delay), WithReps(f.reps), WithWorkloads(ws...),
-		WithExternalSnapshotter(f.socket), WithBaselineLazysnap(f.baseline), WithFreshDisks(f.freshDisk),
+		WithExternalSnapshotter(f.socket), WithBaselineLazysnap(f.baseline), WithFreshDisks(f.freshDisk), WithRequestLog(f.requestLog),
 		WithBaselineConfig(strings.ReplaceAll(f.baseConfig, `\n`, "\n")),
 		WithLogger(slog.New(slog.NewTextHandler(os.Stderr, nil)))}
 	if f.modes != "" {

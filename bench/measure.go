@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/containerd/v2/plugins"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/lazysnap/lazysnap/internal/testenv"
 )
@@ -39,13 +41,14 @@ const containerID = "bench"
 // measure runs one case on a cold node: the clock starts at pull start,
 // after containerd (and lazysnap) are up.
 func (e *env) measure(ctx context.Context, tb testing.TB, c benchCase) (Result, error) {
+	var disk string
 	if e.freshDisks {
-		freshDisk(tb, e.diskDir)
+		disk = freshDisk(tb, e.diskDir)
 	}
 	cd := e.startNode(tb, c.mode)
 	r := Result{Workload: c.workload.Name, Mode: c.mode, Rep: c.rep + 1}
 	if c.mode == Local {
-		if err := e.pullCold(ctx, cd, c); err != nil {
+		if err := e.pullCold(ctx, cd, c, disk); err != nil {
 			return r, err
 		}
 	}
@@ -73,20 +76,69 @@ func (e *env) measure(ctx context.Context, tb testing.TB, c benchCase) (Result, 
 	r.PullSeconds, r.CreateSeconds = pulled.Sub(start).Seconds(), created.Sub(pulled).Seconds()
 	r.RunSeconds, r.ReadySeconds = ready.Sub(created).Seconds(), ready.Sub(start).Seconds()
 	r.BytesTotal, r.RequestsTotal, r.TotalSettled = e.settle(ctx)
+	if e.requestLog {
+		r.Requests = requestLog(e.proxy.Gets(), start)
+	}
 	return r, nil
 }
 
-// pullCold pulls the image in full, then writes back and drops the page
-// cache, so the workload starts from local disk but cold, as after a reboot.
-func (e *env) pullCold(ctx context.Context, cd *testenv.Containerd, c benchCase) error {
+// requestLog turns the proxy's GETs into a case's request log.
+func requestLog(gets []testenv.BlobGet, start time.Time) []Request {
+	out := make([]Request, 0, len(gets))
+	for _, g := range gets {
+		blob := strings.TrimPrefix(g.Blob, "sha256:")
+		blob = blob[:min(12, len(blob))]
+		req := Request{Blob: blob, Range: g.Range, Start: g.Start.Sub(start).Seconds(), Bytes: g.Bytes}
+		if !g.End.IsZero() {
+			req.End = g.End.Sub(start).Seconds()
+		}
+		out = append(out, req)
+	}
+	return out
+}
+
+// pullCold pulls the image in full, then writes back and evicts from the
+// page cache every file of the node's containerd root (the unpacked
+// snapshots and the content store), so the workload starts from local disk
+// but cold, as on a node that pulled the image long ago. Only those files:
+// dropping the whole page cache (vm/drop_caches) also evicted the binaries
+// of containerd, runc, lazysnap and the peers, and the cases after this one
+// then loaded them from disk inside their measurement. disk, when not "",
+// is the image file the node's file system lives in (freshDisk): the loop
+// device reads it through the host's page cache, so it is evicted too.
+func (e *env) pullCold(ctx context.Context, cd *testenv.Containerd, c benchCase, disk string) error {
 	if err := e.pull(ctx, cd, c); err != nil {
 		return err
 	}
+	// Twice: the first writes the node's file system to its loop device,
+	// whose writes reach the image file's pages, which the second writes.
 	syscall.Sync()
-	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0o200); err != nil {
-		return fmt.Errorf("dropping the page cache: %w", err)
+	syscall.Sync()
+	if err := evictPageCache(cd.Root); err != nil {
+		return fmt.Errorf("evicting the pulled image from the page cache: %w", err)
+	}
+	if disk != "" {
+		if err := evictPageCache(disk); err != nil {
+			return fmt.Errorf("evicting the node's disk image from the page cache: %w", err)
+		}
 	}
 	return nil
+}
+
+// evictPageCache drops the cached pages of every regular file under root
+// (written back already: clean pages are all FADV_DONTNEED drops).
+func evictPageCache(root string) error {
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	})
 }
 
 // pull runs `lazysnap pull` for every mode: the same containerd client

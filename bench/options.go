@@ -24,6 +24,7 @@ type options struct {
 	settleCap      time.Duration
 	readyTimeout   time.Duration
 	freshDisks     bool
+	requestLog     bool
 	diskDir        string
 	logger         *slog.Logger
 }
@@ -47,6 +48,11 @@ func defaultOptions() options {
 		logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 }
+
+// WithRequestLog sets whether each result lists its case's blob GETs
+// with their times and sizes (Result.Requests), to see where a start-up
+// waits. The default is false.
+func WithRequestLog(on bool) Option { return func(o *options) { o.requestLog = on } }
 
 // WithFreshDisks sets whether each case's node keeps its state on a file
 // system made for it (see freshDisk). The default is true.

@@ -25,4 +25,15 @@ type Result struct {
 	// TotalSettled is false when the wait for quiet hit its cap: the totals
 	// are then a lower bound.
 	TotalSettled bool `json:"total_settled"`
+	// Requests are the blob GETs, in arrival order, with WithRequestLog.
+	Requests []Request `json:"requests,omitempty"`
+}
+
+// Request is one blob GET of a case, its times in seconds from pull start.
+type Request struct {
+	Blob  string  `json:"blob"` // the digest's first 12 hex digits
+	Range string  `json:"range,omitempty"`
+	Start float64 `json:"start"`
+	End   float64 `json:"end"` // 0: still being served when the case ended
+	Bytes int64   `json:"bytes"`
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // CountingProxy is a reverse proxy in front of a registry that counts the
@@ -31,6 +32,10 @@ type CountingProxy struct {
 type BlobGet struct {
 	Blob  string // the digest in the URL
 	Range string // the Range header, "" for none
+	// Start is when the request arrived; End, when its response was
+	// written (zero while it is being served).
+	Start, End time.Time
+	Bytes      int64 // body bytes served
 }
 
 // StartCountingProxy proxies to target ("HOST:PORT", plain HTTP) until the
@@ -76,25 +81,34 @@ func (p *CountingProxy) wrap(next http.Handler) http.Handler {
 			return
 		}
 		p.mu.Lock()
-		p.gets = append(p.gets, BlobGet{Blob: blob, Range: r.Header.Get("Range")})
+		i := len(p.gets)
+		p.gets = append(p.gets, BlobGet{Blob: blob, Range: r.Header.Get("Range"), Start: time.Now()})
 		p.mu.Unlock()
 		p.blobGets.Add(1)
 		if r.Header.Get("Range") != "" {
 			p.rangeGets.Add(1)
 		}
-		next.ServeHTTP(&countingWriter{ResponseWriter: w, n: &p.blobBytes}, r)
+		cw := &countingWriter{ResponseWriter: w, n: &p.blobBytes}
+		next.ServeHTTP(cw, r)
+		p.mu.Lock()
+		if i < len(p.gets) { // else a Reset came in between
+			p.gets[i].End, p.gets[i].Bytes = time.Now(), cw.own
+		}
+		p.mu.Unlock()
 	})
 }
 
-// countingWriter adds the body bytes it writes to n.
+// countingWriter adds the body bytes it writes to n, and counts its own.
 type countingWriter struct {
 	http.ResponseWriter
-	n *atomic.Int64
+	n   *atomic.Int64
+	own int64
 }
 
 func (c *countingWriter) Write(b []byte) (int, error) {
 	n, err := c.ResponseWriter.Write(b)
 	c.n.Add(int64(n))
+	c.own += int64(n)
 	return n, err
 }
 
