@@ -6,7 +6,9 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"runtime"
 	"strings"
@@ -19,6 +21,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/lazysnap/lazysnap/fs/index"
+	"github.com/lazysnap/lazysnap/fs/index/indextest"
 	"github.com/lazysnap/lazysnap/fs/remote"
 )
 
@@ -31,6 +34,23 @@ func (b memBlob) Stats() remote.Stats   { return remote.Stats{} }
 func (b memBlob) TakeTail() []byte      { return nil }
 func (b memBlob) Fetch(_ context.Context, off, n int64) (io.ReadCloser, error) {
 	return io.NopCloser(bytes.NewReader(b.data[off : off+n])), nil
+}
+
+// offsetBlob is a blob of which only the bytes from off on are in memory.
+type offsetBlob struct {
+	data []byte
+	off  int64
+}
+
+func (b offsetBlob) Digest() digest.Digest { return digest.FromBytes(b.data) }
+func (b offsetBlob) Size() int64           { return b.off + int64(len(b.data)) }
+func (b offsetBlob) Stats() remote.Stats   { return remote.Stats{} }
+func (b offsetBlob) TakeTail() []byte      { return nil }
+func (b offsetBlob) Fetch(_ context.Context, off, n int64) (io.ReadCloser, error) {
+	if off < b.off {
+		return nil, fmt.Errorf("reading at %d, before %d", off, b.off)
+	}
+	return io.NopCloser(bytes.NewReader(b.data[off-b.off : off-b.off+n])), nil
 }
 
 // gzipTOCHeader is the tar header of an eStargz TOC of size bytes.
@@ -350,5 +370,28 @@ func TestReadTOCAhead(t *testing.T) {
 				t.Errorf("ReadTOCAhead(broken JSON): %v, want invalid argument", err)
 			}
 		})
+	}
+}
+
+// BenchmarkReadTOC measures what a Mount waits for once the TOC's bytes are
+// in memory: decompressing it, checking its digest, decoding it and building
+// its index, for a gzip TOC shaped like a real big layer's.
+func BenchmarkReadTOC(b *testing.B) {
+	toc, err := json.Marshal(indextest.RealTOC(40_000, 1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The TOC's offsets reach about 4 GB into the blob: the TOC lies after
+	// them, past a payload the blob only pretends to hold.
+	const payload = 8 << 30
+	tail := gzipBlob(b, toc).data
+	tail = append(tail[:len(tail)-estargz.FooterSize], gzipFooter(b, payload)...)
+	blob, want := offsetBlob{tail, payload}, digest.FromBytes(toc)
+	b.SetBytes(int64(len(toc)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ReadTOC(context.Background(), blob, want); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
