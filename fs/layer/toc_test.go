@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/containerd/stargz-snapshotter/estargz/zstdchunked"
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 
@@ -392,6 +394,60 @@ func BenchmarkReadTOC(b *testing.B) {
 	for b.Loop() {
 		if _, err := ReadTOC(context.Background(), blob, want); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestInflateTOCAsDigestAndDecode: the TOC decompressed once and held in
+// memory gets the digest and the index that decompressing it twice, in
+// constant memory (the way of a TOC too large to hold), gives.
+func TestInflateTOCAsDigestAndDecode(t *testing.T) {
+	toc, err := json.Marshal(indextest.RealTOC(3000, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, blob := range formats() {
+		t.Run(name, func(t *testing.T) {
+			b := blob(t, toc)
+			var d estargz.Decompressor = new(estargz.GzipDecompressor)
+			raw := b.data[:len(b.data)-estargz.FooterSize]
+			if name == "zstd" {
+				d = new(zstdchunked.Decompressor)
+				raw = b.data[8 : 8+binary.LittleEndian.Uint32(b.data[4:])]
+			}
+			js, got, err := inflateTOC(context.Background(), d, raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := digestTOC(context.Background(), d, raw)
+			if err != nil || got != want || got != digest.FromBytes(toc) || !bytes.Equal(js, toc) {
+				t.Fatalf("digest %s, digestTOC's %s (%v), the TOC's %s", got, want, err, digest.FromBytes(toc))
+			}
+			x1, err := buildTOC(context.Background(), js, 1<<40, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			x2, err := decodeTOC(context.Background(), d, raw, 1<<40, nil)
+			if err != nil || !reflect.DeepEqual(x1, x2) {
+				t.Fatalf("the index differs from decodeTOC's (%v)", err)
+			}
+		})
+	}
+}
+
+// TestReadTOCRefusesTruncated: a TOC whose compressed stream is cut short
+// is refused, not read as far as it goes.
+func TestReadTOCRefusesTruncated(t *testing.T) {
+	toc, err := json.Marshal(indextest.RealTOC(3000, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := gzipBlob(t, toc).data
+	member := full[:len(full)-estargz.FooterSize]
+	for _, cut := range []int{8, 1000, len(member) / 2, len(member) - 20} {
+		b := append(bytes.Clone(member[:len(member)-cut]), gzipFooter(t, 0)...)
+		if _, err := ReadTOC(context.Background(), memBlob{b}, digest.FromBytes(toc)); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("cut %d bytes short: ReadTOC: %v, want an invalid argument", cut, err)
 		}
 	}
 }
