@@ -12,6 +12,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/stargz-snapshotter/estargz"
+
+	"github.com/lazysnap/lazysnap/fs/index/indextest"
 )
 
 const (
@@ -316,9 +318,14 @@ func TestBlobNext(t *testing.T) {
 	}
 }
 
-// BenchmarkBuild measures building the index of a parsed 100k-entry TOC.
+// benchTOCEntries is the size of the TOC the benchmarks of Decode and Build
+// use: about that of the big layer of the scipy image of `make bench`.
+const benchTOCEntries = 40_000
+
+// BenchmarkBuild measures building the index of a parsed TOC shaped like a
+// real big layer's.
 func BenchmarkBuild(b *testing.B) {
-	toc := bigTOC(100_000)
+	toc := indextest.RealTOC(benchTOCEntries, 1)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := Build(context.Background(), toc, 1<<40); err != nil {
@@ -327,17 +334,18 @@ func BenchmarkBuild(b *testing.B) {
 	}
 }
 
-// BenchmarkDecodeBuild measures decoding the JSON of a 100k-entry TOC and
-// building its index, the work a mount does once the TOC is fetched.
+// BenchmarkDecodeBuild measures decoding the JSON of a TOC shaped like a
+// real big layer's and building its index, the work a mount does once the
+// TOC is fetched and decompressed (with DecodeBytes, as a mount does).
 func BenchmarkDecodeBuild(b *testing.B) {
-	raw, err := json.Marshal(bigTOC(100_000))
+	raw, err := json.Marshal(indextest.RealTOC(benchTOCEntries, 1))
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.SetBytes(int64(len(raw)))
 	b.ReportAllocs()
 	for b.Loop() {
-		toc, err := Decode(context.Background(), bytes.NewReader(raw))
+		toc, err := DecodeBytes(context.Background(), raw)
 		if err != nil {
 			b.Fatal(err)
 		}

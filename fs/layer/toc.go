@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync/atomic"
 
 	"github.com/containerd/errdefs"
@@ -207,8 +208,15 @@ func readTOCWith(ctx context.Context, blob remote.Blob, d estargz.Decompressor, 
 		return nil, fmt.Errorf("reading the TOC of %s: %w", blob.Digest(), err)
 	}
 	// The digest is checked before a byte of JSON is decoded, so that only
-	// the TOC the image's manifest names is ever parsed.
-	got, err := digestTOC(ctx, d, raw)
+	// the TOC the image's manifest names is ever parsed. The JSON is
+	// decompressed once, into memory, and hashed on another core as it
+	// comes: the digest is known as soon as the JSON is, and the JSON is
+	// decoded on several cores (index.DecodeBytes). A TOC too large to hold
+	// is hashed and decoded as it is decompressed, twice.
+	js, got, err := inflateTOC(ctx, d, raw)
+	if errors.Is(err, errTooLargeToHold) {
+		got, err = digestTOC(ctx, d, raw)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", blob.Digest(), err)
 	}
@@ -216,7 +224,12 @@ func readTOCWith(ctx context.Context, blob remote.Blob, d estargz.Decompressor, 
 		return nil, fmt.Errorf("layer %s: TOC digest is %s, not the expected %s; refusing the layer: %w",
 			blob.Digest(), got, want, errdefs.ErrFailedPrecondition)
 	}
-	idx, err := decodeTOC(ctx, d, raw, tocOff, opts)
+	var idx *index.Index
+	if js != nil {
+		idx, err = buildTOC(ctx, js, tocOff, opts)
+	} else {
+		idx, err = decodeTOC(ctx, d, raw, tocOff, opts)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", blob.Digest(), err)
 	}
@@ -246,6 +259,97 @@ func digestTOC(ctx context.Context, d estargz.Decompressor, raw []byte) (digest.
 		return "", fmt.Errorf("TOC inflates to more than %d bytes; refusing it: %w", maxTOCJSONSize, errdefs.ErrInvalidArgument)
 	}
 	return dg.Digest(), nil
+}
+
+// errTooLargeToHold is inflateTOC's answer for a TOC it does not hold in
+// memory.
+var errTooLargeToHold = errors.New("TOC too large to hold in memory")
+
+// maxHeldTOCJSON bounds the decompressed TOC inflateTOC holds in memory:
+// about 200,000 entries. A TOC may inflate further (to maxTOCJSONSize) but
+// is then decompressed twice, in constant memory, as before.
+const maxHeldTOCJSON = 64 << 20
+
+// maxHeldTOCRatio bounds the decompressed TOC inflateTOC holds in memory
+// by how much it inflates: an honest TOC's JSON is 4 to 8 times its gzip
+// (the digests do not compress), and a TOC bomb of a few MiB is then
+// refused by digestTOC having made inflateTOC hold no more than that.
+const maxHeldTOCRatio = 16
+
+// hashBlock is how much inflateTOC decompresses at a time, handing each
+// block to the goroutine hashing the JSON.
+const hashBlock = 256 << 10
+
+// inflateTOC decompresses the TOC in raw into memory and its digest,
+// hashing it on another goroutine as it is decompressed, with the errors
+// digestTOC gives. A TOC that inflates to more than maxHeldTOCJSON or
+// maxHeldTOCRatio times raw is left to digestTOC and decodeTOC, which do
+// not hold it: errTooLargeToHold.
+func inflateTOC(ctx context.Context, d estargz.Decompressor, raw []byte) ([]byte, digest.Digest, error) {
+	r, err := openTOCJSON(d, raw)
+	if err != nil {
+		return nil, "", fmt.Errorf("%T: %v: %w", d, err, errNotThisFormat)
+	}
+	defer r.Close()
+	limit := min(maxHeldTOCJSON, maxHeldTOCRatio*len(raw)+hashBlock)
+	blocks := make(chan []byte, 16)
+	hashed := make(chan digest.Digest, 1)
+	go func() {
+		dg := digest.Canonical.Digester()
+		for b := range blocks {
+			dg.Hash().Write(b)
+		}
+		hashed <- dg.Digest()
+	}()
+	// One buffer sized from what an honest TOC inflates to; more buffers
+	// as needed, each as large as what was read so far, joined at the end.
+	var full [][]byte
+	buf := make([]byte, 0, min(limit, 8*len(raw)+hashBlock))
+	total := 0
+	for {
+		if len(buf) == cap(buf) {
+			if total >= limit {
+				close(blocks)
+				return nil, "", errTooLargeToHold
+			}
+			full = append(full, buf)
+			buf = make([]byte, 0, min(limit-total, max(total, hashBlock)))
+		}
+		n, err := ctxReader{ctx, r}.Read(buf[len(buf):min(cap(buf), len(buf)+hashBlock)])
+		if n > 0 {
+			blocks <- buf[len(buf) : len(buf)+n]
+			buf, total = buf[:len(buf)+n], total+n
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			close(blocks)
+			if ctx.Err() != nil {
+				return nil, "", fmt.Errorf("decompressing the TOC: %w", ctx.Err())
+			}
+			return nil, "", fmt.Errorf("%T: decompressing the TOC: %v: %w", d, err, errNotThisFormat)
+		}
+	}
+	close(blocks)
+	dg := <-hashed
+	if ctx.Err() != nil {
+		return nil, "", fmt.Errorf("decompressing the TOC: %w", ctx.Err())
+	}
+	if full != nil {
+		buf = slices.Concat(append(full, buf)...)
+	}
+	return buf, dg, nil
+}
+
+// buildTOC decodes the JSON of a TOC whose digest was checked, on several
+// cores, and builds its index.
+func buildTOC(ctx context.Context, js []byte, payloadEnd int64, opts []index.Option) (*index.Index, error) {
+	jtoc, err := index.DecodeBytes(ctx, js, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return index.Build(ctx, jtoc, payloadEnd, opts...)
 }
 
 // decodeTOC decompresses the TOC in raw, whose digest was checked, and

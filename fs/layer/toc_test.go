@@ -6,8 +6,11 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -15,10 +18,12 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/containerd/stargz-snapshotter/estargz/zstdchunked"
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/lazysnap/lazysnap/fs/index"
+	"github.com/lazysnap/lazysnap/fs/index/indextest"
 	"github.com/lazysnap/lazysnap/fs/remote"
 )
 
@@ -31,6 +36,23 @@ func (b memBlob) Stats() remote.Stats   { return remote.Stats{} }
 func (b memBlob) TakeTail() []byte      { return nil }
 func (b memBlob) Fetch(_ context.Context, off, n int64) (io.ReadCloser, error) {
 	return io.NopCloser(bytes.NewReader(b.data[off : off+n])), nil
+}
+
+// offsetBlob is a blob of which only the bytes from off on are in memory.
+type offsetBlob struct {
+	data []byte
+	off  int64
+}
+
+func (b offsetBlob) Digest() digest.Digest { return digest.FromBytes(b.data) }
+func (b offsetBlob) Size() int64           { return b.off + int64(len(b.data)) }
+func (b offsetBlob) Stats() remote.Stats   { return remote.Stats{} }
+func (b offsetBlob) TakeTail() []byte      { return nil }
+func (b offsetBlob) Fetch(_ context.Context, off, n int64) (io.ReadCloser, error) {
+	if off < b.off {
+		return nil, fmt.Errorf("reading at %d, before %d", off, b.off)
+	}
+	return io.NopCloser(bytes.NewReader(b.data[off-b.off : off-b.off+n])), nil
 }
 
 // gzipTOCHeader is the tar header of an eStargz TOC of size bytes.
@@ -350,5 +372,82 @@ func TestReadTOCAhead(t *testing.T) {
 				t.Errorf("ReadTOCAhead(broken JSON): %v, want invalid argument", err)
 			}
 		})
+	}
+}
+
+// BenchmarkReadTOC measures what a Mount waits for once the TOC's bytes are
+// in memory: decompressing it, checking its digest, decoding it and building
+// its index, for a gzip TOC shaped like a real big layer's.
+func BenchmarkReadTOC(b *testing.B) {
+	toc, err := json.Marshal(indextest.RealTOC(40_000, 1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The TOC's offsets reach about 4 GB into the blob: the TOC lies after
+	// them, past a payload the blob only pretends to hold.
+	const payload = 8 << 30
+	tail := gzipBlob(b, toc).data
+	tail = append(tail[:len(tail)-estargz.FooterSize], gzipFooter(b, payload)...)
+	blob, want := offsetBlob{tail, payload}, digest.FromBytes(toc)
+	b.SetBytes(int64(len(toc)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ReadTOC(context.Background(), blob, want); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestInflateTOCAsDigestAndDecode: the TOC decompressed once and held in
+// memory gets the digest and the index that decompressing it twice, in
+// constant memory (the way of a TOC too large to hold), gives.
+func TestInflateTOCAsDigestAndDecode(t *testing.T) {
+	toc, err := json.Marshal(indextest.RealTOC(3000, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, blob := range formats() {
+		t.Run(name, func(t *testing.T) {
+			b := blob(t, toc)
+			var d estargz.Decompressor = new(estargz.GzipDecompressor)
+			raw := b.data[:len(b.data)-estargz.FooterSize]
+			if name == "zstd" {
+				d = new(zstdchunked.Decompressor)
+				raw = b.data[8 : 8+binary.LittleEndian.Uint32(b.data[4:])]
+			}
+			js, got, err := inflateTOC(context.Background(), d, raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := digestTOC(context.Background(), d, raw)
+			if err != nil || got != want || got != digest.FromBytes(toc) || !bytes.Equal(js, toc) {
+				t.Fatalf("digest %s, digestTOC's %s (%v), the TOC's %s", got, want, err, digest.FromBytes(toc))
+			}
+			x1, err := buildTOC(context.Background(), js, 1<<40, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			x2, err := decodeTOC(context.Background(), d, raw, 1<<40, nil)
+			if err != nil || !reflect.DeepEqual(x1, x2) {
+				t.Fatalf("the index differs from decodeTOC's (%v)", err)
+			}
+		})
+	}
+}
+
+// TestReadTOCRefusesTruncated: a TOC whose compressed stream is cut short
+// is refused, not read as far as it goes.
+func TestReadTOCRefusesTruncated(t *testing.T) {
+	toc, err := json.Marshal(indextest.RealTOC(3000, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := gzipBlob(t, toc).data
+	member := full[:len(full)-estargz.FooterSize]
+	for _, cut := range []int{8, 1000, len(member) / 2, len(member) - 20} {
+		b := append(bytes.Clone(member[:len(member)-cut]), gzipFooter(t, 0)...)
+		if _, err := ReadTOC(context.Background(), memBlob{b}, digest.FromBytes(toc)); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("cut %d bytes short: ReadTOC: %v, want an invalid argument", cut, err)
+		}
 	}
 }
