@@ -67,7 +67,7 @@ func dropLargeFiles(lower string, logger *slog.Logger) *pageRecorder {
 		logger.Warn("cannot drop large files' pages from the page cache (is the work dir on tmpfs?); they will be listed whole, without ranges",
 			"files", failed, "error", firstErr)
 	}
-	logger.Debug("dropped large files' pages", "files", len(pr.files), "failed", failed, "duration", time.Since(start))
+	logger.Info("dropped large files' pages from the page cache, to learn which parts are read", "files", len(pr.files), "failed", failed, "duration", time.Since(start))
 	return pr
 }
 
