@@ -34,17 +34,17 @@
 // workload starts, each such file of the extracted image is written back
 // (sync_file_range) and its pages dropped (FADV_DONTNEED), and mincore
 // checks that none is left. overlayfs serves reads and mmaps of a file it
-// has not copied up from the lower file's own page cache, so after the
-// stop the lower file's resident pages are what the workload read, plus
-// the kernel's read-ahead around it: ranges are page aligned and wider
-// than the reads (by up to the work dir device's read_ahead_kb, more for
-// mmap read-around), which only prefetches a little more. A file read
-// whole gets one range of all of it. No ranges, so the file is taken
-// whole, for a file whose pages could not be dropped (a work dir on tmpfs,
-// where the pages are the file), one the workload wrote (copy-up reads
-// it all), and one of which no page is resident; ranges are never
-// guessed. Pages read and then evicted under memory pressure before the
-// stop are missed: those parts are fetched on demand later.
+// has not copied up from the lower file's own page cache, so after the stop
+// the lower file's resident pages are what the workload read (until it was
+// killed, moments after the stop), plus the kernel's read-ahead around it:
+// ranges are page aligned and wider than the reads (by up to the work dir
+// device's read_ahead_kb, for reads and mmap read-around alike), which only
+// prefetches a little more. A file read whole gets one range of all of it. No ranges,
+// so the file is taken whole, for a file whose pages could not be dropped (a
+// work dir on tmpfs, where the pages are the file), one the workload wrote
+// (copy-up reads it all), and one of which no page is resident; ranges are
+// never guessed. Pages read and then evicted under memory pressure before
+// the stop are missed: those parts are fetched on demand later.
 //
 // # The list format
 //
