@@ -41,7 +41,7 @@ func dropLargeFiles(lower string, logger *slog.Logger) *pageRecorder {
 	pr := &pageRecorder{lower: lower, files: make(map[string]int64)}
 	failed := 0
 	var firstErr error
-	err := filepath.WalkDir(lower, func(p string, d fs.DirEntry, err error) error {
+	_ = filepath.WalkDir(lower, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
 			return nil // an unreadable directory only costs its files' ranges
 		}
@@ -59,10 +59,6 @@ func dropLargeFiles(lower string, logger *slog.Logger) *pageRecorder {
 		pr.files["/"+strings.TrimPrefix(p, lower+"/")] = fi.Size()
 		return nil
 	})
-	if err != nil {
-		failed++
-		firstErr = errors.Join(firstErr, err)
-	}
 	if failed > 0 {
 		logger.Warn("cannot drop large files' pages from the page cache (is the work dir on tmpfs?); they will be listed whole, without ranges",
 			"files", failed, "error", firstErr)
