@@ -12,15 +12,15 @@ import (
 // The rule for a prioritized file with ranges: it is left in its place, its
 // ranges in the layer's annotation, when it is at least RangedMinSize and
 // its ranges cover less than RangedMaxPercent of it. A smaller file costs
-// less than one round trip's worth of bytes (about 500 KB in flight at
-// 200 Mbit/s and 20 ms) more than its read part, so it goes whole into the
-// region, which comes in one request; this is also the size from which
-// lazysnap's traces record ranges (fs/node's RangedMinSize). Ranges covering
+// less than one round trip's worth of bytes more than its read part, so it
+// goes whole into the region, which comes in one request; RangedMinSize is
+// prefetchlist's, the size from which `lazyconv optimize` records ranges
+// (and lazysnap's traces, fs/node's RangedMinSize). Ranges covering
 // nearly all of a file save little (the prefetch reads through gaps of up to
 // 256 KiB anyway) and would take the file out of the region's single stream
 // and its order, so the file goes whole too.
 const (
-	RangedMinSize    = 1 << 20
+	RangedMinSize    = prefetchlist.RangedMinSize
 	RangedMaxPercent = 90
 )
 

@@ -73,9 +73,13 @@ func TestOptimizedPrefetchRequests(t *testing.T) {
 	img := testenv.BuildImage(t, e.reg, "prefetch:gzip", prefetchLayers()...)
 
 	dst := e.reg.Ref("prefetch:optimized")
+	// --ranges=false: what busybox's exec reads of it depends on the host's
+	// read-ahead, and a busybox recorded in part would leave its layer with
+	// no prioritized region; the ranges have tests of their own (record,
+	// cmd/lazyconv).
 	runBinary(t, testenv.LazyconvBin(), "optimize", "--plain-http", "--wait-line", "READY",
 		"--runtime", testenv.Tool(t, "runc"), "--chunk-size", strconv.Itoa(prefetchChunk),
-		"--cmd", workloadScript(), img.Ref, dst)
+		"--ranges=false", "--cmd", workloadScript(), img.Ref, dst)
 	layouts := readLayouts(t, dst)
 	assertPrioritizedOrder(t, layouts, workloadFiles())
 

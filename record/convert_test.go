@@ -57,7 +57,7 @@ func TestExportedTraceConvertsInRecordedOrder(t *testing.T) {
 
 // checkPrefetchOrder checks that the files of trace layer l holds are before
 // its landmark in trace order, and returns how many it holds.
-func checkPrefetchOrder(t *testing.T, i int, l v1.Layer, trace Trace) int {
+func checkPrefetchOrder(t *testing.T, i int, l v1.Layer, trace []string) int {
 	t.Helper()
 	rc, err := l.Compressed()
 	if err != nil {

@@ -1,7 +1,8 @@
 // Package record runs an image's workload in a sandbox built from the image
-// itself and records the order in which it opens the image's files, so that
-// a converter can place those files first (before the eStargz prefetch
-// landmark) and a lazy snapshotter can fetch them all in one request.
+// itself and records the order in which it opens the image's files, and the
+// parts of the large ones it reads, so that a converter can place those
+// files first (before the eStargz prefetch landmark) and a lazy snapshotter
+// can fetch them all in one request.
 //
 // # Sandbox
 //
@@ -25,11 +26,32 @@
 // order of first open, each once; files the workload created, directories
 // and pseudo files are dropped.
 //
+// # Ranges of large files
+//
+// fanotify says which files are opened, not which bytes are read, so the
+// parts read of the files of at least prefetchlist.RangedMinSize are learned
+// from the page cache (WithReadRanges, on by default). Just before the
+// workload starts, each such file of the extracted image is written back
+// (sync_file_range) and its pages dropped (FADV_DONTNEED), and mincore
+// checks that none is left. overlayfs serves reads and mmaps of a file it
+// has not copied up from the lower file's own page cache, so after the stop
+// the lower file's resident pages are what the workload read (until it was
+// killed, moments after the stop), plus the kernel's read-ahead around it:
+// ranges are page aligned and wider than the reads (by up to the work dir
+// device's read_ahead_kb, for reads and mmap read-around alike), which only
+// prefetches a little more. A file read whole gets one range of all of it. No ranges,
+// so the file is taken whole, for a file whose pages could not be dropped (a
+// work dir on tmpfs, where the pages are the file), one the workload wrote
+// (copy-up reads it all), and one of which no page is resident; ranges are
+// never guessed. Pages read and then evicted under memory pressure before
+// the stop are missed: those parts are fetched on demand later.
+//
 // # The list format
 //
 // A trace is written as a prefetch list (package prefetchlist): one absolute
-// path per line, in access order, '#' comments. This is the format `lazyconv
-// convert --prioritize` reads and `lazysnap trace export` writes. A path that
-// cannot be written in it (one holding a newline, or ending in white space)
-// is never recorded.
+// path per line, in access order, '#' comments, and after a large file its
+// "#@ranges" directive. This is the format `lazyconv convert --prioritize`
+// reads and `lazysnap trace export` writes. A path that cannot be written
+// in it (one holding a newline, or ending in white space) is never
+// recorded.
 package record

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -62,7 +63,7 @@ func tarLayer(t *testing.T, entries ...entry) v1.Layer {
 }
 
 // busyboxLayer holds the host's static busybox as /bin/busybox, with sh,
-// cat, sleep and echo linked to it.
+// cat, sleep, echo, true and dd linked to it.
 func busyboxLayer(t *testing.T) v1.Layer {
 	t.Helper()
 	bb, err := os.ReadFile("/bin/busybox")
@@ -70,7 +71,7 @@ func busyboxLayer(t *testing.T) v1.Layer {
 		t.Skipf("needs busybox-static at /bin/busybox: %v", err)
 	}
 	es := []entry{{name: "bin/"}, {name: "bin/busybox", body: string(bb), mode: 0o755}, {name: "tmp/"}}
-	for _, applet := range []string{"sh", "cat", "sleep", "echo", "true"} {
+	for _, applet := range []string{"sh", "cat", "sleep", "echo", "true", "dd"} {
 		es = append(es, entry{name: "bin/" + applet, link: "busybox"})
 	}
 	return tarLayer(t, es...)
@@ -89,6 +90,12 @@ func scriptImage(t *testing.T, script string) v1.Image {
 		entry{name: "data/c", body: "file c\n"},
 		entry{name: "data/unread", body: "never read\n"},
 	)
+	return appImage(t, app)
+}
+
+// appImage is busybox and app, whose /app/start.sh is the entrypoint.
+func appImage(t *testing.T, app v1.Layer) v1.Image {
+	t.Helper()
 	img, err := mutate.AppendLayers(empty.Image, busyboxLayer(t), app)
 	if err != nil {
 		t.Fatal(err)
@@ -145,12 +152,7 @@ func record(t *testing.T, img v1.Image, opts ...Option) (*Result, string) {
 	return res, out.String()
 }
 
-// indexOf returns the position of p in tr, or -1.
-func indexOf(tr Trace, p string) int {
-	for i, q := range tr {
-		if q == p {
-			return i
-		}
-	}
-	return -1
+// indexOf returns the position of p in paths, or -1.
+func indexOf(paths []string, p string) int {
+	return slices.Index(paths, p)
 }

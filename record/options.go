@@ -23,6 +23,7 @@ type options struct {
 	output   io.Writer
 	runc     string
 	workDir  string
+	ranges   bool
 }
 
 func defaultOptions() options {
@@ -31,6 +32,7 @@ func defaultOptions() options {
 		logger:  slog.Default(),
 		output:  io.Discard,
 		runc:    "runc",
+		ranges:  true,
 	}
 }
 
@@ -132,6 +134,22 @@ func WithRuntime(path string) Option {
 func WithWorkDir(dir string) Option {
 	return func(o *options) error {
 		o.workDir = dir
+		return nil
+	}
+}
+
+// WithReadRanges says whether to record which parts of the image's large
+// files (at least prefetchlist.RangedMinSize) the workload reads, in
+// Trace.Ranges. They are learned from the page cache: the pages of the
+// extracted files are dropped before the run, and those resident after it
+// were read, by the workload or by the kernel's read-ahead for it (so the
+// ranges are page aligned and somewhat wider than the reads). A file whose
+// pages cannot be dropped (a work dir on tmpfs), that the workload wrote,
+// or of which no page was read gets no ranges and is taken whole. The
+// default is on.
+func WithReadRanges(on bool) Option {
+	return func(o *options) error {
+		o.ranges = on
 		return nil
 	}
 }

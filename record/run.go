@@ -31,7 +31,8 @@ const (
 
 // Result is what a recording produced.
 type Result struct {
-	// Trace lists the image files opened until the stop, in first-open order.
+	// Trace lists the image files opened until the stop, in first-open
+	// order, and the parts of the large ones read.
 	Trace Trace
 	// Reason says why the recording stopped.
 	Reason StopReason
@@ -84,15 +85,26 @@ func Run(ctx context.Context, img v1.Image, opts ...Option) (_ *Result, err erro
 	if err != nil {
 		return nil, err
 	}
+	// Last before the run, so that nothing but the workload reads the
+	// dropped pages back.
+	var pages *pageRecorder
+	if o.ranges {
+		pages = dropLargeFiles(sb.lower, o.logger)
+	}
 	res, opened, err := runRecorded(ctx, id, bundle, sb, &o)
 	if err != nil {
 		return nil, err
 	}
-	res.Trace = imageFiles(opened, sb, o.logger)
-	if p := res.Problem(); p != nil {
-		o.logger.Warn("recording may be incomplete; keeping the files recorded so far", "problem", p, "files", len(res.Trace))
+	res.Trace.Paths = imageFiles(opened, sb, o.logger)
+	if pages != nil {
+		if rs := pages.ranges(res.Trace.Paths, sb.upper, o.logger); len(rs) > 0 {
+			res.Trace.Ranges = rs
+		}
 	}
-	o.logger.Info("recorded workload", "stop", res.Reason, "files", len(res.Trace))
+	if p := res.Problem(); p != nil {
+		o.logger.Warn("recording may be incomplete; keeping the files recorded so far", "problem", p, "files", len(res.Trace.Paths))
+	}
+	o.logger.Info("recorded workload", "stop", res.Reason, "files", len(res.Trace.Paths), "ranged", len(res.Trace.Ranges))
 	return res, nil
 }
 
@@ -173,14 +185,14 @@ func waitStop(ctx context.Context, c *container, ready *readySignal, timeout tim
 // imageFiles turns the paths the kernel reported into the image's paths,
 // keeping only regular files of the extracted image (not files the
 // workload created) that the list format can hold.
-func imageFiles(opened []string, sb *sandbox, logger *slog.Logger) Trace {
+func imageFiles(opened []string, sb *sandbox, logger *slog.Logger) []string {
 	root, err := os.OpenRoot(sb.lower)
 	if err != nil {
 		logger.Warn("cannot open the extracted image; the trace is empty", "error", err)
 		return nil
 	}
 	defer root.Close()
-	var t Trace
+	var t []string
 	seen := make(map[string]bool)
 	for _, p := range opened {
 		// Opens seen through this mount namespace name the overlay's mount

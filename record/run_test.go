@@ -26,9 +26,9 @@ sleep 1000
 	// execve opens the script, then its interpreter; busybox's sh reads the
 	// script and runs cat. /tmp/written is the workload's, not the image's;
 	// symlinks (/bin/sh, /bin/cat) resolve to the file opened.
-	want := Trace{"/app/start.sh", "/bin/busybox", "/data/c", "/data/a", "/data/b"}
-	if !slices.Equal(res.Trace, want) {
-		t.Errorf("trace %q, want %q", res.Trace, want)
+	want := []string{"/app/start.sh", "/bin/busybox", "/data/c", "/data/a", "/data/b"}
+	if !slices.Equal(res.Trace.Paths, want) {
+		t.Errorf("trace %q, want %q", res.Trace.Paths, want)
 	}
 }
 
@@ -41,8 +41,8 @@ func TestRunFailingWorkloadKeepsPartialTrace(t *testing.T) {
 	if res.Problem() == nil {
 		t.Error("no problem reported for a failing workload")
 	}
-	if indexOf(res.Trace, "/data/a") < 0 {
-		t.Errorf("partial trace lacks /data/a: %q", res.Trace)
+	if indexOf(res.Trace.Paths, "/data/a") < 0 {
+		t.Errorf("partial trace lacks /data/a: %q", res.Trace.Paths)
 	}
 }
 
@@ -52,8 +52,8 @@ func TestRunNeverReadyTimesOutWithTraceSoFar(t *testing.T) {
 	if res.Reason != StopTimeout || res.Problem() == nil {
 		t.Fatalf("got %q (%v), want a timeout problem", res.Reason, res.Problem())
 	}
-	if indexOf(res.Trace, "/data/b") < 0 {
-		t.Errorf("trace lacks /data/b: %q", res.Trace)
+	if indexOf(res.Trace.Paths, "/data/b") < 0 {
+		t.Errorf("trace lacks /data/b: %q", res.Trace.Paths)
 	}
 }
 
@@ -63,8 +63,8 @@ func TestRunCommandOverride(t *testing.T) {
 	if res.Reason != StopExit || res.ExitCode != 0 || res.Problem() != nil {
 		t.Fatalf("got %q exit %d (%v)", res.Reason, res.ExitCode, res.Problem())
 	}
-	if indexOf(res.Trace, "/data/c") < 0 || indexOf(res.Trace, "/data/a") >= 0 || indexOf(res.Trace, "/app/start.sh") >= 0 {
-		t.Errorf("override not run alone: %q", res.Trace)
+	if indexOf(res.Trace.Paths, "/data/c") < 0 || indexOf(res.Trace.Paths, "/data/a") >= 0 || indexOf(res.Trace.Paths, "/app/start.sh") >= 0 {
+		t.Errorf("override not run alone: %q", res.Trace.Paths)
 	}
 }
 

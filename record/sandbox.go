@@ -20,6 +20,7 @@ type sandbox struct {
 	dir    string // holds everything below; removed by close
 	lower  string // the extracted image
 	merged string // the overlay the workload runs in
+	upper  string // the overlay's upper dir: what the workload wrote
 	mounts []string
 }
 
@@ -87,13 +88,14 @@ func (s *sandbox) mountOverlay() error {
 	if err := s.mount("tmpfs", scratch, "tmpfs", "mode=0755", unix.MS_NODEV|unix.MS_NOSUID); err != nil {
 		return err
 	}
-	upper, work := filepath.Join(scratch, "upper"), filepath.Join(scratch, "work")
-	for _, d := range []string{upper, work} {
+	s.upper = filepath.Join(scratch, "upper")
+	work := filepath.Join(scratch, "work")
+	for _, d := range []string{s.upper, work} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			return fmt.Errorf("creating overlay dir: %w", err)
 		}
 	}
-	data := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", s.lower, upper, work)
+	data := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", s.lower, s.upper, work)
 	// No nosuid or nodev: the workload sees its image as it would in a container.
 	return s.mount("overlay", s.merged, "overlay", data, 0)
 }

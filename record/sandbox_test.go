@@ -99,7 +99,7 @@ func TestRecorderReportsOverlayOpensInOrder(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("recorded %q, want %q (files only, first open, in order)", got, want)
 	}
-	if tr := imageFiles(got, sb, slog.New(slog.DiscardHandler)); !slices.Equal(tr, Trace{"/y", "/x"}) {
+	if tr := imageFiles(got, sb, slog.New(slog.DiscardHandler)); !slices.Equal(tr, []string{"/y", "/x"}) {
 		t.Errorf("image paths %q, want /y /x", tr)
 	}
 }

@@ -28,6 +28,15 @@ opens until it prints a line containing --wait-line, exits, or --timeout
 passes, then converts SRC into DST as "convert --prioritize" would, with
 those files first, in the order they were opened.
 
+Of files of 1 MiB or more it also records which parts were read, from the
+page cache: their pages are dropped before the workload starts, and those
+resident when it stops were read (page aligned, and widened by the kernel's
+read-ahead). A file whose ranges cover less than 90% of it then stays in its
+place and only those ranges are prefetched, as with convert's "#@ranges".
+Files the workload wrote, files of which nothing was read, and every file
+when the pages cannot be dropped (--tmp-dir on tmpfs) are taken whole.
+--ranges=false records none and takes every file whole.
+
 A workload that exits non-zero, or never prints the wait line, is warned
 about; the files recorded until then are used. With nothing recorded, SRC is
 converted without prioritized files. An index is recorded with its --platform
@@ -35,7 +44,8 @@ image (default: this machine's) and converted like convert does.
 
 --cmd takes a JSON array (exec form, ["/app","--serve"]) or a string run with
 /bin/sh -c, as a Dockerfile's CMD does; it replaces the entrypoint and the
-command. --trace-out FILE writes the recorded list (the --prioritize format).
+command. --trace-out FILE writes the recorded list (the --prioritize format,
+with the ranges).
 Needs root (mounts, fanotify) and runc (--runtime).
 
 `
@@ -50,6 +60,7 @@ type optimizeFlags struct {
 	network  bool
 	runtime  string
 	traceOut string
+	ranges   bool
 }
 
 func newOptimizeCommand() *cobra.Command {
@@ -76,6 +87,7 @@ func newOptimizeCommand() *cobra.Command {
 	fl.BoolVar(&f.network, "network", false, "give the workload the host's network")
 	fl.StringVar(&f.runtime, "runtime", "runc", "runc binary running the workload")
 	fl.StringVar(&f.traceOut, "trace-out", "", "also write the recorded list to this file")
+	fl.BoolVar(&f.ranges, "ranges", true, "record the parts of large files read (from the page cache) and prefetch only those")
 	return cmd
 }
 
@@ -119,10 +131,10 @@ func runOptimize(cmd *cobra.Command, g *globals, f *optimizeFlags, srcArg, dstAr
 	if err := f.writeTrace(trace); err != nil {
 		return err
 	}
-	if len(trace) == 0 {
+	if len(trace.Paths) == 0 {
 		slog.Warn("nothing recorded; converting without prioritized files")
 	}
-	convOpts = append(convOpts, convert.WithPrioritizedFiles(trace))
+	convOpts = append(convOpts, convert.WithPrioritizedFiles(trace.Paths), convert.WithPrioritizedRanges(trace.Ranges))
 	return convertAndWrite(ctx, cmd.OutOrStdout(), in, src, dst, convOpts)
 }
 
@@ -139,6 +151,7 @@ func (f *optimizeFlags) recordOptions(g *globals) ([]record.Option, error) {
 		record.WithRuntime(f.runtime),
 		record.WithWorkDir(g.tmpDir),
 		record.WithOutput(output),
+		record.WithReadRanges(f.ranges),
 	}
 	if f.cmd != "" {
 		argv, err := parseCmd(f.cmd)
@@ -173,12 +186,12 @@ func recordArtifact(ctx context.Context, a imageref.Artifact, platform string, o
 	if a.Index != nil {
 		var err error
 		if img, err = platformImage(a.Index, platform); err != nil {
-			return nil, err
+			return record.Trace{}, err
 		}
 	}
 	res, err := record.Run(ctx, img, opts...)
 	if err != nil {
-		return nil, err
+		return record.Trace{}, err
 	}
 	return res.Trace, nil
 }
