@@ -11,8 +11,9 @@ import (
 // one chunk are recorded as byte ranges (WithReadRanges). A smaller file is
 // prefetched whole: that costs less than a round trip more than its read
 // part on a link of 200 Mbit/s and 20 ms (500 KB in flight), and keeps the
-// trace short. A single-chunk file cannot be fetched in part at all.
-const RangedMinSize = 1 << 20
+// trace short. A single-chunk file cannot be fetched in part at all. It is
+// prefetchlist's, which the converter and the recorder use too.
+const RangedMinSize = prefetchlist.RangedMinSize
 
 // readSet records which chunks of a layer's large files were read: one
 // atomic bit per chunk of the layer, set by the read path (a load when
