@@ -17,15 +17,19 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/lazysnap/lazysnap/prefetchlist"
 )
 
 // Verify checks every layer of img is a lazily pullable layer whose parts
 // all match their digests: the blob against its descriptor, the TOC against
 // the TOC digest annotation, every chunk of every file against its TOC
-// digest, and the uncompressed tar against the config's diff_id. It returns
+// digest, the uncompressed tar against the config's diff_id, and the
+// prefetch-ranges annotation, if any (verifyRanges). It returns
 // what it found of each layer, and a *LayerError naming the layer and file
-// at fault, with errdefs.ErrDataLoss for a mismatch and
-// errdefs.ErrFailedPrecondition for a layer that is not eStargz.
+// at fault, with errdefs.ErrDataLoss for a mismatch,
+// errdefs.ErrFailedPrecondition for a layer that is not eStargz and
+// errdefs.ErrInvalidArgument for a ranges annotation that is not usable.
 // Blobs are copied to temporary files in dir ("" for os.TempDir()).
 func Verify(ctx context.Context, img v1.Image, dir string) ([]LayerResult, error) {
 	m, err := img.Manifest()
@@ -96,10 +100,49 @@ func verifyLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor, diffID v1.
 	if res.Prioritized, err = verifyTree(ctx, r, v, "", root, landmarkOffset(r), map[int64]bool{}); err != nil {
 		return nil, err
 	}
+	if res.Ranged, err = verifyRanges(r, desc.Annotations); err != nil {
+		return nil, err
+	}
 	if err := verifyDiffID(ctx, sr, diffID, desc.Annotations[estargz.StoreUncompressedSizeAnnotation]); err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// verifyRanges checks the layer's prefetch-ranges annotation, if any, and
+// returns how many files it names: containerd must accept it as a label
+// (or the image does not unpack), and each line must name a regular file
+// of this layer with ranges within the file (or the ranges prefetch
+// nothing, and the file should have been prioritized whole).
+func verifyRanges(r *estargz.Reader, annotations map[string]string) (int, error) {
+	v, ok := annotations[prefetchlist.LayerAnnotation]
+	if !ok {
+		return 0, nil
+	}
+	if n := len(prefetchlist.LayerAnnotation) + len(v); n > prefetchlist.MaxLabelSize {
+		return 0, fmt.Errorf("annotation %s: %d bytes with its name, more than containerd accepts in a label (%d): %w",
+			prefetchlist.LayerAnnotation, n, prefetchlist.MaxLabelSize, errdefs.ErrInvalidArgument)
+	}
+	list, err := prefetchlist.Read(strings.NewReader(v))
+	if err == nil && len(list.Rejected) > 0 {
+		err = fmt.Errorf("line %d: %s", list.Rejected[0].Line, list.Rejected[0].Reason)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("annotation %s: %v: %w", prefetchlist.LayerAnnotation, err, errdefs.ErrInvalidArgument)
+	}
+	for _, p := range list.Paths {
+		e, ok := r.Lookup(strings.TrimPrefix(p, "/"))
+		rs := list.Ranges[p]
+		switch {
+		case !ok || e.Type != "reg":
+			return 0, &entryError{entry: p, err: fmt.Errorf("annotation %s names no regular file of the layer: %w",
+				prefetchlist.LayerAnnotation, errdefs.ErrInvalidArgument)}
+		case len(rs) == 0 || rs[len(rs)-1].End > e.Size:
+			return 0, &entryError{entry: p, err: fmt.Errorf("annotation %s gives no ranges within the file's %d bytes: %w",
+				prefetchlist.LayerAnnotation, e.Size, errdefs.ErrInvalidArgument)}
+		}
+	}
+	return len(list.Paths), nil
 }
 
 // fetchBlob copies a layer blob to a temporary file (estargz reads it at

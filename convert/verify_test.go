@@ -5,12 +5,15 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/stargz-snapshotter/estargz"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/lazysnap/lazysnap/prefetchlist"
 )
 
 // tampered returns a converted one-layer image whose blob was changed by
@@ -76,5 +79,42 @@ func TestVerifyFindsDamage(t *testing.T) {
 	img, _ := tampered(t, nil, nil)
 	if _, err := Verify(context.Background(), img, t.TempDir()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestVerifyChecksRangesAnnotation: a prefetch-ranges annotation must be a
+// label containerd accepts, naming regular files of the layer with ranges
+// within them; Verify reports how many files it names.
+func TestVerifyChecksRangesAnnotation(t *testing.T) {
+	set := func(v string) func(map[string]string) {
+		return func(a map[string]string) { a[prefetchlist.LayerAnnotation] = v }
+	}
+	img, _ := tampered(t, nil, set("/usr/big\n#@ranges 0-65536,131072-204800\n"))
+	res, err := Verify(context.Background(), img, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].Ranged != 1 {
+		t.Errorf("Ranged = %d, want 1", res[0].Ranged)
+	}
+	cases := []struct {
+		name, value, entry string
+	}{
+		{"not in the layer", "/usr/none\n#@ranges 0-10\n", "/usr/none"},
+		{"a directory", "/usr\n#@ranges 0-10\n", "/usr"},
+		{"past the end", "/usr/big\n#@ranges 0-300000\n", "/usr/big"},
+		{"no ranges", "/usr/big\n", "/usr/big"},
+		{"a rejected line", "/usr/../big\n#@ranges 0-10\n", ""},
+		{"larger than a label", "/usr/big\n#@ranges " + strings.Repeat("0-1,", 1200) + "2-3\n", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			img, layer := tampered(t, nil, set(tc.value))
+			_, err := Verify(context.Background(), img, t.TempDir())
+			var le *LayerError
+			if !errors.As(err, &le) || le.Layer != layer || le.Entry != tc.entry || !errdefs.IsInvalidArgument(err) {
+				t.Fatalf("got %v, want an invalid argument error on layer %s entry %q", err, layer, tc.entry)
+			}
+		})
 	}
 }

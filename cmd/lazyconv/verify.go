@@ -12,10 +12,12 @@ import (
 
 const verifyHelp = `Verify checks every layer of REF (every image of an index): the blob
 against its digest, the eStargz TOC against its digest annotation, every chunk
-of every file against its TOC digest, and the uncompressed tar against the
-config's diff_id. It prints one line per layer (digest, media type, size, TOC
-digest, files before the prefetch landmark) and exits non-zero naming the
-layer and file at fault.
+of every file against its TOC digest, the uncompressed tar against the
+config's diff_id, and the prefetch-ranges annotation, if any (a label
+containerd accepts, naming regular files of the layer with ranges within
+them). It prints one line per layer (digest, media type, size, TOC digest,
+files before the prefetch landmark, files with ranges) and exits non-zero
+naming the layer and file at fault.
 
 `
 
@@ -59,7 +61,7 @@ func newVerifyCommand(g *globals) *cobra.Command {
 				out := cmd.OutOrStdout()
 				fmt.Fprintf(out, "image %s: OK\n", d)
 				for i, r := range res {
-					fmt.Fprintf(out, "  layer %d %s %s size=%d toc=%s prioritized=%d\n", i, r.Digest, r.MediaType, r.Size, r.TOCDigest, r.Prioritized)
+					fmt.Fprintf(out, "  layer %d %s %s size=%d toc=%s prioritized=%d ranged=%d\n", i, r.Digest, r.MediaType, r.Size, r.TOCDigest, r.Prioritized, r.Ranged)
 				}
 			}
 			return nil
