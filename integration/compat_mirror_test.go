@@ -11,9 +11,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-
 	lazyfs "github.com/lazysnap/lazysnap/fs"
 	lazyremote "github.com/lazysnap/lazysnap/fs/remote"
 	"github.com/lazysnap/lazysnap/internal/testenv"
@@ -39,14 +36,7 @@ func newMirrorEnv(t *testing.T) *mirrorEnv {
 	dst := reg.Ref("mirror:esgz")
 	runBinary(t, testenv.LazyconvBin(), "convert", "--plain-http", img.Ref, dst)
 	e.ref = testenv.RefVia(dst, e.upstream.Host)
-	r, err := name.ParseReference(dst, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	desc, err := remote.Image(r)
-	if err != nil {
-		t.Fatal(err)
-	}
+	desc := remoteImage(t, dst)
 	m, err := desc.Manifest()
 	if err != nil {
 		t.Fatal(err)

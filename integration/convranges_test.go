@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/lazysnap/lazysnap/internal/testenv"
@@ -78,14 +79,7 @@ func TestConvertedRangesThroughContainerd(t *testing.T) {
 // annotation naming exactly path.
 func assertRangesAnnotation(t *testing.T, ref string, i int, path string) {
 	t.Helper()
-	r, err := name.ParseReference(ref, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := remote.Image(r)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := remoteImage(t, ref)
 	m, err := img.Manifest()
 	if err != nil {
 		t.Fatal(err)
@@ -97,4 +91,18 @@ func assertRangesAnnotation(t *testing.T, ref string, i int, path string) {
 	if l, _ := prefetchlist.Read(strings.NewReader(v)); !slices.Equal(l.Paths, []string{path}) {
 		t.Errorf("layer %d's ranges annotation %q lists %q; want %s", i, v, l.Paths, path)
 	}
+}
+
+// remoteImage reads ref's image from its (plain HTTP) registry.
+func remoteImage(t *testing.T, ref string) v1.Image {
+	t.Helper()
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(r)
+	if err != nil {
+		t.Fatalf("reading %s: %v", ref, err)
+	}
+	return img
 }

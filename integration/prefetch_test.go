@@ -17,8 +17,6 @@ import (
 	"time"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/lazysnap/lazysnap/fs/trace"
 	"github.com/lazysnap/lazysnap/internal/testenv"
@@ -335,14 +333,7 @@ func (l layerLayout) prioritizedChunks() []byteRange {
 // not through a proxy a test counts) and parses its eStargz TOC.
 func readLayouts(t *testing.T, ref string) []layerLayout {
 	t.Helper()
-	r, err := name.ParseReference(ref, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := remote.Image(r)
-	if err != nil {
-		t.Fatalf("reading %s: %v", ref, err)
-	}
+	img := remoteImage(t, ref)
 	layers, err := img.Layers()
 	if err != nil {
 		t.Fatalf("layers of %s: %v", ref, err)

@@ -13,9 +13,7 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots/proxy"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -70,14 +68,7 @@ func TestChainIDTakeover(t *testing.T) {
 // chainIDs returns the chain IDs of ref's layers, from its config.
 func chainIDs(t *testing.T, ref string) []digest.Digest {
 	t.Helper()
-	r, err := name.ParseReference(ref, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := remote.Image(r)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := remoteImage(t, ref)
 	cf, err := img.ConfigFile()
 	if err != nil {
 		t.Fatal(err)
