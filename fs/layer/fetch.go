@@ -46,7 +46,8 @@ type flight struct {
 	at    int64 // the chunk's blob offset
 
 	// pos is the blob offset the stream of the run fetching the chunk has
-	// reached, once that run's request is answered; nil before.
+	// reached (the run's start until its answer flows), once that run's
+	// request is sent; nil before.
 	pos atomic.Pointer[atomic.Int64]
 }
 
@@ -61,10 +62,12 @@ const (
 
 // worthWaiting reports whether a fetch of class c should wait for fl rather
 // than fetch the chunk itself. Reads wait for reads; a read (or a prefetch)
-// waits for a prefetch or background stream only when that stream is
-// already flowing and at most near bytes from the chunk. Otherwise it would
-// queue behind bulk work, or, for a background run not yet admitted, wait
-// for a request that itself waits for the foreground to finish.
+// waits for a prefetch or background stream only when that stream's
+// request is sent and the stream is at most near bytes from the chunk: the
+// bytes then come about as soon as from a request of its own, and come
+// once. Otherwise it would queue behind bulk work, or, for a background run
+// not yet admitted, wait for a request that itself waits for the
+// foreground to finish.
 func (fl *flight) worthWaiting(c fetchClass, near int64) bool {
 	if c == classBackground || fl.class == classRead || fl.class == c {
 		return true
@@ -295,14 +298,19 @@ var errAborted = errors.New("fetch aborted")
 func (l *Layer) fetchOnce(ctx context.Context, run []target, class fetchClass, tailEnd int64,
 	complete func()) (err error) {
 	start, end := run[0].chunk().BlobOffset, max(run[len(run)-1].chunk().BlobEnd, tailEnd)
-	for _, t := range run {
-		if t.fl != nil {
-			// Until this attempt's stream flows, readers must not wait
-			// for it: it may itself wait for them to finish.
-			t.fl.pos.Store(nil)
+	at := new(atomic.Int64) // where this attempt's stream is
+	at.Store(start)
+	setPos := func(p *atomic.Int64) {
+		for _, t := range run {
+			if t.fl != nil {
+				t.fl.pos.Store(p)
+			}
 		}
 	}
 	if class == classBackground {
+		// Until the scheduler admits the request, readers must not wait
+		// for it: it waits for them to finish.
+		setPos(nil)
 		release, err := l.opts.sched.admitBackground(ctx, end-start)
 		if err != nil {
 			return err
@@ -310,6 +318,9 @@ func (l *Layer) fetchOnce(ctx context.Context, run []target, class fetchClass, t
 		defer release()
 		l.stats.backgroundRequests.Add(1)
 	}
+	// From here the request is on its way: a reader of a chunk near its
+	// start gets it as soon as from a request of its own (worthWaiting).
+	setPos(at)
 	l.stats.requests.Add(1)
 	rc, err := l.toc.blob.Fetch(ctx, start, end-start)
 	if err != nil {
@@ -318,13 +329,7 @@ func (l *Layer) fetchOnce(ctx context.Context, run []target, class fetchClass, t
 	defer rc.Close()
 	spooled := l.spool.claim(start, end)
 	defer func() { spooled.finish(spoolKeeps(ctx, err)) }()
-	body := &countingReader{r: rc, l: l, pos: new(atomic.Int64), spool: spooled}
-	body.pos.Store(start)
-	for _, t := range run {
-		if t.fl != nil {
-			t.fl.pos.Store(body.pos)
-		}
-	}
+	body := &countingReader{r: rc, l: l, pos: at, spool: spooled}
 	pos := start
 	for i := 0; i < len(run); {
 		c := run[i].chunk()

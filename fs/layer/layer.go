@@ -176,6 +176,8 @@ type Layer struct {
 	spool   *spool  // raw bytes kept for StreamAll; nil without one
 
 	bad atomic.Pointer[error] // set by MarkBad
+
+	misses fileMisses // reads that missed, per file (fetchRestOnSecondMiss)
 }
 
 // New returns a Layer reading toc's files through store, and records in the
@@ -359,8 +361,11 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	lo, hi := f.l.idx.ChunkRange(f.id, off, n)
 	if missing := f.missing(ctx, lo, hi); len(missing) == 0 {
 		f.l.stats.cacheHits.Add(1)
-	} else if err := f.fetchMissing(ctx, lo, hi, missing); err != nil {
-		return 0, err
+	} else {
+		f.l.fetchRestOnSecondMiss(f, lo, hi)
+		if err := f.fetchMissing(ctx, lo, hi, missing); err != nil {
+			return 0, err
+		}
 	}
 	got, err := f.entry.ReadAt(p, off)
 	if err != nil {

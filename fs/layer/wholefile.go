@@ -1,0 +1,130 @@
+package layer
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/lazysnap/lazysnap/fs/index"
+)
+
+// Whole files on the second miss. A program that maps a shared library or
+// a data file of a few chunks (libjvm.so, classes.jsa, an ICU table) faults
+// its pages in an order no read-ahead predicts, and each fault on a chunk
+// not yet fetched waits a round trip for it while nothing else is on the
+// link: the JVM image's start-up without a list was 35 such requests one
+// after another. A file that missed twice is most likely read through,
+// so its other chunks are fetched at once, at prefetch priority, while the
+// workload goes on.
+//
+// Files larger than wholeMaxBytes are left to their reads: start-up reads
+// 48 of the 129 MB of the JVM's module image, and fetching the rest would
+// cost more link time than the round trips it saves.
+const (
+	wholeMinChunks = 3
+	wholeMaxBytes  = 32 << 20
+)
+
+// fileMisses counts the reads of each file that missed.
+type fileMisses struct {
+	mu sync.Mutex
+	n  map[index.ID]uint8
+}
+
+// second records a missed read of id and reports whether it is its second.
+func (m *fileMisses) second(id index.ID) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.n == nil {
+		m.n = map[index.ID]uint8{}
+	}
+	if m.n[id] < 2 {
+		m.n[id]++
+		return m.n[id] == 2
+	}
+	return false
+}
+
+// fetchRestOnSecondMiss starts fetching the chunks of f outside [lo, hi)
+// (the missed read's own, which it fetches itself), at prefetch priority,
+// when this read is the second of f that missed and f has wholeMinChunks
+// to wholeMaxBytes. Like read-ahead, it is off with WithReadAhead(0) and
+// while a learned list is being prefetched (the list says which parts of a
+// file start-up reads).
+//
+// The chunks are claimed before it returns, and the requests that start at
+// once are marked as sent (sent): the file's next read, which comes after
+// this one's round trip, then finds its chunk at the head of a request
+// already on its way and waits for it (worthWaiting) instead of fetching
+// the same bytes a second time.
+func (l *Layer) fetchRestOnSecondMiss(f *File, lo, hi int) {
+	if l.opts.readAhead == 0 || l.listed.Load() > 0 || len(f.chunks) < wholeMinChunks || f.size > wholeMaxBytes ||
+		!l.misses.second(f.id) || !l.streams.begin() {
+		return
+	}
+	own, runs := l.claimRest(f, lo, hi)
+	if len(runs) == 0 {
+		l.streams.end()
+		return
+	}
+	conc := l.opts.concurrency
+	for _, run := range runs[:min(conc, len(runs))] {
+		sent(run)
+	}
+	go func() {
+		defer l.streams.end()
+		defer own.Close()
+		var g errgroup.Group
+		g.SetLimit(conc)
+		for _, run := range runs {
+			g.Go(func() error { return l.fetchRun(l.ctx, run, classPrefetch) })
+		}
+		if err := g.Wait(); err != nil && !isContextErr(err) {
+			l.opts.logger.Debug("fetching the rest of a file stopped", "layer", l.Digest(), "inode", f.id, "error", err)
+		}
+	}()
+}
+
+// claimRest opens f again (the caller's handle may close before the fetch
+// ends) and claims its chunks outside [lo, hi) that are neither present
+// nor being fetched, grouped into prefetch requests. With nothing to
+// fetch it returns no runs, and no open file.
+func (l *Layer) claimRest(f *File, lo, hi int) (*File, [][]target) {
+	own, err := l.OpenFile(f.id)
+	if err != nil {
+		return nil, nil // a bet: it never fails the read
+	}
+	var ts []target
+	for i, c := range own.chunks {
+		if i >= lo && i < hi {
+			continue
+		}
+		if own.entry.Has(c.FileOffset, c.Size) {
+			l.present.mark(own.id, i, c.Size)
+			continue
+		}
+		t := target{f: own, i: i}
+		fl, ok := l.opts.flights.claim(t.key(), classPrefetch, c.BlobOffset)
+		if !ok {
+			continue
+		}
+		t.fl = fl
+		ts = append(ts, t)
+	}
+	if len(ts) == 0 {
+		own.Close()
+		return nil, nil
+	}
+	return own, coalesce(ts, l.opts.maxPrefetchBytes, l.opts.maxGapBytes)
+}
+
+// sent marks run's flights as in a request sent from the run's start,
+// before the request is: fetchOnce marks them again when it sends it.
+func sent(run []target) {
+	pos := new(atomic.Int64)
+	pos.Store(run[0].chunk().BlobOffset)
+	for _, t := range run {
+		t.fl.pos.Store(pos)
+	}
+}
