@@ -108,7 +108,7 @@ type testLayer struct {
 	tocFetches [][2]int64 // what reading the TOC fetched (off, n)
 }
 
-func buildTestLayer(t *testing.T, chunkSize int, files ...testFile) *testLayer {
+func buildTestLayer(t testing.TB, chunkSize int, files ...testFile) *testLayer {
 	t.Helper()
 	var tarBuf bytes.Buffer
 	tw := tar.NewWriter(&tarBuf)
@@ -141,7 +141,7 @@ func buildTestLayer(t *testing.T, chunkSize int, files ...testFile) *testLayer {
 
 // open returns a Layer over tl with a fresh cache, closed when the test
 // ends.
-func (tl *testLayer) open(t *testing.T, opts ...Option) *Layer {
+func (tl *testLayer) open(t testing.TB, opts ...Option) *Layer {
 	t.Helper()
 	store, err := cache.Open(t.TempDir())
 	if err != nil {
