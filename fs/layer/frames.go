@@ -2,9 +2,10 @@ package layer
 
 import (
 	"bufio"
-	"compress/gzip"
 	"io"
 	"sync"
+
+	"github.com/klauspost/compress/gzip"
 )
 
 // gzipFrames reuses gzip readers between the frames of a layer. eStargz
@@ -13,6 +14,11 @@ import (
 // reader allocates a 32 KiB window, its Huffman tables and a 4 KiB read
 // buffer: that was most of what fused allocated, and the garbage kept its
 // heap far above the live data while layers were fetched.
+//
+// The readers are klauspost/compress's: on shared libraries compressed at
+// gzip's best level it inflates about 25% faster than compress/gzip here
+// (about 100 against 80 MB/s of compressed input on one core), and a fetch
+// at 1 Gbit/s is bound by this decompression.
 type gzipFrames struct{ pool sync.Pool }
 
 type gzipFrame struct {
