@@ -59,33 +59,38 @@ func (a *tocsAhead) start(t target, labels map[string]string, read func(context.
 	if a.ctx.Err() != nil {
 		return // closed: nothing would read what is registered
 	}
-	var todo []target
+	type todo struct {
+		t target
+		e *tocAhead
+	}
+	var todos []todo
 	a.mu.Lock()
 	for _, s := range strings.Split(labels[LabelImageLayers], ",") {
 		d, err := digest.Parse(strings.TrimSpace(s))
 		if err != nil || d == t.digest || a.pending[d] != nil {
 			continue
 		}
-		a.pending[d] = &tocAhead{ref: t.ref, done: make(chan struct{})}
-		todo = append(todo, target{ref: t.ref, digest: d})
+		e := &tocAhead{ref: t.ref, done: make(chan struct{})}
+		a.pending[d] = e
+		todos = append(todos, todo{target{ref: t.ref, digest: d}, e})
 	}
 	a.mu.Unlock()
-	if len(todo) == 0 {
+	if len(todos) == 0 {
 		return
 	}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		for _, next := range todo {
-			a.read(next, read)
+		for _, next := range todos {
+			a.read(next.t, next.e, read)
 		}
 	}()
 }
 
-func (a *tocsAhead) read(t target, read func(context.Context, target) (*layer.Unverified, tocTail, error)) {
-	a.mu.Lock()
-	e := a.pending[t.digest]
-	a.mu.Unlock()
+// read reads t's TOC into e. e is the entry start registered, not looked
+// up again: a Mount of t's layer may have taken it from pending already,
+// and waits for it to be done.
+func (a *tocsAhead) read(t target, e *tocAhead, read func(context.Context, target) (*layer.Unverified, tocTail, error)) {
 	ctx, cancel := context.WithTimeout(a.ctx, tocAheadTTL)
 	defer cancel()
 	e.toc, e.tail, e.err = read(ctx, t)
