@@ -291,6 +291,24 @@ func (l *Layer) fetchRunSplit(ctx context.Context, run []target, class fetchClas
 
 var errAborted = errors.New("fetch aborted")
 
+// markSent marks run's flights as in a request sent from the run's start,
+// and returns the position their readers watch (countingReader.pos).
+func markSent(run []target) *atomic.Int64 {
+	at := new(atomic.Int64)
+	at.Store(run[0].chunk().BlobOffset)
+	setPos(run, at)
+	return at
+}
+
+// setPos sets the position the readers of run's flights watch.
+func setPos(run []target, p *atomic.Int64) {
+	for _, t := range run {
+		if t.fl != nil {
+			t.fl.pos.Store(p)
+		}
+	}
+}
+
 // fetchOnce sends one Range request for the run and stores each chunk as it
 // verifies, calling complete after each. A background request first waits
 // for the scheduler to admit it. The raw bytes received go to the spool,
@@ -298,19 +316,10 @@ var errAborted = errors.New("fetch aborted")
 func (l *Layer) fetchOnce(ctx context.Context, run []target, class fetchClass, tailEnd int64,
 	complete func()) (err error) {
 	start, end := run[0].chunk().BlobOffset, max(run[len(run)-1].chunk().BlobEnd, tailEnd)
-	at := new(atomic.Int64) // where this attempt's stream is
-	at.Store(start)
-	setPos := func(p *atomic.Int64) {
-		for _, t := range run {
-			if t.fl != nil {
-				t.fl.pos.Store(p)
-			}
-		}
-	}
 	if class == classBackground {
 		// Until the scheduler admits the request, readers must not wait
 		// for it: it waits for them to finish.
-		setPos(nil)
+		setPos(run, nil)
 		release, err := l.opts.sched.admitBackground(ctx, end-start)
 		if err != nil {
 			return err
@@ -320,7 +329,7 @@ func (l *Layer) fetchOnce(ctx context.Context, run []target, class fetchClass, t
 	}
 	// From here the request is on its way: a reader of a chunk near its
 	// start gets it as soon as from a request of its own (worthWaiting).
-	setPos(at)
+	at := markSent(run)
 	l.stats.requests.Add(1)
 	rc, err := l.toc.blob.Fetch(ctx, start, end-start)
 	if err != nil {

@@ -62,19 +62,30 @@ func (l *Layer) readAhead(from target) (tail []target, files map[index.ID]*File,
 			}
 			files[id] = f
 		}
-		if f.entry.Has(c.FileOffset, c.Size) {
-			l.present.mark(id, i, c.Size)
+		t, ok := l.claimPrefetch(f, i)
+		if !ok {
 			break
 		}
-		t := target{f: f, i: i}
-		fl, own := l.opts.flights.claim(t.key(), classPrefetch, c.BlobOffset)
-		if !own {
-			break
-		}
-		t.fl = fl
 		tail = append(tail, t)
 	}
 	return tail, files, done
+}
+
+// claimPrefetch claims chunk i of f as a prefetch flight, unless it is
+// present (which it records) or someone else is fetching it.
+func (l *Layer) claimPrefetch(f *File, i int) (target, bool) {
+	c := f.chunks[i]
+	if f.entry.Has(c.FileOffset, c.Size) {
+		l.present.mark(f.id, i, c.Size)
+		return target{}, false
+	}
+	t := target{f: f, i: i}
+	fl, own := l.opts.flights.claim(t.key(), classPrefetch, c.BlobOffset)
+	if !own {
+		return target{}, false
+	}
+	t.fl = fl
+	return t, true
 }
 
 // fetchRunAhead fetches run, whose first own chunks are the read's and the

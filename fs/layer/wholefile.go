@@ -2,7 +2,6 @@ package layer
 
 import (
 	"sync"
-	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
 
@@ -54,10 +53,10 @@ func (m *fileMisses) second(id index.ID) bool {
 // file start-up reads).
 //
 // The chunks are claimed before it returns, and the requests that start at
-// once are marked as sent (sent): the file's next read, which comes after
-// this one's round trip, then finds its chunk at the head of a request
-// already on its way and waits for it (worthWaiting) instead of fetching
-// the same bytes a second time.
+// once are marked as sent (markSent; fetchOnce marks them again as it sends
+// them): the file's next read, which comes after this one's round trip,
+// then finds its chunk at the head of a request already on its way and
+// waits for it (worthWaiting) instead of fetching the same bytes again.
 func (l *Layer) fetchRestOnSecondMiss(f *File, lo, hi int) {
 	if l.opts.readAhead == 0 || l.listed.Load() > 0 || len(f.chunks) < wholeMinChunks || f.size > wholeMaxBytes ||
 		!l.misses.second(f.id) || !l.streams.begin() {
@@ -70,7 +69,7 @@ func (l *Layer) fetchRestOnSecondMiss(f *File, lo, hi int) {
 	}
 	conc := l.opts.concurrency
 	for _, run := range runs[:min(conc, len(runs))] {
-		sent(run)
+		markSent(run)
 	}
 	go func() {
 		defer l.streams.end()
@@ -96,35 +95,17 @@ func (l *Layer) claimRest(f *File, lo, hi int) (*File, [][]target) {
 		return nil, nil // a bet: it never fails the read
 	}
 	var ts []target
-	for i, c := range own.chunks {
+	for i := range own.chunks {
 		if i >= lo && i < hi {
 			continue
 		}
-		if own.entry.Has(c.FileOffset, c.Size) {
-			l.present.mark(own.id, i, c.Size)
-			continue
+		if t, ok := l.claimPrefetch(own, i); ok {
+			ts = append(ts, t)
 		}
-		t := target{f: own, i: i}
-		fl, ok := l.opts.flights.claim(t.key(), classPrefetch, c.BlobOffset)
-		if !ok {
-			continue
-		}
-		t.fl = fl
-		ts = append(ts, t)
 	}
 	if len(ts) == 0 {
 		own.Close()
 		return nil, nil
 	}
 	return own, coalesce(ts, l.opts.maxPrefetchBytes, l.opts.maxGapBytes)
-}
-
-// sent marks run's flights as in a request sent from the run's start,
-// before the request is: fetchOnce marks them again when it sends it.
-func sent(run []target) {
-	pos := new(atomic.Int64)
-	pos.Store(run[0].chunk().BlobOffset)
-	for _, t := range run {
-		t.fl.pos.Store(pos)
-	}
 }

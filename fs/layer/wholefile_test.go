@@ -8,7 +8,7 @@ import (
 // readChunkAt reads one byte at off of file name through l.
 func readChunkAt(t *testing.T, tl *testLayer, l *Layer, name string, off int64) {
 	t.Helper()
-	if _, err := l.ReadAt(t.Context(), tl.id(t, l, name), make([]byte, 1), off); err != nil {
+	if err := readOne(t, tl, l, name, off); err != nil {
 		t.Fatal(err)
 	}
 }
