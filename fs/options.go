@@ -101,7 +101,7 @@ func WithMaxRequestBytes(n int64) Option { return withLayerOption(layer.WithMaxR
 // WithReadAhead sets how many compressed bytes a read that misses also
 // fetches past its own chunks, to bring the uncached files stored next in
 // the layer (see layer.WithReadAhead); 0 disables it. The default is the
-// layer's, layer.DefaultReadAheadBytes (1 MiB).
+// layer's, layer.DefaultReadAheadBytes (4 MiB).
 func WithReadAhead(n int64) Option { return withLayerOption(layer.WithReadAhead(n)) }
 
 func withLayerOption(lo layer.Option) Option {

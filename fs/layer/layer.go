@@ -51,10 +51,11 @@ const (
 	DefaultMaxRequestBytes int64 = 4 << 20
 	// DefaultConcurrency is the default of WithConcurrency.
 	DefaultConcurrency = 4
-	// DefaultReadAheadBytes is the default of WithReadAhead: a budget, not
-	// what a tail fetches, which raModel cuts to one round trip of the
-	// layer's reads.
-	DefaultReadAheadBytes int64 = 1 << 20
+	// DefaultReadAheadBytes is the default of WithReadAhead: the most a
+	// tail reaches, not what it fetches. A raw tail starts at
+	// rawTailStart and grows with the reads tails serve (tailBudget); a
+	// decoded one is cut to one round trip of the layer's reads (raModel).
+	DefaultReadAheadBytes int64 = 4 << 20
 	// DefaultReadTimeout is the default of WithReadTimeout.
 	DefaultReadTimeout = 30 * time.Second
 )
@@ -66,7 +67,7 @@ func defaultOptions() options {
 		maxPrefetchBytes: 32 << 20,               // The default is 32 MiB.
 		maxGapBytes:      256 << 10,              // The default is 256 KiB.
 		concurrency:      DefaultConcurrency,     // The default is 4 requests at once per read.
-		readAhead:        DefaultReadAheadBytes,  // The default is 1 MiB.
+		readAhead:        DefaultReadAheadBytes,  // The default is 4 MiB.
 		readTimeout:      DefaultReadTimeout,     // The default is 30s.
 		logger:           slog.Default(),
 		spoolDir:         "", // The default keeps no spool.
@@ -114,10 +115,11 @@ func WithMaxGapBytes(n int64) Option { return func(o *options) { o.maxGapBytes =
 // WithReadAhead sets how many compressed bytes past a read's last missing
 // chunk its request may go on reading, to bring the chunks of the files
 // stored next in the layer (its neighbours in the tar) that are not cached
-// yet; the read returns as soon as its own chunks are stored. The layer
-// cuts the tail further to the files its stream stores within one measured
-// round trip (see raModel), and ends the request at the read's deadline.
-// 0 disables read-ahead. The default is 1 MiB.
+// yet; the read returns as soon as its own chunks are stored. A layer with
+// a spool learns how far below this its raw tails go (tailBudget); one
+// without cuts its decoded tail to the files its stream stores within one
+// measured round trip (raModel). The request ends at the read's deadline.
+// 0 disables read-ahead. The default is 4 MiB.
 func WithReadAhead(n int64) Option { return func(o *options) { o.readAhead = max(0, n) } }
 
 // WithScheduler shares the scheduler that puts reads before background
@@ -178,6 +180,7 @@ type Layer struct {
 	bad atomic.Pointer[error] // set by MarkBad
 
 	misses fileMisses // reads that missed, per file (fetchRestOnSecondMiss)
+	tails  tailBudget // how far raw tails reach (rawTailEnd)
 }
 
 // New returns a Layer reading toc's files through store, and records in the

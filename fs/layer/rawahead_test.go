@@ -2,6 +2,7 @@ package layer
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"testing"
 	"time"
@@ -224,5 +225,47 @@ func TestNoTailWhileListPrefetches(t *testing.T) {
 	}
 	if n := l.listed.Load(); n != 0 || !l.Stats().PrefetchDone {
 		t.Errorf("after PrefetchRegionAndFiles: %d list prefetches marked running (want 0), done %v (want true)", n, l.Stats().PrefetchDone)
+	}
+}
+
+// TestRawTailGrowsWithReads: a layer's first raw tail reaches
+// rawTailStart, not the whole budget; a read that takes from the spool
+// doubles the next one, and a tail no read took from halves the one after
+// it. With the fixed budget it replaces, every tail reached 1 MiB.
+func TestRawTailGrowsWithReads(t *testing.T) {
+	files := make([]testFile, 80)
+	for i := range files {
+		files[i] = testFile{fmt.Sprintf("f%02d", i), randomData(32<<10, uint64(i))} // incompressible
+	}
+	tl := buildTestLayer(t, testChunk, files...)
+	l := tl.openSpooled(t, WithReadAhead(1<<20))
+	tailOf := func(name string) int64 {
+		t.Helper()
+		before, _ := tl.blob.served()
+		if err := tl.readAll(t, l, name); err != nil {
+			t.Fatal(err)
+		}
+		l.streams.wg.Wait()
+		after, _ := tl.blob.served()
+		if len(after) != len(before)+1 {
+			t.Fatalf("reading %s sent %d requests, want 1", name, len(after)-len(before))
+		}
+		c := l.idx.Chunks(tl.id(t, l, name))[0]
+		return after[len(after)-1][1] - (c.BlobEnd - c.BlobOffset)
+	}
+	near := func(step string, got, want int64) {
+		t.Helper()
+		if got < want-(40<<10) || got > want {
+			t.Errorf("%s: the tail was %d bytes, want about %d", step, got, want)
+		}
+	}
+	near("first tail", tailOf("f00"), rawTailStart)
+	if err := tl.readAll(t, l, "f01"); err != nil { // from the spool
+		t.Fatal(err)
+	}
+	near("after a read took from the spool", tailOf("f20"), 2*rawTailStart)
+	near("after a tail no read took from", tailOf("f40"), rawTailStart)
+	if got := l.Stats().ReadSpooledChunks; got != 1 {
+		t.Errorf("%d chunks read from the spool, want 1 (f01)", got)
 	}
 }
