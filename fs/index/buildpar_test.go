@@ -173,12 +173,7 @@ func TestBuildParallelCancelled(t *testing.T) {
 // FuzzBuild: on any TOC, Build on several workers gives exactly what it
 // gives on one.
 func FuzzBuild(f *testing.F) {
-	for _, s := range refused {
-		f.Add([]byte(s))
-	}
-	for _, s := range splitPoints {
-		f.Add([]byte(s))
-	}
+	addSeedTOCs(f)
 	f.Add([]byte(`{"entries":[{"name":"a/b/c","type":"reg","size":10,"offset":10,"chunkSize":4,"digest":"` + dA +
 		`","chunkDigest":"` + dA + `"},{"type":"chunk","offset":20,"chunkOffset":4,"chunkDigest":"` + dB + `"},` +
 		`{"name":"a/l","type":"hardlink","linkName":"a/b/c"},{"name":"a/.wh..wh..opq","type":"reg"},` +

@@ -141,12 +141,7 @@ func TestDecodeBytesCancelled(t *testing.T) {
 // FuzzDecodeBytes: on any input, DecodeBytes cut into small pieces gives
 // exactly what Decode gives.
 func FuzzDecodeBytes(f *testing.F) {
-	for _, s := range splitPoints {
-		f.Add([]byte(s))
-	}
-	for _, s := range refused {
-		f.Add([]byte(s))
-	}
+	addSeedTOCs(f)
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		opts := []Option{WithMaxEntries(50)}
 		want, wantErr := Decode(context.Background(), bytes.NewReader(doc), opts...)
@@ -178,5 +173,16 @@ func BenchmarkDecodeBytes(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// addSeedTOCs seeds f with the hostile TOCs and the documents cut at
+// awkward places that the package's tests use.
+func addSeedTOCs(f *testing.F) {
+	for _, s := range refused {
+		f.Add([]byte(s))
+	}
+	for _, s := range splitPoints {
+		f.Add([]byte(s))
 	}
 }

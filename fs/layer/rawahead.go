@@ -160,9 +160,7 @@ func (l *Layer) fromSpool(ctx context.Context, ts []target) []target {
 			continue
 		}
 		l.stats.readSpooled.Add(int64(done))
-		if done > 0 {
-			took = true
-		}
+		took = took || done > 0
 	}
 	if took {
 		l.tails.taken(l.opts.readAhead)
