@@ -52,6 +52,10 @@ type FS struct {
 
 	diffIDMismatches atomic.Int64 // layers found not to match their chain ID
 
+	libsMu     sync.Mutex
+	libs       sync.WaitGroup // fetches of the libraries binaries need (fetchLibraries)
+	libsClosed bool           // Close began: no more of them
+
 	mu     sync.Mutex
 	mounts map[string]*mounted
 }
@@ -220,6 +224,7 @@ func (f *FS) mountLayer(toc *layer.TOC, mountpoint string, spec mountSpec, start
 		layer.WithOwner("mount:" + mountpoint),
 		layer.WithLogger(f.opts.logger),
 	}, f.opts.layerOpts...)
+	opts = append(opts, f.headReadHook(spec.ref)...)
 	if f.willStream(spec) {
 		opts = append(opts, layer.WithSpoolDir(f.opts.spoolDir))
 	}
@@ -380,6 +385,9 @@ func (f *FS) Stats() map[string]layer.Stats {
 
 // Close unmounts every layer and closes the cache store if the FS opened it.
 func (f *FS) Close() error {
+	f.libsMu.Lock()
+	f.libsClosed = true
+	f.libsMu.Unlock()
 	f.mu.Lock()
 	mounts := f.mounts
 	f.mounts = map[string]*mounted{}
@@ -391,6 +399,7 @@ func (f *FS) Close() error {
 			f.releaseTrace(m)
 		}
 	}
+	f.libs.Wait() // they end with the layers they fetch for
 	if f.traces != nil {
 		f.traces.close()
 	}

@@ -36,6 +36,7 @@ type options struct {
 	tocTailDir     string
 	spoolDir       string
 	tocAhead       bool
+	libraries      bool
 }
 
 // DefaultTraceMaxFiles is the default of WithTraceMaxFiles; the daemon's
@@ -57,6 +58,7 @@ func defaultOptions() options {
 		tracePrefetch: true,                 // The default prefetches by the saved trace.
 		tocAhead:      true,                 // The default reads the next layers' TOCs ahead.
 		traceShared:   true,                 // The default looks for a trace another node shared.
+		libraries:     true,                 // The default fetches the libraries a binary needs as it starts.
 	}
 }
 
@@ -219,3 +221,10 @@ func WithSpoolDir(dir string) Option { return func(o *options) { o.spoolDir = di
 // in the background, so that their Mounts find them read and only check
 // their digest. The default is on.
 func WithTOCReadAhead(on bool) Option { return func(o *options) { o.tocAhead = on } }
+
+// WithLibraryPrefetch sets whether the first read of a binary's head
+// fetches, side by side, the first chunk of each shared library it needs
+// (its ELF DT_NEEDED entries, looked up where the dynamic loader looks, in
+// the layers of the same image), before the loader opens them one after
+// another. The default is true.
+func WithLibraryPrefetch(on bool) Option { return func(o *options) { o.libraries = on } }

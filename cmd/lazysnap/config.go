@@ -74,6 +74,7 @@ type fetchConfig struct {
 	MaxRequestBytes int64    `toml:"max_request_bytes"`
 	ReadAheadBytes  int64    `toml:"read_ahead_bytes"`
 	ReadTimeout     duration `toml:"read_timeout"`
+	Libraries       bool     `toml:"libraries"`
 }
 
 type prefetchConfig struct {
@@ -126,6 +127,7 @@ func defaultConfig() config {
 			MaxRequestBytes: layer.DefaultMaxRequestBytes,
 			ReadAheadBytes:  layer.DefaultReadAheadBytes,
 			ReadTimeout:     duration(layer.DefaultReadTimeout),
+			Libraries:       true,
 		},
 		Prefetch: prefetchConfig{Enable: true, WaitTimeout: 0, FromTrace: true},
 		BackgroundFetch: backgroundFetchConfig{

@@ -57,6 +57,7 @@ func newLayerFS(_ context.Context, cfg config, log *slog.Logger) (layerFS, error
 		lazyfs.WithMaxRequestBytes(cfg.Fetch.MaxRequestBytes),
 		lazyfs.WithReadAhead(cfg.Fetch.ReadAheadBytes),
 		lazyfs.WithReadTimeout(time.Duration(cfg.Fetch.ReadTimeout)),
+		lazyfs.WithLibraryPrefetch(cfg.Fetch.Libraries),
 		lazyfs.WithPrefetch(cfg.Prefetch.Enable),
 		lazyfs.WithPrefetchWait(time.Duration(cfg.Prefetch.WaitTimeout)),
 		lazyfs.WithTracePrefetch(cfg.Prefetch.FromTrace),

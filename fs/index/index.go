@@ -34,6 +34,7 @@ package index
 
 import (
 	"iter"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -198,6 +199,35 @@ func (x *Index) children(dir ID) []dent {
 }
 
 func (x *Index) name(d dent) string { return x.arena[d.nameOff : d.nameOff+d.nameLen] }
+
+// PathOf returns an absolute path of id in the layer (one of them, for a
+// file with several links). The index keeps no parent links, so it scans
+// every directory once per path component: for occasional use only.
+func (x *Index) PathOf(id ID) (string, bool) {
+	var parts []string
+	for id != Root {
+		parent, name, ok := x.parentOf(id)
+		if !ok || len(parts) > len(x.inodes) {
+			return "", false
+		}
+		parts = append(parts, name)
+		id = parent
+	}
+	slices.Reverse(parts)
+	return "/" + strings.Join(parts, "/"), true
+}
+
+// parentOf finds a directory holding id, and id's name there.
+func (x *Index) parentOf(id ID) (ID, string, bool) {
+	for dir := range x.inodes {
+		for _, d := range x.children(ID(dir)) {
+			if d.ino == id && d.ino != ID(dir) {
+				return ID(dir), x.name(d), true
+			}
+		}
+	}
+	return 0, "", false
+}
 
 // Readlink returns the target of symlink id.
 func (x *Index) Readlink(id ID) (string, bool) {

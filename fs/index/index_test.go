@@ -354,3 +354,22 @@ func BenchmarkDecodeBuild(b *testing.B) {
 		}
 	}
 }
+
+// TestPathOf: the path of a file, of a directory, of the root, and one of
+// the paths of a hardlinked file.
+func TestPathOf(t *testing.T) {
+	x := mustBuild(t, `{"version":1,"entries":[
+		{"name":"usr/","type":"dir","mode":493},
+		{"name":"usr/lib/","type":"dir","mode":493},
+		{"name":"usr/lib/libx.so","type":"reg","mode":420},
+		{"name":"hl","type":"hardlink","linkName":"usr/lib/libx.so"}
+	]}`)
+	for _, p := range []string{"usr/lib/libx.so", "usr/lib", "usr"} {
+		if got, ok := x.PathOf(lookupPath(t, x, p)); !ok || got != "/"+p && got != "/hl" {
+			t.Errorf("PathOf(%s) = %q, %v", p, got, ok)
+		}
+	}
+	if got, ok := x.PathOf(Root); !ok || got != "/" {
+		t.Errorf("PathOf(Root) = %q, %v; want /", got, ok)
+	}
+}

@@ -116,6 +116,7 @@ type plan struct {
 	maxBytes    int64 // compressed bytes of one request
 	maxGap      int64 // bytes a request may skip between two wanted frames
 	concurrency int   // requests at once
+	noTail      bool  // no read-ahead tail, even for a read
 }
 
 // readPlan is how a read fetches: exactly the missing frames, a few
@@ -124,13 +125,13 @@ func (l *Layer) readPlan() plan {
 	return plan{class: classRead, maxBytes: l.opts.maxRequestBytes, concurrency: l.opts.concurrency}
 }
 
-// fetchChunks fetches the chunks idx of f, as a read does.
-func (l *Layer) fetchChunks(ctx context.Context, f *File, idx []int) error {
+// fetchChunks fetches the chunks idx of f with plan p.
+func (l *Layer) fetchChunks(ctx context.Context, f *File, idx []int, p plan) error {
 	ts := make([]target, len(idx))
 	for k, i := range idx {
 		ts[k] = target{f: f, i: i}
 	}
-	return l.fetchTargets(ctx, ts, l.readPlan())
+	return l.fetchTargets(ctx, ts, p)
 }
 
 // fetchTargets fetches the chunks ts: those no one else is fetching (or
@@ -159,7 +160,7 @@ func (l *Layer) fetchTargets(ctx context.Context, ts []target, p plan) error {
 	g.SetLimit(p.concurrency)
 	runs := coalesce(mine, p.maxBytes, p.maxGap)
 	for k, run := range runs {
-		last := k == len(runs)-1 && p.class == classRead && l.opts.readAhead > 0 && l.listed.Load() == 0
+		last := k == len(runs)-1 && p.class == classRead && !p.noTail && l.opts.readAhead > 0 && l.listed.Load() == 0
 		if end := l.rawTailEnd(last, run[len(run)-1]); end > 0 && l.streams.begin() {
 			// The read's last request goes on, as raw bytes into the
 			// spool, through what is stored after it.

@@ -41,6 +41,7 @@ type options struct {
 	logger           *slog.Logger
 	spoolDir         string
 	spoolMinPiece    int64
+	headRead         func(l *Layer, id index.ID)
 }
 
 // The defaults the daemon's configuration shows (cmd/lazysnap reads them
@@ -181,6 +182,7 @@ type Layer struct {
 
 	misses fileMisses // reads that missed, per file (fetchRestOnSecondMiss)
 	tails  tailBudget // how far raw tails reach (rawTailEnd)
+	heads  headSet    // files whose head was reported (WithHeadRead)
 }
 
 // New returns a Layer reading toc's files through store, and records in the
@@ -204,6 +206,7 @@ func New(toc *TOC, store *cache.Store, opts ...Option) (*Layer, error) {
 		l.opts.owner = fmt.Sprintf("%s@%p", toc.blob.Digest(), l)
 	}
 	l.present.init(l.idx)
+	l.heads.init(l.idx.Len())
 	l.digests = l.idx.ContentKeys()
 	if err := store.Hold(l.opts.owner, l.digests); err != nil {
 		return nil, fmt.Errorf("holding the files of layer %s in the cache: %w", toc.blob.Digest(), err)
@@ -366,9 +369,12 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		f.l.stats.cacheHits.Add(1)
 	} else {
 		f.l.fetchRestOnSecondMiss(f, lo, hi)
-		if err := f.fetchMissing(ctx, lo, hi, missing); err != nil {
+		if err := f.fetchMissing(ctx, lo, hi, missing, f.l.readPlan()); err != nil {
 			return 0, err
 		}
+	}
+	if off == 0 {
+		f.l.headRead(f.id)
 	}
 	got, err := f.entry.ReadAt(p, off)
 	if err != nil {
@@ -381,8 +387,9 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 }
 
 // fetchMissing makes chunks [lo, hi) present in the cache entry, starting
-// with the missing ones found. ctx cancels it, as does closing the layer.
-func (f *File) fetchMissing(ctx context.Context, lo, hi int, missing []int) error {
+// with the missing ones found, fetched with plan p. ctx cancels it, as
+// does closing the layer.
+func (f *File) fetchMissing(ctx context.Context, lo, hi int, missing []int, p plan) error {
 	// Background requests wait while this read does.
 	defer f.l.opts.sched.beginForeground()()
 	ctx, cancel := context.WithTimeoutCause(ctx, f.l.opts.readTimeout, errReadTimeout)
@@ -390,7 +397,7 @@ func (f *File) fetchMissing(ctx context.Context, lo, hi int, missing []int) erro
 	stop := context.AfterFunc(f.l.ctx, cancel)
 	defer stop()
 	for round := 1; ; round++ {
-		if err := f.l.fetchChunks(ctx, f, missing); err != nil {
+		if err := f.l.fetchChunks(ctx, f, missing, p); err != nil {
 			if errors.Is(context.Cause(ctx), errReadTimeout) {
 				return f.l.deadlineError(err)
 			}

@@ -18,6 +18,7 @@ type Stats struct {
 	BackgroundRequests int64 // of which background ones
 	StreamSpooledBytes int64 // compressed bytes the diff_id stream took from the spool instead of the registry
 	ReadSpooledChunks  int64 // chunks reads took from the spool (read-ahead tails) instead of the registry
+	HeadsFetched       int64 // first chunks fetched for a program about to open the file (FetchHead)
 	CacheHits          int64 // reads served from the cache without fetching
 	VerifyFailures     int64 // chunks that failed verification (and were refetched or failed the read)
 	CacheCorruptions   int64 // chunks cached by an earlier run that failed verification and were dropped
@@ -40,6 +41,7 @@ type counters struct {
 	backgroundRequests atomic.Int64
 	streamSpooled      atomic.Int64
 	readSpooled        atomic.Int64
+	headsFetched       atomic.Int64
 	cacheHits          atomic.Int64
 	verifyFailures     atomic.Int64
 	cacheCorruptions   atomic.Int64
@@ -67,6 +69,7 @@ func (l *Layer) Stats() Stats {
 		BackgroundRequests: l.stats.backgroundRequests.Load(),
 		StreamSpooledBytes: l.stats.streamSpooled.Load(),
 		ReadSpooledChunks:  l.stats.readSpooled.Load(),
+		HeadsFetched:       l.stats.headsFetched.Load(),
 		CacheHits:          l.stats.cacheHits.Load(),
 		VerifyFailures:     l.stats.verifyFailures.Load(),
 		CacheCorruptions:   l.stats.cacheCorruptions.Load(),
