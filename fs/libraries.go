@@ -128,18 +128,32 @@ func (f *FS) layersOf(ref string) []*layer.Layer {
 const maxLinkHops = 16
 
 // lookupFile finds the regular file at absolute path p in the union of
-// layers, following symbolic links (a library's name is most often a link
-// to a versioned file, and /lib a link to /usr/lib) from any layer to any
-// other. The layers' order is not known here, so a path found in two of
-// them may be the lower one's; fetching it costs a request, never a wrong
+// layers (top first), following symbolic links (a library's name is most
+// often a link to a versioned file, and /lib a link to /usr/lib) from any
+// layer to any other. Whiteouts are not looked at: a library an upper
+// layer deleted is still found below, which costs a request, never a wrong
 // byte.
 func lookupFile(layers []*layer.Layer, p string) (*layer.Layer, index.ID, bool) {
+	idxs := make([]*index.Index, len(layers))
+	for i, l := range layers {
+		idxs[i] = l.Index()
+	}
+	i, id, ok := lookupIndexes(idxs, p)
+	if !ok {
+		return nil, 0, false
+	}
+	return layers[i], id, true
+}
+
+// lookupIndexes is lookupFile over the layers' indexes: it returns which
+// one holds the file.
+func lookupIndexes(idxs []*index.Index, p string) (int, index.ID, bool) {
 	for range maxLinkHops {
 		next := ""
-		for _, l := range layers {
-			id, link, found := walk(l.Index(), p)
+		for i, x := range idxs {
+			id, link, found := walk(x, p)
 			if found {
-				return l, id, true
+				return i, id, true
 			}
 			if link != "" {
 				next = link
@@ -147,11 +161,11 @@ func lookupFile(layers []*layer.Layer, p string) (*layer.Layer, index.ID, bool) 
 			}
 		}
 		if next == "" {
-			return nil, 0, false
+			return 0, 0, false
 		}
 		p = next
 	}
-	return nil, 0, false
+	return 0, 0, false
 }
 
 // walk looks absolute path p up in x: the regular file it names, or, when
