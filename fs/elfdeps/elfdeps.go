@@ -53,12 +53,15 @@ type segment struct{ vaddr, off, filesz uint64 }
 // binary, or an ELF file without a dynamic section, has none.
 func Parse(r io.ReaderAt) (Deps, error) {
 	var ident [elf.EI_NIDENT]byte
-	if _, err := r.ReadAt(ident[:], 0); err != nil {
-		return Deps{}, fmt.Errorf("reading the ELF identification: %w", err)
-	}
-	if !bytes.HasPrefix(ident[:], []byte(elf.ELFMAG)) {
+	n, err := r.ReadAt(ident[:], 0)
+	if !bytes.HasPrefix(ident[:n], []byte(elf.ELFMAG)) {
 		return Deps{}, ErrNotELF
 	}
+	if err != nil {
+		return Deps{}, fmt.Errorf("reading the ELF identification: %w", err)
+	}
+	// Only now, for an ELF file, are whole blocks read.
+	r = newBlockReader(r)
 	var order binary.ByteOrder
 	switch elf.Data(ident[elf.EI_DATA]) {
 	case elf.ELFDATA2LSB:

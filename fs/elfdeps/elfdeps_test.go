@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"debug/elf"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -163,4 +164,36 @@ func FuzzParse(f *testing.F) {
 			t.Errorf("%d names, more than %d", len(d.Needed), maxNeeded)
 		}
 	})
+}
+
+// countingReader counts the reads that reach the file.
+type countingReader struct {
+	r     io.ReaderAt
+	reads int
+}
+
+func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
+	c.reads++
+	return c.r.ReadAt(p, off)
+}
+
+// TestParseReadsFewBlocks: a binary's headers, dynamic section and names
+// take a few reads of the file (each one a cache lookup in a layer), not
+// one per program header, entry and name.
+func TestParseReadsFewBlocks(t *testing.T) {
+	t.Parallel()
+	for _, p := range hostELFs(t)[:5] {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &countingReader{r: bytes.NewReader(data)}
+		d, err := Parse(c)
+		if err != nil || len(d.Needed) == 0 {
+			t.Fatalf("%s: %q, %v", p, d.Needed, err)
+		}
+		if c.reads > 6 {
+			t.Errorf("%s: %d reads of the file for %d libraries, want at most 6", p, c.reads, len(d.Needed))
+		}
+	}
 }
