@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/fs/elfdeps"
 	"github.com/lazysnap/lazysnap/fs/layer"
@@ -116,6 +118,26 @@ func headsFetched(f *lfs.FS) int64 {
 	return n
 }
 
+// metricSum sums every series of counter name the FS exports.
+func metricSum(t *testing.T, f *lfs.FS, name string) float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(f.Collector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
 // TestBinaryHeadFetchesItsLibraries: the first read of a binary's head
 // fetches the libraries it needs, found where the loader looks (through
 // the base layer's /lib link, and in both layers, the base one another
@@ -138,6 +160,9 @@ func TestBinaryHeadFetchesItsLibraries(t *testing.T) {
 	}
 	if rs := proxy.Requests()[before:]; len(rs) != 0 {
 		t.Errorf("reading the %d libraries after the binary's head sent %d requests, want none: %v", len(libs), len(rs), rs)
+	}
+	if n := metricSum(t, f, "lazysnap_fs_layer_heads_fetched_total"); n != float64(len(libs)) {
+		t.Errorf("lazysnap_fs_layer_heads_fetched_total = %v, want %d", n, len(libs))
 	}
 }
 

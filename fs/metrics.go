@@ -9,7 +9,7 @@ type collector struct {
 	f *FS
 
 	bytesFetched, requests, backgroundRequests, cacheHits *prometheus.Desc
-	cacheCorruptions, streamSpooled                       *prometheus.Desc
+	cacheCorruptions, streamSpooled, headsFetched         *prometheus.Desc
 	fetchedRatio, prefetchDone, backgroundDone, layers    *prometheus.Desc
 	diffIDVerified, bad, diffIDMismatches                 *prometheus.Desc
 	registries                                            registryDescs
@@ -29,6 +29,7 @@ func (f *FS) Collector() prometheus.Collector {
 		requests:           desc("layer_requests_total", "Range requests sent for the layer (TOC and footer included).", metricLabels),
 		backgroundRequests: desc("layer_background_requests_total", "Range requests of the layer's background fetch.", metricLabels),
 		streamSpooled:      desc("layer_stream_spooled_bytes_total", "Compressed bytes the layer's diff_id stream took from its spool, fetched earlier by reads, instead of the registry.", metricLabels),
+		headsFetched:       desc("layer_heads_fetched_total", "First chunks of the layer's files fetched ahead of the dynamic loader, for a binary that needs them (fetch.libraries).", metricLabels),
 		cacheHits:          desc("layer_cache_hits_total", "Reads of the layer served from the cache without fetching.", metricLabels),
 		cacheCorruptions:   desc("layer_cache_corruptions_total", "Chunks cached by an earlier run that failed verification.", metricLabels),
 		fetchedRatio:       desc("layer_fetched_ratio", "Share (0 to 1) of the layer's file bytes present in the cache.", metricLabels),
@@ -43,7 +44,7 @@ func (f *FS) Collector() prometheus.Collector {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.bytesFetched, c.requests, c.backgroundRequests, c.streamSpooled, c.cacheHits,
+	for _, d := range []*prometheus.Desc{c.bytesFetched, c.requests, c.backgroundRequests, c.streamSpooled, c.headsFetched, c.cacheHits,
 		c.cacheCorruptions, c.fetchedRatio, c.prefetchDone, c.backgroundDone, c.layers, c.diffIDVerified, c.bad, c.diffIDMismatches} {
 		ch <- d
 	}
@@ -67,6 +68,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.requests, s.Requests)
 		counter(c.backgroundRequests, s.BackgroundRequests)
 		counter(c.streamSpooled, s.StreamSpooledBytes)
+		counter(c.headsFetched, s.HeadsFetched)
 		counter(c.cacheHits, s.CacheHits)
 		counter(c.cacheCorruptions, s.CacheCorruptions)
 		gauge(c.fetchedRatio, s.FetchedPercent/100)
