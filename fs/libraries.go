@@ -40,8 +40,10 @@ func (f *FS) headReadHook(ref string) []layer.Option {
 	if !f.opts.libraries {
 		return nil
 	}
-	return []layer.Option{layer.WithHeadRead(func(l *layer.Layer, id index.ID) {
-		f.goLibs(func() { f.fetchLibraries(ref, l, id) })
+	return []layer.Option{layer.WithHeadRead(func(l *layer.Layer, id index.ID, head []byte) {
+		if elfdeps.IsELF(head) { // most files read are not: no goroutine, no read for them
+			f.goLibs(func() { f.fetchLibraries(ref, l, id) })
+		}
 	})}
 }
 

@@ -37,6 +37,9 @@ type Deps struct {
 // ErrNotELF is returned for a file that is not an ELF file.
 var ErrNotELF = errors.New("not an ELF file")
 
+// IsELF reports whether a file whose first bytes are head is an ELF file.
+func IsELF(head []byte) bool { return bytes.HasPrefix(head, []byte(elf.ELFMAG)) }
+
 // Limits that bound the work on hostile input.
 const (
 	maxProgs  = 256     // program headers read
@@ -54,7 +57,7 @@ type segment struct{ vaddr, off, filesz uint64 }
 func Parse(r io.ReaderAt) (Deps, error) {
 	var ident [elf.EI_NIDENT]byte
 	n, err := r.ReadAt(ident[:], 0)
-	if !bytes.HasPrefix(ident[:n], []byte(elf.ELFMAG)) {
+	if !IsELF(ident[:n]) {
 		return Deps{}, ErrNotELF
 	}
 	if err != nil {

@@ -2,6 +2,7 @@ package layer
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 
 	"github.com/lazysnap/lazysnap/fs/index"
@@ -16,9 +17,10 @@ import (
 
 // WithHeadRead calls fn once per regular file of the layer, when the first
 // read of the file's first byte is about to return or FetchHead fetched
-// its first chunk. fn must not block: the read waits for it. The default
-// is nil: no call.
-func WithHeadRead(fn func(l *Layer, id index.ID)) Option {
+// its first chunk, with the first bytes at hand (what the read read, at
+// least the first headProbe bytes after FetchHead), which fn must not keep.
+// fn must not block: the read waits for it. The default is nil: no call.
+func WithHeadRead(fn func(l *Layer, id index.ID, head []byte)) Option {
 	return func(o *options) { o.headRead = fn }
 }
 
@@ -34,12 +36,16 @@ func (h *headSet) first(id index.ID) bool {
 }
 
 // headRead reports file id's head to WithHeadRead's function, once.
-func (l *Layer) headRead(id index.ID) {
+func (l *Layer) headRead(id index.ID, head []byte) {
 	if l.opts.headRead == nil || !l.heads.first(id) {
 		return
 	}
-	l.opts.headRead(l, id)
+	l.opts.headRead(l, id, head)
 }
+
+// headProbe is how many first bytes FetchHead passes to WithHeadRead's
+// function: enough to tell a file's format by its magic number.
+const headProbe = 64
 
 // FetchHead fetches the first chunk of regular file id, as a read would
 // but without a read-ahead tail (what is stored after a library is mostly
@@ -63,6 +69,13 @@ func (l *Layer) FetchHead(ctx context.Context, id index.ID) error {
 		}
 		l.stats.headsFetched.Add(1)
 	}
-	l.headRead(id)
+	if l.opts.headRead == nil {
+		return nil
+	}
+	head := make([]byte, min(headProbe, f.size))
+	if _, err := f.entry.ReadAt(head, 0); err != nil {
+		return fmt.Errorf("reading the head of %s from the cache: %w", f.digest, err)
+	}
+	l.headRead(id, head)
 	return nil
 }

@@ -41,7 +41,7 @@ type options struct {
 	logger           *slog.Logger
 	spoolDir         string
 	spoolMinPiece    int64
-	headRead         func(l *Layer, id index.ID)
+	headRead         func(l *Layer, id index.ID, head []byte)
 }
 
 // The defaults the daemon's configuration shows (cmd/lazysnap reads them
@@ -373,12 +373,12 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 			return 0, err
 		}
 	}
-	if off == 0 {
-		f.l.headRead(f.id)
-	}
 	got, err := f.entry.ReadAt(p, off)
 	if err != nil {
 		return got, fmt.Errorf("reading %d bytes at %d of %s from the cache: %w", n, off, f.digest, err)
+	}
+	if off == 0 {
+		f.l.headRead(f.id, p[:got])
 	}
 	if got < len(p) {
 		return got, io.EOF
