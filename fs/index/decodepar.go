@@ -164,42 +164,46 @@ func cut(data []byte, open, size int) []piece {
 
 // decodePiece decodes the entries of p as the entries loop of Decode does,
 // and reports whether p ended exactly where the next piece starts (or, for
-// the last piece, with the array's "]").
+// the last piece, with the array's "]"). It walks the commas and white
+// space between entries itself, as a json.Decoder reading the piece as an
+// array would, and decodes each entry with decodeEntry.
 func decodePiece(ctx context.Context, data []byte, p *piece, last bool, maxEntries int, count *atomic.Int64, stop *atomic.Bool) bool {
-	// The piece read as an array of its own: the decoder needs the "[" to
-	// take the commas between entries, as it does in the whole document.
-	base := int64(p.start - 1)
-	dec := json.NewDecoder(io.MultiReader(strings.NewReader("["), bytes.NewReader(data[p.start:])))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
-		return false
-	}
-	for i := 0; dec.More(); i++ {
+	at := p.start
+	for i := 0; ; i++ {
+		at = skipSpace(data, at)
+		if at >= len(data) || data[at] == ']' || data[at] == '}' {
+			// The end of the array, where Decode would look for its "]".
+			if last && at < len(data) && data[at] == ']' {
+				p.close = at
+				return true
+			}
+			return false
+		}
+		if i > 0 {
+			if data[at] != ',' {
+				return false
+			}
+			at = skipSpace(data, at+1)
+		}
 		if i%tickEvery == 0 && (ctx.Err() != nil || stop.Load()) {
 			return false
 		}
 		if count.Add(1) > int64(maxEntries) {
 			return false
 		}
-		var e *estargz.TOCEntry
-		if err := dec.Decode(&e); err != nil || checkEntry(i, e) != nil {
+		e, end, ok := decodeEntry(data, at)
+		if !ok || checkEntry(i, e) != nil {
 			return false
 		}
 		p.entries = append(p.entries, e)
-		end := int(base + dec.InputOffset())
 		if end >= p.end {
 			return false // the entry ran past the cut: the cut was in it
 		}
 		if !last && nextEntryAt(data, end) == p.end {
 			return true
 		}
+		at = end
 	}
-	if last {
-		if tok, err := dec.Token(); err == nil && tok == json.Delim(']') {
-			p.close = int(base+dec.InputOffset()) - 1
-			return true
-		}
-	}
-	return false
 }
 
 // nextEntryAt returns where the entry after one ending at end starts: past

@@ -1,6 +1,7 @@
 package layer
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/containerd/stargz-snapshotter/estargz/zstdchunked"
+	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 
@@ -373,6 +375,8 @@ func decodeTOC(ctx context.Context, d estargz.Decompressor, raw []byte, payloadE
 // for far more, and without its background goroutines.
 func openTOCJSON(d estargz.Decompressor, raw []byte) (io.ReadCloser, error) {
 	switch d := d.(type) {
+	case *estargz.GzipDecompressor, *estargz.LegacyGzipDecompressor:
+		return openGzipTOC(raw)
 	case *zstdchunked.Decompressor:
 	case interface {
 		DecompressTOC(io.Reader) (io.ReadCloser, error)
@@ -387,6 +391,30 @@ func openTOCJSON(d estargz.Decompressor, raw []byte) (io.ReadCloser, error) {
 		return nil, err
 	}
 	return zr.IOReadCloser(), nil
+}
+
+// openGzipTOC opens a gzip TOC as estargz's DecompressTOC does (the JSON
+// is the one entry of a tar in one gzip member), with klauspost/compress's
+// gzip, which inflates a big layer's TOC about a quarter faster than
+// compress/gzip: a Mount waits for it (BenchmarkReadTOC).
+func openGzipTOC(raw []byte) (io.ReadCloser, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("malformed TOC gzip header: %v", err)
+	}
+	zr.Multistream(false)
+	tr := tar.NewReader(zr)
+	h, err := tr.Next()
+	if err != nil {
+		return nil, fmt.Errorf("failed to find tar header in TOC gzip stream: %v", err)
+	}
+	if h.Name != estargz.TOCTarName {
+		return nil, fmt.Errorf("TOC tar entry had name %q; expected %q", h.Name, estargz.TOCTarName)
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{tr, zr}, nil
 }
 
 // ctxReader stops reading once ctx is done, so that a mount being
