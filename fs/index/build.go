@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"math"
 	"path"
@@ -874,15 +873,28 @@ func parseSHA256(s string) ([32]byte, error) {
 		}
 		return out, fmt.Errorf("digest %q: only sha256 is supported", d)
 	}
-	if len(enc) != 2*len(out) || strings.IndexFunc(enc, notLowerHex) >= 0 {
+	if len(enc) != 2*len(out) {
 		return out, fmt.Errorf("digest %q: %w", s, digest.ErrDigestInvalidFormat)
 	}
-	if _, err := hex.Decode(out[:], []byte(enc)); err != nil {
-		return out, err
+	for i := range out {
+		hi, ok1 := lowerHex(enc[2*i])
+		lo, ok2 := lowerHex(enc[2*i+1])
+		if !ok1 || !ok2 {
+			return [32]byte{}, fmt.Errorf("digest %q: %w", s, digest.ErrDigestInvalidFormat)
+		}
+		out[i] = hi<<4 | lo
 	}
 	return out, nil
 }
 
-// notLowerHex reports whether r is outside the encoding of an OCI sha256
-// digest.
-func notLowerHex(r rune) bool { return (r < '0' || r > '9') && (r < 'a' || r > 'f') }
+// lowerHex returns the value of c, a digit of the encoding of an OCI
+// sha256 digest (lower-case hex only), and whether it is one.
+func lowerHex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}

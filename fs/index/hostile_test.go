@@ -3,6 +3,7 @@ package index
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"runtime"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/opencontainers/go-digest"
 )
 
 func buildJSON(t *testing.T, s string) (*Index, error) {
@@ -247,6 +249,12 @@ func TestBuildCancelled(t *testing.T) {
 func TestParseSHA256(t *testing.T) {
 	if got, err := parseSHA256(dA); err != nil || got[0] != 0xaa || got[31] != 0xaa {
 		t.Errorf("parseSHA256(%s) = %x, %v", dA, got, err)
+	}
+	for _, d := range []digest.Digest{digest.FromString("lazysnap"), "sha256:0123456789abcdef0123456789abcdef0123456789abcdeffedcba9876543210"} {
+		want, _ := hex.DecodeString(d.Encoded())
+		if got, err := parseSHA256(d.String()); err != nil || !bytes.Equal(got[:], want) {
+			t.Errorf("parseSHA256(%s) = %x, %v", d, got, err)
+		}
 	}
 	for _, s := range []string{"", "sha256:", "sha256:" + strings.Repeat("A", 64), "sha256:" + strings.Repeat("a", 63),
 		"sha256:" + strings.Repeat("a", 65), "sha256:" + strings.Repeat("g", 64), "SHA256:" + strings.Repeat("a", 64),
