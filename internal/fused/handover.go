@@ -71,6 +71,9 @@ type handoverMsg struct {
 
 // ListenHandover listens on the handover socket at path, 0600.
 func ListenHandover(path string) (*net.UnixListener, error) {
+	if err := unixsock.CheckPath(path); err != nil {
+		return nil, fmt.Errorf("listening for handovers: %w", err)
+	}
 	os.Remove(path)
 	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
 	if err != nil {

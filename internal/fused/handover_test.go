@@ -9,9 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/containerd/errdefs"
 )
 
 // pipeProvider hands over pipes in place of FUSE connections: what arrives
@@ -142,4 +145,14 @@ func TestWatchHandoverEndsWithServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.Close()
+}
+
+// TestListenHandoverPathTooLong: a handover socket the kernel cannot bind
+// (a deep state root) is refused with an error that says why; fused used
+// to exit with "bind: invalid argument", and serve then pulled every layer.
+func TestListenHandoverPathTooLong(t *testing.T) {
+	path := filepath.Join(t.TempDir(), strings.Repeat("d", 100), "fused.handover.sock")
+	if _, err := ListenHandover(path); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "bytes, over the 107") {
+		t.Errorf("ListenHandover(%d bytes): %v, want the path refused for its length", len(path), err)
+	}
 }

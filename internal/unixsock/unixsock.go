@@ -50,6 +50,20 @@ func defaultOptions() options {
 // 0600 all the same.
 func WithOwnDir(on bool) Option { return func(o *options) { o.ownDir = on } }
 
+// MaxPath is the longest path a unix socket can be bound at or reached by:
+// an address holds 108 bytes, the terminating NUL included.
+const MaxPath = 107
+
+// CheckPath refuses a socket path longer than MaxPath with an error that
+// says so; the kernel's own is "bind: invalid argument".
+func CheckPath(path string) error {
+	if len(path) > MaxPath {
+		return fmt.Errorf("unix socket path %s is %d bytes, over the %d a socket address holds: use a shorter directory: %w",
+			path, len(path), MaxPath, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
 // Listen listens on the unix socket path with mode 0600. It replaces a stale
 // socket file but refuses to steal the socket of a server that still
 // answers, and refuses to replace anything that is not a socket.
@@ -57,6 +71,9 @@ func Listen(ctx context.Context, path string, opts ...Option) (net.Listener, err
 	o := defaultOptions()
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if err := CheckPath(path); err != nil {
+		return nil, err
 	}
 	dir := filepath.Dir(path)
 	if err := prepareDir(dir, o.ownDir); err != nil {
@@ -120,6 +137,9 @@ func bindPrivate(dir, path string) (net.Listener, error) {
 	}
 	defer os.RemoveAll(tmp)
 	bound := filepath.Join(tmp, "s")
+	if err := CheckPath(bound); err != nil {
+		return nil, fmt.Errorf("socket %s is bound at a temporary path first: %w", path, err)
+	}
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: bound, Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", path, err)

@@ -3,11 +3,13 @@ package unixsock_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -170,4 +172,23 @@ func TestTrustedOnly(t *testing.T) {
 	if got := pr.Probe(0, sock, unixsocktest.Read); got != "data" {
 		t.Errorf("root: %q, want data", got)
 	}
+}
+
+// TestListenPathTooLong: a socket path the kernel cannot bind (over 107
+// bytes, as a deep state root makes it) is refused with an error that says
+// so, not bind's "invalid argument". The socket is bound at a temporary
+// path a few bytes longer first; that one is checked too.
+func TestListenPathTooLong(t *testing.T) {
+	dir := t.TempDir()
+	deep := filepath.Join(dir, fmt.Sprintf("%0*d", unixsock.MaxPath-len(dir), 0))
+	// 97 bytes, whose temporary path is over 107.
+	shortEnough := filepath.Join(dir, fmt.Sprintf("%0*d", 95-len(dir)-1, 0), "x")
+	for _, path := range []string{deep + "/fused.sock", shortEnough} {
+		_, err := unixsock.Listen(context.Background(), path)
+		if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "bytes, over the 107") {
+			t.Errorf("Listen(%d bytes): %v, want the path refused for its length", len(path), err)
+		}
+	}
+	ok := filepath.Join(dir, "s.sock")
+	listen(t, ok)
 }
