@@ -72,6 +72,9 @@ func (e *env) measure(ctx context.Context, tb testing.TB, c benchCase) (Result, 
 		return r, fmt.Errorf("waiting for ready (at most %s): %w", e.readyTimeout, err)
 	}
 	ready := time.Now()
+	if err := e.checkMountedLazily(ctx, cd, c.mode); err != nil {
+		return r, err
+	}
 	r.BytesAtReady, r.RequestsAtReady = e.proxy.BlobBytes(), e.proxy.BlobGets()
 	r.PullSeconds, r.CreateSeconds = pulled.Sub(start).Seconds(), created.Sub(pulled).Seconds()
 	r.RunSeconds, r.ReadySeconds = ready.Sub(created).Seconds(), ready.Sub(start).Seconds()
