@@ -32,36 +32,42 @@ func decodeEntry(data []byte, at int) (*estargz.TOCEntry, int, bool) {
 	return e, at + int(dec.InputOffset()), true
 }
 
-// The keys of an entry, as estargz's struct tags spell them.
-const (
-	keyName = 1 << iota
-	keyType
-	keySize
-	keyModTime
-	keyLinkName
-	keyMode
-	keyUID
-	keyGID
-	keyUname
-	keyGname
-	keyOffset
-	keyInnerOffset
-	keyDevMajor
-	keyDevMinor
-	keyXattrs
-	keyDigest
-	keyChunkOffset
-	keyChunkSize
-	keyChunkDigest
-)
-
-var entryKeys = map[string]int{
-	"name": keyName, "type": keyType, "size": keySize, "modtime": keyModTime, "linkName": keyLinkName,
-	"mode": keyMode, "uid": keyUID, "gid": keyGID, "userName": keyUname, "groupName": keyGname,
-	"offset": keyOffset, "innerOffset": keyInnerOffset, "devMajor": keyDevMajor, "devMinor": keyDevMinor,
-	"xattrs": keyXattrs, "digest": keyDigest, "chunkOffset": keyChunkOffset, "chunkSize": keyChunkSize,
-	"chunkDigest": keyChunkDigest,
+// entryFields says where the value of each key of an entry goes, the keys
+// spelled as estargz's struct tags spell them: a *string, *int64, *int or
+// the xattrs' map.
+var entryFields = []struct {
+	key string
+	dst func(e *estargz.TOCEntry) any
+}{
+	{"name", func(e *estargz.TOCEntry) any { return &e.Name }},
+	{"type", func(e *estargz.TOCEntry) any { return &e.Type }},
+	{"size", func(e *estargz.TOCEntry) any { return &e.Size }},
+	{"modtime", func(e *estargz.TOCEntry) any { return &e.ModTime3339 }},
+	{"linkName", func(e *estargz.TOCEntry) any { return &e.LinkName }},
+	{"mode", func(e *estargz.TOCEntry) any { return &e.Mode }},
+	{"uid", func(e *estargz.TOCEntry) any { return &e.UID }},
+	{"gid", func(e *estargz.TOCEntry) any { return &e.GID }},
+	{"userName", func(e *estargz.TOCEntry) any { return &e.Uname }},
+	{"groupName", func(e *estargz.TOCEntry) any { return &e.Gname }},
+	{"offset", func(e *estargz.TOCEntry) any { return &e.Offset }},
+	{"innerOffset", func(e *estargz.TOCEntry) any { return &e.InnerOffset }},
+	{"devMajor", func(e *estargz.TOCEntry) any { return &e.DevMajor }},
+	{"devMinor", func(e *estargz.TOCEntry) any { return &e.DevMinor }},
+	{"xattrs", func(e *estargz.TOCEntry) any { return &e.Xattrs }},
+	{"digest", func(e *estargz.TOCEntry) any { return &e.Digest }},
+	{"chunkOffset", func(e *estargz.TOCEntry) any { return &e.ChunkOffset }},
+	{"chunkSize", func(e *estargz.TOCEntry) any { return &e.ChunkSize }},
+	{"chunkDigest", func(e *estargz.TOCEntry) any { return &e.ChunkDigest }},
 }
+
+// entryKeys finds a key's place in entryFields.
+var entryKeys = func() map[string]int {
+	m := make(map[string]int, len(entryFields))
+	for i, f := range entryFields {
+		m[f.key] = i
+	}
+	return m
+}()
 
 // parseEntry reads the entry object at data[at] if it has the shape
 // json.Marshal gives a TOCEntry (white space between tokens allowed), and
@@ -80,17 +86,14 @@ func parseEntry(data []byte, at int) (*estargz.TOCEntry, int, bool) {
 	if p.byte('}') {
 		return e, p.at, true
 	}
-	seen := 0
+	var seen uint32 // a bit per key of entryFields
 	for {
 		key, ok := p.raw()
-		bit := entryKeys[string(key)]
-		if !ok || bit == 0 || seen&bit != 0 || !p.byte(':') {
+		i, known := entryKeys[string(key)]
+		if !ok || !known || seen&(1<<i) != 0 || !p.byte(':') || !p.value(entryFields[i].dst(e)) {
 			return nil, 0, false
 		}
-		seen |= bit
-		if !p.field(e, bit) {
-			return nil, 0, false
-		}
+		seen |= 1 << i
 		if p.byte('}') {
 			return e, p.at, true
 		}
@@ -100,48 +103,18 @@ func parseEntry(data []byte, at int) (*estargz.TOCEntry, int, bool) {
 	}
 }
 
-// field reads the value of the key bit into e.
-func (p *entryParser) field(e *estargz.TOCEntry, bit int) bool {
+// value reads a value into dst, one of entryFields' destinations.
+func (p *entryParser) value(dst any) bool {
 	var ok bool
-	switch bit {
-	case keyName:
-		e.Name, ok = p.str()
-	case keyType:
-		e.Type, ok = p.str()
-	case keyModTime:
-		e.ModTime3339, ok = p.str()
-	case keyLinkName:
-		e.LinkName, ok = p.str()
-	case keyUname:
-		e.Uname, ok = p.str()
-	case keyGname:
-		e.Gname, ok = p.str()
-	case keyDigest:
-		e.Digest, ok = p.str()
-	case keyChunkDigest:
-		e.ChunkDigest, ok = p.str()
-	case keySize:
-		e.Size, ok = p.int(64)
-	case keyMode:
-		e.Mode, ok = p.int(64)
-	case keyOffset:
-		e.Offset, ok = p.int(64)
-	case keyInnerOffset:
-		e.InnerOffset, ok = p.int(64)
-	case keyChunkOffset:
-		e.ChunkOffset, ok = p.int(64)
-	case keyChunkSize:
-		e.ChunkSize, ok = p.int(64)
-	case keyUID:
-		e.UID, ok = p.goInt()
-	case keyGID:
-		e.GID, ok = p.goInt()
-	case keyDevMajor:
-		e.DevMajor, ok = p.goInt()
-	case keyDevMinor:
-		e.DevMinor, ok = p.goInt()
-	case keyXattrs:
-		e.Xattrs, ok = p.xattrs()
+	switch d := dst.(type) {
+	case *string:
+		*d, ok = p.str()
+	case *int64:
+		*d, ok = p.int(64)
+	case *int:
+		*d, ok = p.goInt()
+	case *map[string][]byte:
+		*d, ok = p.xattrs()
 	}
 	return ok
 }
