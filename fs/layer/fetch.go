@@ -394,20 +394,31 @@ func (l *Layer) readFrame(frame io.Reader, ts []target, complete func()) error {
 		if _, err := io.CopyN(io.Discard, zr, c.InnerOffset-pos); err != nil {
 			return fmt.Errorf("%w: %v", errBadChunk, err)
 		}
-		buf := make([]byte, c.Size)
-		if _, err := io.ReadFull(zr, buf); err != nil {
-			return fmt.Errorf("%w: %v", errBadChunk, err)
+		if err := l.storeChunk(zr, t); err != nil {
+			return err
 		}
 		pos = c.InnerOffset + c.Size
-		if sha256.Sum256(buf) != c.Digest {
-			return fmt.Errorf("%w: digest mismatch (want %s)", errBadChunk, c.DigestString())
-		}
-		if err := t.f.entry.WriteAt(buf, c.FileOffset); err != nil {
-			return fmt.Errorf("storing a chunk of %s in the cache: %w", t.f.digest, err)
-		}
-		l.present.mark(t.f.id, t.i, c.Size)
 		complete()
 	}
+	return nil
+}
+
+// storeChunk reads target t's chunk from zr and writes it to the cache
+// once its digest matches.
+func (l *Layer) storeChunk(zr io.Reader, t target) error {
+	c := t.chunk()
+	buf := l.bufs.get(c.Size)
+	defer l.bufs.put(buf) // the cache copies what it writes
+	if _, err := io.ReadFull(zr, buf); err != nil {
+		return fmt.Errorf("%w: %v", errBadChunk, err)
+	}
+	if sha256.Sum256(buf) != c.Digest {
+		return fmt.Errorf("%w: digest mismatch (want %s)", errBadChunk, c.DigestString())
+	}
+	if err := t.f.entry.WriteAt(buf, c.FileOffset); err != nil {
+		return fmt.Errorf("storing a chunk of %s in the cache: %w", t.f.digest, err)
+	}
+	l.present.mark(t.f.id, t.i, c.Size)
 	return nil
 }
 

@@ -173,10 +173,11 @@ type Layer struct {
 	// instead of each open building (and the cache keeping) another copy.
 	digests []digest.Digest
 	frames  gzipFrames
-	streams streams // read-ahead streams outliving their read
-	ra      raModel // how far read-ahead may go (see readAhead)
-	checks  checks  // cached chunks being verified
-	spool   *spool  // raw bytes kept for StreamAll; nil without one
+	bufs    chunkBufs // buffers chunks are decompressed into
+	streams streams   // read-ahead streams outliving their read
+	ra      raModel   // how far read-ahead may go (see readAhead)
+	checks  checks    // cached chunks being verified
+	spool   *spool    // raw bytes kept for StreamAll; nil without one
 
 	bad atomic.Pointer[error] // set by MarkBad
 
@@ -471,7 +472,8 @@ func (f *File) verifyCached(ctx context.Context, i int) bool {
 // checkChunk reads chunk c from the cache and compares it with its digest:
 // a match marks it verified, a mismatch drops it.
 func (f *File) checkChunk(ctx context.Context, c index.Chunk) bool {
-	buf := make([]byte, c.Size)
+	buf := f.l.bufs.get(c.Size)
+	defer f.l.bufs.put(buf)
 	if _, err := f.entry.ReadAt(buf, c.FileOffset); err != nil {
 		// Dropped by another reader meanwhile, or unreadable: fetch it.
 		return false
