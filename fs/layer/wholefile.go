@@ -17,6 +17,10 @@ import (
 // so its other chunks are fetched at once, at prefetch priority, while the
 // workload goes on.
 //
+// The rest goes in requests of a read's size, several at once: one
+// request is decompressed on one goroutine, which at 1 Gbit/s is slower
+// than the link (TestRestOfFileInReadSizedRequests).
+//
 // Files larger than wholeMaxBytes are left to their reads: start-up reads
 // 48 of the 129 MB of the JVM's module image, and fetching the rest would
 // cost more link time than the round trips it saves.
@@ -107,5 +111,9 @@ func (l *Layer) claimRest(f *File, lo, hi int) (*File, [][]target) {
 		own.Close()
 		return nil, nil
 	}
-	return own, coalesce(ts, l.opts.maxPrefetchBytes, l.opts.maxGapBytes)
+	// Requests as large as a read's, as many at once as a read's: each
+	// request is decompressed on one goroutine, and at 1 Gbit/s one
+	// goroutine decodes a large file (cc1, 10 MB) more slowly than the link
+	// brings it.
+	return own, coalesce(ts, l.opts.maxRequestBytes, l.opts.maxGapBytes)
 }

@@ -112,3 +112,34 @@ func readOne(t *testing.T, tl *testLayer, l *Layer, name string, off int64) erro
 	_, err := l.ReadAt(t.Context(), tl.id(t, l, name), make([]byte, 1), off)
 	return err
 }
+
+// TestRestOfFileInReadSizedRequests: the rest of a file larger than a
+// read's request is fetched in requests of at most that size, sent at once,
+// so that their decompression runs on every core. It failed (one request
+// of the whole rest) when the rest was coalesced up to the prefetch size.
+func TestRestOfFileInReadSizedRequests(t *testing.T) {
+	tl := buildTestLayer(t, testChunk,
+		testFile{"twelve", randomData(12*testChunk, 3)},
+	)
+	// Random data does not compress: a chunk's frame is a little larger
+	// than the chunk, so at most two chunks fit in a request.
+	maxReq := int64(2*testChunk + testChunk/2)
+	l := tl.open(t, WithMaxRequestBytes(maxReq), WithConcurrency(8))
+	readChunkAt(t, tl, l, "twelve", 0)
+	readChunkAt(t, tl, l, "twelve", 6*testChunk)
+	l.streams.wg.Wait()
+	if !complete(t, tl, l, "twelve") {
+		t.Fatal("the second missed read did not bring the rest of the file")
+	}
+	// Two requests of the reads' own chunks, and the other ten chunks.
+	fetches, _ := tl.blob.served()
+	if len(fetches) < 2+5 {
+		t.Errorf("%d requests, want at least 2 for the reads and 5 of at most %d bytes for the rest: %v",
+			len(fetches), maxReq, fetches)
+	}
+	for _, f := range fetches {
+		if f[1] > maxReq {
+			t.Errorf("a request asked for %d bytes, more than a read's %d", f[1], maxReq)
+		}
+	}
+}
