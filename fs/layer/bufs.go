@@ -7,20 +7,18 @@ import (
 
 // chunkBufs reuses the buffers chunks are decompressed into before their
 // digest is checked and they are written to the cache. A large file's chunk
-// is 4 MiB, and a fresh buffer per chunk made the Go heap take new memory
-// for each one: the runtime returns freed spans to the kernel, so every
-// chunk paid for zeroing and page-faulting 4 MiB, and the garbage brought
-// collections that mark the whole index of every mounted layer. Buffers are
-// kept by power-of-two size class, from minPooled to maxPooled; smaller
-// ones come from the allocator's own size classes, larger ones (a chunk
-// size lazyconv does not write by default) are not worth keeping.
+// is 4 MiB, and a fresh buffer per chunk was half of what fused allocated
+// while fetching, each zeroed and faulted in anew (BenchmarkColdRead).
+// Buffers are kept by power-of-two size class, for sizes over 16 KiB up to
+// 16 MiB; smaller ones come from the allocator's own size classes, larger
+// ones (a chunk size lazyconv does not write by default) are not kept.
 type chunkBufs struct {
 	classes [maxPoolClass - minPoolClass + 1]sync.Pool
 }
 
 const (
-	minPoolClass = 15 // 32 KiB: below it, Go's small-object caches reuse memory
-	maxPoolClass = 24 // 16 MiB
+	minPoolClass = 15 // buffers of 16 KiB + 1 to 32 KiB
+	maxPoolClass = 24 // buffers of 8 MiB + 1 to 16 MiB
 )
 
 // get returns a buffer of n bytes, with unspecified contents.
