@@ -4,7 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/prometheus/client_golang/prometheus"
@@ -109,5 +111,44 @@ func TestBackgroundFetchOff(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(mp, "a")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// busyNode is a layer.NodeLoad that the test switches between busy and
+// idle.
+type busyNode struct{ idle atomic.Bool }
+
+func (n *busyNode) FreeCores() float64 {
+	if n.idle.Load() {
+		return 8
+	}
+	return 0
+}
+
+// TestBackgroundFetchYieldsToBusyNode: while the node's other processes
+// leave too few cores free, the background fetch sends no request (a read
+// still does); once they leave enough, the layer completes, and the wait
+// shows in lazysnap_fs_background_yield_seconds_total.
+func TestBackgroundFetchYieldsToBusyNode(t *testing.T) {
+	testenv.RequireFUSE(t)
+	registry := testenv.StartRegistry(t)
+	proxy := startRangeProxy(t, registry.Host, 0)
+	es := []tentry{reg("a", 3<<20, 61), reg("b", 3<<20, 62), text("small", "hello\n")}
+	l := buildLayer(t, es, estargz.WithChunkSize(512<<10))
+	push(t, registry.Host, "bgyield/app:v1", l)
+
+	node := &busyNode{}
+	f := newFS(t, lfs.WithBackgroundFetch(true), lfs.WithBackgroundQuietPeriod(0),
+		lfs.WithBackgroundYield(node, 1, time.Hour))
+	mp := mount(t, f, proxy.Host+"/bgyield/app:v1", l)
+	checkFile(t, mp, es[2]) // a read is not held back
+	time.Sleep(time.Second)
+	if st := statusOf(t, f, mp); st.BackgroundRequests != 0 || st.State == lfs.StateComplete {
+		t.Fatalf("busy node: %d background requests, state %q; want none, not complete", st.BackgroundRequests, st.State)
+	}
+	node.idle.Store(true)
+	waitFor(t, "the background fetch", func() bool { return statusOf(t, f, mp).State == lfs.StateComplete })
+	if v := counterValue(t, f.Collector(), "lazysnap_fs_background_yield_seconds_total"); v < 0.9 {
+		t.Errorf("lazysnap_fs_background_yield_seconds_total = %v, want at least the 1 s the node was busy", v)
 	}
 }

@@ -12,6 +12,7 @@ type collector struct {
 	cacheCorruptions, streamSpooled, headsFetched         *prometheus.Desc
 	fetchedRatio, prefetchDone, backgroundDone, layers    *prometheus.Desc
 	diffIDVerified, bad, diffIDMismatches                 *prometheus.Desc
+	backgroundYield                                       *prometheus.Desc
 	registries                                            registryDescs
 }
 
@@ -39,13 +40,14 @@ func (f *FS) Collector() prometheus.Collector {
 		diffIDVerified:     desc("layer_diffid_verified", "1 once the layer's blob was found to decompress to the diff_id its chain ID promises.", metricLabels),
 		bad:                desc("layer_bad", "1 when the layer's content does not match its diff_id: its reads fail.", metricLabels),
 		diffIDMismatches:   desc("diffid_mismatches_total", "Layers found not to decompress to the diff_id their chain ID promises.", nil),
+		backgroundYield:    desc("background_yield_seconds_total", "Time the background fetch waited for the node's other processes to leave cores free (background_fetch.min_free_cores).", nil),
 		registries:         newRegistryDescs(),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.bytesFetched, c.requests, c.backgroundRequests, c.streamSpooled, c.headsFetched, c.cacheHits,
-		c.cacheCorruptions, c.fetchedRatio, c.prefetchDone, c.backgroundDone, c.layers, c.diffIDVerified, c.bad, c.diffIDMismatches} {
+		c.cacheCorruptions, c.fetchedRatio, c.prefetchDone, c.backgroundDone, c.layers, c.diffIDVerified, c.bad, c.diffIDMismatches, c.backgroundYield} {
 		ch <- d
 	}
 	c.registries.describe(ch)
@@ -55,6 +57,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	status := c.f.Status()
 	ch <- prometheus.MustNewConstMetric(c.layers, prometheus.GaugeValue, float64(len(status)))
 	ch <- prometheus.MustNewConstMetric(c.diffIDMismatches, prometheus.CounterValue, float64(c.f.diffIDMismatches.Load()))
+	ch <- prometheus.MustNewConstMetric(c.backgroundYield, prometheus.CounterValue, c.f.sched.Stats().BackgroundYielded.Seconds())
 	c.registries.collect(ch, status)
 	for _, s := range status {
 		lv := []string{s.ImageRef, s.Digest.String(), s.Mountpoint}

@@ -170,6 +170,15 @@ func WithBackgroundDuringReads(on bool) Option {
 	return func(o *options) { o.schedOpts = append(o.schedOpts, layer.WithDuringReads(on)) }
 }
 
+// WithBackgroundYield makes background work wait while the node's other
+// processes leave fewer than minFreeCores cores free, at most maxYield in a
+// row (layer.WithYieldToBusyNode). The default is not to look at the node.
+func WithBackgroundYield(load layer.NodeLoad, minFreeCores float64, maxYield time.Duration) Option {
+	return func(o *options) {
+		o.schedOpts = append(o.schedOpts, layer.WithYieldToBusyNode(load, minFreeCores, maxYield))
+	}
+}
+
 // WithBackgroundRequestBytes caps one background request
 // (layer.WithBackgroundRequestBytes). The default is the layer package's,
 // 2 MiB.

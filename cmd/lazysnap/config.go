@@ -89,6 +89,8 @@ type backgroundFetchConfig struct {
 	QuietPeriod    duration `toml:"quiet_period"`
 	DuringReads    bool     `toml:"during_reads"`
 	RequestBytes   int64    `toml:"request_bytes"`
+	MinFreeCores   float64  `toml:"min_free_cores"`
+	MaxYield       duration `toml:"max_yield"`
 }
 
 // criImageServiceConfig is the CRI image-service proxy the kubelet can use
@@ -135,6 +137,8 @@ func defaultConfig() config {
 			BytesPerSecond: 0,
 			QuietPeriod:    duration(layer.DefaultQuietPeriod),
 			RequestBytes:   layer.DefaultBackgroundRequestBytes,
+			MinFreeCores:   layer.DefaultMinFreeCores,
+			MaxYield:       duration(layer.DefaultMaxYield),
 		},
 		Trace:           traceConfig{Enable: true, MaxFiles: lazyfs.DefaultTraceMaxFiles, FromRegistry: true},
 		CRIImageService: criImageServiceConfig{Address: "", ContainerdAddress: "/run/containerd/containerd.sock"},
@@ -181,6 +185,8 @@ func (c config) validate() error {
 		return errors.New("config: cache.max_bytes must not be negative")
 	case c.BackgroundFetch.QuietPeriod < 0 || c.BackgroundFetch.RequestBytes < 1:
 		return errors.New("config: background_fetch.quiet_period must not be negative, background_fetch.request_bytes at least 1")
+	case c.BackgroundFetch.MinFreeCores < 0 || c.BackgroundFetch.MaxYield < 0:
+		return errors.New("config: background_fetch.min_free_cores and background_fetch.max_yield must not be negative")
 	case c.BackgroundFetch.BytesPerSecond < 0:
 		return errors.New("config: background_fetch.bytes_per_second must not be negative")
 	case c.Prefetch.WaitTimeout < 0:

@@ -23,6 +23,7 @@ import (
 	"github.com/lazysnap/lazysnap/internal/credstore"
 	"github.com/lazysnap/lazysnap/internal/fused"
 	"github.com/lazysnap/lazysnap/internal/fusedproc"
+	"github.com/lazysnap/lazysnap/internal/nodecpu"
 	"github.com/lazysnap/lazysnap/internal/unixsock"
 	"github.com/lazysnap/lazysnap/snapshot"
 )
@@ -68,6 +69,13 @@ func newLayerFS(_ context.Context, cfg config, log *slog.Logger) (layerFS, error
 		lazyfs.WithBackgroundDuringReads(cfg.BackgroundFetch.DuringReads),
 		lazyfs.WithBackgroundRequestBytes(cfg.BackgroundFetch.RequestBytes),
 		lazyfs.WithLogger(log),
+	}
+	if cfg.BackgroundFetch.MinFreeCores > 0 {
+		if load, err := nodecpu.New(0); err != nil {
+			log.Warn("background fetch will not yield to a busy node", "error", err)
+		} else {
+			opts = append(opts, lazyfs.WithBackgroundYield(load, cfg.BackgroundFetch.MinFreeCores, time.Duration(cfg.BackgroundFetch.MaxYield)))
+		}
 	}
 	if cfg.Trace.Enable {
 		opts = append(opts, lazyfs.WithTraceDir(traceDir(cfg.Root)), lazyfs.WithTraceMaxFiles(cfg.Trace.MaxFiles))

@@ -3,6 +3,7 @@ package layer
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,8 +28,18 @@ type Scheduler struct {
 	lastForeEnded time.Time     // when the last foreground fetch ended
 	background    int           // background requests in flight
 	changed       chan struct{} // closed and replaced whenever the counts drop
+	yieldingSince time.Time     // when background work began to wait for a busy node; zero when it is not
+	yieldSpent    bool          // the node stayed busy for maxYield: run until it has cores free again
 
 	backgroundRequests atomic.Int64
+	yielded            atomic.Int64 // nanoseconds background work waited for a busy node
+}
+
+// NodeLoad tells how much of the node's CPU other processes leave free.
+// nodecpu.Sampler implements it from /proc.
+type NodeLoad interface {
+	// FreeCores returns the cores other processes have left free lately.
+	FreeCores() float64
 }
 
 // SchedulerOption configures a Scheduler.
@@ -40,6 +51,9 @@ type schedOptions struct {
 	bytesPerSecond         int64
 	quietPeriod            time.Duration
 	duringReads            bool
+	nodeLoad               NodeLoad
+	minFreeCores           float64
+	maxYield               time.Duration
 }
 
 // defaultSchedOptions holds every default in one place.
@@ -50,6 +64,9 @@ func defaultSchedOptions() schedOptions {
 		bytesPerSecond:         0,                             // The default is no bandwidth cap.
 		quietPeriod:            DefaultQuietPeriod,
 		duringReads:            false, // The default is to wait for reads to pause.
+		nodeLoad:               nil,   // The default is not to look at the node's CPU.
+		minFreeCores:           DefaultMinFreeCores,
+		maxYield:               DefaultMaxYield,
 	}
 }
 
@@ -57,7 +74,13 @@ func defaultSchedOptions() schedOptions {
 const (
 	DefaultBackgroundRequestBytes = 2 << 20
 	DefaultQuietPeriod            = 500 * time.Millisecond
+	DefaultMinFreeCores           = 1.5
+	DefaultMaxYield               = 10 * time.Second
 )
+
+// yieldPoll is how often background work that yields to a busy node looks
+// at the node's CPU again.
+const yieldPoll = 100 * time.Millisecond
 
 // WithBackgroundConcurrency bounds the background requests in flight at once,
 // over every layer. The default is 1.
@@ -98,6 +121,23 @@ func WithDuringReads(on bool) SchedulerOption {
 	return func(o *schedOptions) { o.duringReads = on }
 }
 
+// WithYieldToBusyNode makes background work wait, after the quiet period,
+// while the node's other processes leave fewer than minFreeCores cores free
+// (as load reports): the link is quiet while a starting workload computes
+// with every file it needs already local, and decompressing, hashing and
+// storing the rest of its image then takes the cores it computes on. A node
+// busy for good must still complete its layers, so the background waits at
+// most maxYield in a row, and then runs as if load were not given until the
+// node has had cores free again. The default is not to yield (load nil),
+// 1.5 cores and 10 s.
+func WithYieldToBusyNode(load NodeLoad, minFreeCores float64, maxYield time.Duration) SchedulerOption {
+	return func(o *schedOptions) {
+		o.nodeLoad = load
+		o.minFreeCores = max(0, minFreeCores)
+		o.maxYield = max(0, maxYield)
+	}
+}
+
 // NewScheduler returns a Scheduler.
 func NewScheduler(opts ...SchedulerOption) *Scheduler {
 	o := defaultSchedOptions()
@@ -117,6 +157,9 @@ type SchedulerStats struct {
 	BackgroundRequests int64 // background requests admitted
 	ForegroundActive   int   // foreground fetches waiting or running now
 	BackgroundActive   int   // background requests in flight now
+	// BackgroundYielded is how long, in all, background work waited for a
+	// busy node (WithYieldToBusyNode).
+	BackgroundYielded time.Duration
 }
 
 // Stats returns the scheduler's counters.
@@ -127,6 +170,7 @@ func (s *Scheduler) Stats() SchedulerStats {
 		BackgroundRequests: s.backgroundRequests.Load(),
 		ForegroundActive:   s.foreground,
 		BackgroundActive:   s.background,
+		BackgroundYielded:  time.Duration(s.yielded.Load()),
 	}
 }
 
@@ -175,10 +219,11 @@ func (s *Scheduler) admitLocal(ctx context.Context) (release func(), err error) 
 	return s.releaseBackground, nil
 }
 
-// takeSlot waits for a background slot, no foreground fetch pending and
-// the quiet period over, and takes the slot.
+// takeSlot waits for a background slot, no foreground fetch pending, the
+// quiet period over and the node not busy, and takes the slot.
 func (s *Scheduler) takeSlot(ctx context.Context) error {
 	for {
+		free := s.freeCores() // outside the lock: it may read /proc
 		s.mu.Lock()
 		quietFor := s.opts.quietPeriod - time.Since(s.lastForeEnded)
 		readsDone := s.opts.duringReads || (s.foreground == 0 && quietFor <= 0)
@@ -186,9 +231,11 @@ func (s *Scheduler) takeSlot(ctx context.Context) error {
 			quietFor = 0
 		}
 		if readsDone && s.background < s.opts.backgroundConcurrency {
-			s.background++
-			s.mu.Unlock()
-			return nil
+			if quietFor = s.yieldLocked(time.Now(), free); quietFor == 0 {
+				s.background++
+				s.mu.Unlock()
+				return nil
+			}
 		}
 		changed := s.changed
 		s.mu.Unlock()
@@ -198,12 +245,53 @@ func (s *Scheduler) takeSlot(ctx context.Context) error {
 	}
 }
 
-// waitChange waits until changed is closed or, when quietFor is positive,
-// that long (the quiet period may end without any count changing).
-func waitChange(ctx context.Context, changed <-chan struct{}, quietFor time.Duration) error {
+// freeCores returns the cores the node's other processes leave free, or
+// +Inf when the scheduler does not look at the node.
+func (s *Scheduler) freeCores() float64 {
+	if s.opts.nodeLoad == nil {
+		return math.Inf(1)
+	}
+	return s.opts.nodeLoad.FreeCores()
+}
+
+// yieldLocked returns how long background work that could start now waits
+// for the node's other processes, which leave free cores free, before
+// asking again; 0 when it starts.
+func (s *Scheduler) yieldLocked(now time.Time, free float64) time.Duration {
+	if free >= s.opts.minFreeCores {
+		s.endYieldLocked(now)
+		s.yieldSpent = false
+		return 0
+	}
+	if s.yieldSpent {
+		return 0
+	}
+	if s.yieldingSince.IsZero() {
+		s.yieldingSince = now
+	}
+	if now.Sub(s.yieldingSince) >= s.opts.maxYield {
+		s.endYieldLocked(now)
+		s.yieldSpent = true
+		return 0
+	}
+	return yieldPoll
+}
+
+// endYieldLocked ends a yield, adding its length to the total.
+func (s *Scheduler) endYieldLocked(now time.Time) {
+	if !s.yieldingSince.IsZero() {
+		s.yielded.Add(int64(now.Sub(s.yieldingSince)))
+		s.yieldingSince = time.Time{}
+	}
+}
+
+// waitChange waits until changed is closed or, when wait is positive, that
+// long (the quiet period may end, or a node grow idle, without any count
+// changing).
+func waitChange(ctx context.Context, changed <-chan struct{}, wait time.Duration) error {
 	var expired <-chan time.Time
-	if quietFor > 0 {
-		t := time.NewTimer(quietFor)
+	if wait > 0 {
+		t := time.NewTimer(wait)
 		defer t.Stop()
 		expired = t.C
 	}
