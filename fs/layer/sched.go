@@ -254,9 +254,9 @@ func (s *Scheduler) freeCores() float64 {
 	return s.opts.nodeLoad.FreeCores()
 }
 
-// yieldLocked returns how long background work that could start now waits
-// for the node's other processes, which leave free cores free, before
-// asking again; 0 when it starts.
+// yieldLocked returns how long background work that could start now, with
+// free cores left by the node's other processes, waits before asking
+// again; 0 when it starts.
 func (s *Scheduler) yieldLocked(now time.Time, free float64) time.Duration {
 	if free >= s.opts.minFreeCores {
 		s.endYieldLocked(now)

@@ -21,6 +21,7 @@ const DefaultInterval = 100 * time.Millisecond
 // It is safe for concurrent use.
 type Sampler struct {
 	fs       procfs.FS
+	self     procfs.Proc
 	interval time.Duration
 
 	mu       sync.Mutex
@@ -46,7 +47,11 @@ func New(interval time.Duration) (*Sampler, error) {
 	if interval <= 0 {
 		interval = DefaultInterval
 	}
-	s := &Sampler{fs: fs, interval: interval}
+	self, err := fs.Self()
+	if err != nil {
+		return nil, fmt.Errorf("finding /proc/self: %w", err)
+	}
+	s := &Sampler{fs: fs, self: self, interval: interval}
 	first, err := s.read()
 	if err != nil {
 		return nil, err
@@ -94,11 +99,7 @@ func (s *Sampler) read() (sample, error) {
 	if err != nil {
 		return sample{}, fmt.Errorf("reading /proc/stat: %w", err)
 	}
-	self, err := s.fs.Self()
-	if err != nil {
-		return sample{}, fmt.Errorf("opening /proc/self: %w", err)
-	}
-	ps, err := self.Stat()
+	ps, err := s.self.Stat()
 	if err != nil {
 		return sample{}, fmt.Errorf("reading /proc/self/stat: %w", err)
 	}
