@@ -1,19 +1,23 @@
 #!/usr/bin/env python3
-"""Replay a start-up trace through read-ahead tail rules, without a registry.
+"""Replay a start-up trace through read-ahead rules, without a registry.
 
     script/replay-tails.py LAYOUT TRACE
 
 LAYOUT is an eStargz image as an OCI layout directory (one of make bench's
-cached conversions, /var/cache/lazysnap-test/bench/conversions/KEY); TRACE is
-the JSON-lines record of the files the workload opened, in order
-({"path": ..., "layerIndex": ...}, the KEY.trace.txt beside a traced
-conversion). For each rule it prints the reads that would miss (one request
-each) and the compressed bytes fetched, as fs/layer would with a spool: a
-file whose first frame the spool holds is a hit; a miss fetches the file's
-first frame and, for a small file, a raw tail of the bytes stored after it,
-up to the rule's budget, stopping at bytes already fetched. It models no
-timing: docs/design.md ("A tail's length, learned per layer") says which rule
-make bench then measured.
+plain cached conversions, /var/cache/lazysnap-test/bench/conversions/KEY);
+TRACE is the record of the files the workload opened, in order: the
+KEY.trace.txt beside a traced conversion of the same image (one absolute
+path per line, lines starting with # ignored; each path is looked up in the
+top layer that has it), or JSON lines ({"path": ..., "layerIndex": ...}).
+For each rule it prints the reads that would miss (one request each) and
+the compressed bytes fetched, as fs/layer would with a spool: a file whose
+first frame the spool holds is a hit; a miss fetches the file's first
+frame, for a small file a raw tail of the bytes stored after it, up to the
+rule's budget, and with a head rule the whole frames stored just before
+the file, back to a share of the budget, each stopping at bytes already
+fetched. It models no timing: docs/design.md ("A tail's length, learned per
+layer", "Nor the files before a read") says which rule make bench then
+measured.
 """
 import bisect
 import io
@@ -128,9 +132,10 @@ class Learned:
         self.unread = False
 
 
-def replay(frames, trace, make_rule):
+def replay(frames, trace, make_rule, head_share=0):
     fetched = [Fetched() for _ in frames]
     rules = [make_rule() for _ in frames]
+    starts = [sorted({c[0][0] for c in f.values()}) for f in frames]
     misses = nbytes = 0
     for rec in trace:
         li = rec["layerIndex"]
@@ -152,26 +157,52 @@ def replay(frames, trace, make_rule):
             tail = max(0, limit - hi)
             if tail:
                 rules[li].sent(budget)
-        fetched[li].add(lo, hi + tail)
-        nbytes += hi - lo + tail
+        start = lo
+        if head_share:  # whole frames before the file, none fetched yet
+            i = bisect.bisect_left(starts[li], lo) - 1
+            while i >= 0 and lo - starts[li][i] <= budget // head_share:
+                if fetched[li].covers(starts[li][i], start):
+                    break
+                start = starts[li][i]
+                i -= 1
+        fetched[li].add(start, hi + tail)
+        nbytes += hi - start + tail
     return misses, nbytes
+
+
+def read_trace(path, frames):
+    """The trace's files as {"path", "layerIndex"}, in the order opened."""
+    trace = []
+    for line in open(path):
+        line = line.strip()
+        if line.startswith("{"):
+            trace.append(json.loads(line))
+        elif line and not line.startswith("#"):
+            name = line.lstrip("/")
+            top = [i for i, f in enumerate(frames) if name in f]
+            if top:
+                trace.append({"path": name, "layerIndex": top[-1]})
+    return trace
 
 
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
     frames = layers(sys.argv[1])
-    trace = [json.loads(line) for line in open(sys.argv[2]) if line.startswith("{")]
+    trace = read_trace(sys.argv[2], frames)
     mib = 1 << 20
     rules = [
-        ("no tail", lambda: Fixed(0)),
-        ("fixed 1 MiB", lambda: Fixed(mib)),
-        ("fixed 4 MiB", lambda: Fixed(4 * mib)),
-        ("learned 128 KiB..1 MiB", lambda: Learned(128 << 10, mib)),
-        ("learned 128 KiB..4 MiB", lambda: Learned(128 << 10, 4 * mib)),
+        ("no tail", lambda: Fixed(0), 0),
+        ("fixed 1 MiB", lambda: Fixed(mib), 0),
+        ("fixed 4 MiB", lambda: Fixed(4 * mib), 0),
+        ("learned 128 KiB..1 MiB", lambda: Learned(128 << 10, mib), 0),
+        ("learned 128 KiB..4 MiB", lambda: Learned(128 << 10, 4 * mib), 0),
+        ("  + head of 1/2", lambda: Learned(128 << 10, 4 * mib), 2),
+        ("  + head of 1/4", lambda: Learned(128 << 10, 4 * mib), 4),
+        ("  + head of 1/8", lambda: Learned(128 << 10, 4 * mib), 8),
     ]
-    for name, rule in rules:
-        misses, nbytes = replay(frames, trace, rule)
+    for name, rule, head in rules:
+        misses, nbytes = replay(frames, trace, rule, head)
         print(f"{name:24} {misses:5d} misses {nbytes / 1e6:8.1f} MB")
 
 
