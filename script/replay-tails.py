@@ -13,11 +13,11 @@ For each rule it prints the reads that would miss (one request each) and
 the compressed bytes fetched, as fs/layer would with a spool: a file whose
 first frame the spool holds is a hit; a miss fetches the file's first
 frame, for a small file a raw tail of the bytes stored after it, up to the
-rule's budget, and with a head rule the whole frames stored just before
-the file, back to a share of the budget, each stopping at bytes already
-fetched. It models no timing: docs/design.md ("A tail's length, learned per
-layer", "Nor the files before a read") says which rule make bench then
-measured.
+rule's budget, and with a read-behind rule the whole frames stored just
+before the file, back to a share of the budget, each stopping at bytes
+already fetched. It models no timing: docs/design.md ("A tail's length,
+learned per layer", "Nor the files before a read") says which rule make
+bench then measured.
 """
 import bisect
 import io
@@ -132,7 +132,7 @@ class Learned:
         self.unread = False
 
 
-def replay(frames, trace, make_rule, head_share=0):
+def replay(frames, trace, make_rule, behind_share=0):
     fetched = [Fetched() for _ in frames]
     rules = [make_rule() for _ in frames]
     starts = [sorted({c[0][0] for c in f.values()}) for f in frames]
@@ -158,9 +158,9 @@ def replay(frames, trace, make_rule, head_share=0):
             if tail:
                 rules[li].sent(budget)
         start = lo
-        if head_share:  # whole frames before the file, none fetched yet
+        if behind_share:  # whole frames before the file, none fetched yet
             i = bisect.bisect_left(starts[li], lo) - 1
-            while i >= 0 and lo - starts[li][i] <= budget // head_share:
+            while i >= 0 and lo - starts[li][i] <= budget // behind_share:
                 if fetched[li].covers(starts[li][i], start):
                     break
                 start = starts[li][i]
@@ -197,12 +197,12 @@ def main():
         ("fixed 4 MiB", lambda: Fixed(4 * mib), 0),
         ("learned 128 KiB..1 MiB", lambda: Learned(128 << 10, mib), 0),
         ("learned 128 KiB..4 MiB", lambda: Learned(128 << 10, 4 * mib), 0),
-        ("  + head of 1/2", lambda: Learned(128 << 10, 4 * mib), 2),
-        ("  + head of 1/4", lambda: Learned(128 << 10, 4 * mib), 4),
-        ("  + head of 1/8", lambda: Learned(128 << 10, 4 * mib), 8),
+        ("  + read-behind of 1/2", lambda: Learned(128 << 10, 4 * mib), 2),
+        ("  + read-behind of 1/4", lambda: Learned(128 << 10, 4 * mib), 4),
+        ("  + read-behind of 1/8", lambda: Learned(128 << 10, 4 * mib), 8),
     ]
-    for name, rule, head in rules:
-        misses, nbytes = replay(frames, trace, rule, head)
+    for name, rule, behind in rules:
+        misses, nbytes = replay(frames, trace, rule, behind)
         print(f"{name:24} {misses:5d} misses {nbytes / 1e6:8.1f} MB")
 
 
