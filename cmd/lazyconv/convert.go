@@ -63,7 +63,7 @@ func newConvertCommand(g *globals) *cobra.Command {
 	fl.StringVar(&f.platform, "platform", "", "convert only this platform of an index (os/arch[/variant])")
 	fl.StringVar(&f.prioritize, "prioritize", "", "file listing the paths to place first, in access order")
 	fl.IntVar(&f.concurrency, "concurrency", runtime.GOMAXPROCS(0), "layers converted at once")
-	fl.IntVar(&f.chunkSize, "chunk-size", 0, "chunk size in bytes for large files (0: estargz's default, 4 MiB)")
+	fl.IntVar(&f.chunkSize, "chunk-size", convert.DefaultChunkSize, "chunk size in bytes for large files (0: estargz's default, 4 MiB)")
 	fl.IntVar(&f.level, "compression-level", 0, "compression level (0: 6 for gzip, 3 for zstd)")
 	return cmd
 }

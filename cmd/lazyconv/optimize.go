@@ -78,7 +78,7 @@ func newOptimizeCommand() *cobra.Command {
 	fl.StringVar(&f.convert.format, "format", string(convert.FormatEStargz), `layer format: "estargz" or "zstd:chunked"`)
 	fl.StringVar(&f.convert.platform, "platform", "", "record (and convert only) this platform of an index (os/arch[/variant])")
 	fl.IntVar(&f.convert.concurrency, "concurrency", runtime.GOMAXPROCS(0), "layers converted at once")
-	fl.IntVar(&f.convert.chunkSize, "chunk-size", 0, "chunk size in bytes for large files (0: estargz's default, 4 MiB)")
+	fl.IntVar(&f.convert.chunkSize, "chunk-size", convert.DefaultChunkSize, "chunk size in bytes for large files (0: estargz's default, 4 MiB)")
 	fl.IntVar(&f.convert.level, "compression-level", 0, "compression level (0: 6 for gzip, 3 for zstd)")
 	fl.StringVar(&f.cmd, "cmd", "", `command replacing the entrypoint and command: a JSON array, or a shell command`)
 	fl.StringArrayVar(&f.env, "env", nil, "KEY=VALUE added to the workload's environment (repeatable)")

@@ -147,6 +147,9 @@ func (tl *testLayer) open(t testing.TB, opts ...Option) *Layer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The test layers' chunks stand for estargz's 4 MiB ones: no window
+	// unless a test asks for one.
+	opts = append([]Option{WithChunkWindow(testChunk)}, opts...)
 	l, err := New(tl.toc, store, opts...)
 	if err != nil {
 		t.Fatal(err)

@@ -161,26 +161,7 @@ func (l *Layer) fetchTargets(ctx context.Context, ts []target, p plan) error {
 	runs := coalesce(mine, p.maxBytes, p.maxGap)
 	for k, run := range runs {
 		last := k == len(runs)-1 && p.class == classRead && !p.noTail && l.opts.readAhead > 0 && l.listed.Load() == 0
-		if end := l.rawTailEnd(last, run[len(run)-1]); end > 0 && l.streams.begin() {
-			// The read's last request goes on, as raw bytes into the
-			// spool, through what is stored after it.
-			g.Go(func() error { return l.fetchRunRawAhead(gctx, run, end) })
-			continue
-		}
-		if last && l.streams.begin() {
-			// The read's last request (in blob order) goes on into the
-			// files stored after it.
-			tail, files, done := l.readAhead(run[len(run)-1])
-			if len(tail) > 0 {
-				own, tailFiles := len(run), len(files)
-				run = append(run, tail...)
-				g.Go(func() error { return l.fetchRunAhead(gctx, run, own, tailFiles, done) })
-				continue
-			}
-			done()
-			l.streams.end()
-		}
-		g.Go(func() error { return l.fetchRun(gctx, run, p.class) })
+		l.startRun(gctx, g, run, p.class, last)
 	}
 	if err := g.Wait(); err != nil {
 		return err
@@ -198,6 +179,38 @@ func (l *Layer) fetchTargets(ctx context.Context, ts []target, p plan) error {
 		}
 	}
 	return nil
+}
+
+// startRun fetches run on g. A read's request goes on past the read's own
+// chunks through the rest of their chunk window (withWindow) and, for the
+// read's last request (in blob order), into what is stored after them:
+// raw into the spool when the layer has one, decoded otherwise. The read
+// waits for its own chunks only.
+func (l *Layer) startRun(ctx context.Context, g *errgroup.Group, run []target, class fetchClass, last bool) {
+	if class != classRead || !l.streams.begin() {
+		g.Go(func() error { return l.fetchRun(ctx, run, class) })
+		return
+	}
+	own := len(run)
+	run, done := l.withWindow(run)
+	if end := l.rawTailEnd(last, run[len(run)-1]); end > 0 {
+		g.Go(func() error { return l.fetchRunRawAhead(ctx, run, own, end, done) })
+		return
+	}
+	tailFiles := 0
+	if last {
+		tail, files, closeTail := l.readAhead(run[len(run)-1])
+		closeWindow := done
+		run, tailFiles = append(run, tail...), len(files)
+		done = func() { closeWindow(); closeTail() }
+	}
+	if len(run) == own {
+		done()
+		l.streams.end()
+		g.Go(func() error { return l.fetchRun(ctx, run, class) })
+		return
+	}
+	g.Go(func() error { return l.fetchRunAhead(ctx, run, own, tailFiles, done) })
 }
 
 func isContextErr(err error) bool {

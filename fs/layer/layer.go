@@ -34,6 +34,7 @@ type options struct {
 	maxGapBytes      int64
 	concurrency      int
 	readAhead        int64
+	chunkWindow      int64
 	readTimeout      time.Duration
 	flights          *Flights
 	sched            *Scheduler
@@ -69,6 +70,7 @@ func defaultOptions() options {
 		maxGapBytes:      256 << 10,              // The default is 256 KiB.
 		concurrency:      DefaultConcurrency,     // The default is 4 requests at once per read.
 		readAhead:        DefaultReadAheadBytes,  // The default is 4 MiB.
+		chunkWindow:      4 << 20,                // The default is 4 MiB, estargz's chunk size.
 		readTimeout:      DefaultReadTimeout,     // The default is 30s.
 		logger:           slog.Default(),
 		spoolDir:         "", // The default keeps no spool.
@@ -122,6 +124,12 @@ func WithMaxGapBytes(n int64) Option { return func(o *options) { o.maxGapBytes =
 // measured round trip (raModel). The request ends at the read's deadline.
 // 0 disables read-ahead. The default is 4 MiB.
 func WithReadAhead(n int64) Option { return func(o *options) { o.readAhead = max(0, n) } }
+
+// WithChunkWindow sets how far past the start of a read's last chunk the
+// read's request goes on through the same file's next chunks (see
+// withWindow); chunks of that size or larger get no window. The default is
+// 4 MiB, estargz's default chunk size.
+func WithChunkWindow(n int64) Option { return func(o *options) { o.chunkWindow = max(0, n) } }
 
 // WithScheduler shares the scheduler that puts reads before background
 // fetches between layers. The default is a scheduler private to the layer.

@@ -104,18 +104,20 @@ func (b *tailBudget) taken(limit int64) {
 // round trip.
 const minRawTail = 4 << 10
 
-// fetchRunRawAhead fetches run, the read's own chunks, with one request
-// that goes on to tailEnd, and returns once the read's chunks are stored
-// (or failed); the rest streams on into the spool under the layer's
-// context, ending at the read's deadline (see fetchRunAhead, whose
-// contract it shares).
-func (l *Layer) fetchRunRawAhead(ctx context.Context, run []target, tailEnd int64) error {
+// fetchRunRawAhead fetches run, whose first own chunks are the read's and
+// the rest its chunk window (withWindow), with one request that goes on to
+// tailEnd, and returns once the read's chunks are stored (or failed); the
+// rest streams on, the tail into the spool, under the layer's context,
+// ending at the read's deadline (see fetchRunAhead, whose contract it
+// shares). done is called when the stream ends.
+func (l *Layer) fetchRunRawAhead(ctx context.Context, run []target, own int, tailEnd int64, done func()) error {
 	rctx, cancel := l.aheadContext(ctx)
 	ownDone := make(chan error, 1)
 	go func() {
 		defer l.streams.end()
+		defer done()
 		defer cancel(nil)
-		err := l.fetchRunSplit(rctx, run, classRead, len(run), tailEnd, func(err error) { ownDone <- err })
+		err := l.fetchRunSplit(rctx, run, classRead, own, tailEnd, func(err error) { ownDone <- err })
 		if err != nil && !isContextErr(err) {
 			l.opts.logger.Debug("read-ahead stopped", "layer", l.Digest(), "error", err)
 		}

@@ -52,7 +52,9 @@ func (m *fileMisses) second(id index.ID) bool {
 // fetchRestOnSecondMiss starts fetching the chunks of f outside [lo, hi)
 // (the missed read's own, which it fetches itself), at prefetch priority,
 // when this read is the second of f that missed and f has wholeMinChunks
-// to wholeMaxBytes. Like read-ahead, it is off with WithReadAhead(0) and
+// to wholeMaxBytes, and more than wholeMinChunks-1 chunk windows: a file in
+// chunks smaller than the window is judged as if in chunks of the window's
+// size, whose reads its windows serve. Like read-ahead, it is off with WithReadAhead(0) and
 // while a learned list is being prefetched (the list says which parts of a
 // file start-up reads).
 //
@@ -62,7 +64,8 @@ func (m *fileMisses) second(id index.ID) bool {
 // then finds its chunk at the head of a request already on its way and
 // waits for it (worthWaiting) instead of fetching the same bytes again.
 func (l *Layer) fetchRestOnSecondMiss(f *File, lo, hi int) {
-	if l.opts.readAhead == 0 || l.listed.Load() > 0 || len(f.chunks) < wholeMinChunks || f.size > wholeMaxBytes ||
+	small := len(f.chunks) < wholeMinChunks || f.size <= (wholeMinChunks-1)*l.opts.chunkWindow
+	if l.opts.readAhead == 0 || l.listed.Load() > 0 || small || f.size > wholeMaxBytes ||
 		!l.misses.second(f.id) || !l.streams.begin() {
 		return
 	}
