@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"io/fs"
@@ -11,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/lazysnap/lazysnap/convert"
 	"github.com/lazysnap/lazysnap/fs/index"
 	"github.com/lazysnap/lazysnap/internal/testenv"
 )
@@ -84,9 +86,10 @@ func filesUnder(img *testenv.Image, dir string) []string {
 }
 
 // cacheEntryPath is where the cache keeps file p of img: under its content
-// key (fs/index), which for a file of one chunk (these files are all
-// smaller than the converter's 4 MiB chunks) derives from its size and
-// sha256.
+// key (fs/index), derived from its size and the offset, size and sha256 of
+// each of its chunks as lazyconv cuts them (convert.DefaultChunkSize). A
+// file of one chunk is known by its sha256; /bin/busybox, larger, is read
+// from the host, whose copy BusyboxLayer put in the image.
 func cacheEntryPath(t *testing.T, root string, img *testenv.Image, p string) string {
 	t.Helper()
 	var sum [32]byte
@@ -94,8 +97,34 @@ func cacheEntryPath(t *testing.T, root string, img *testenv.Image, p string) str
 		t.Fatalf("sha256 of %s: %v", p, err)
 	}
 	size := img.Sizes[p]
-	key := index.ContentKey(size, []index.Chunk{{Size: size, Digest: sum}})
+	chunks := []index.Chunk{{Size: size, Digest: sum}}
+	if size > convert.DefaultChunkSize {
+		chunks = hostFileChunks(t, p, sum)
+	}
+	key := index.ContentKey(size, chunks)
 	return filepath.Join(root, "cache", "files", "sha256", key.Encoded())
+}
+
+// hostFileChunks cuts the host's file p, which must have the sha256 sum,
+// into chunks of convert.DefaultChunkSize.
+func hostFileChunks(t *testing.T, p string, sum [32]byte) []index.Chunk {
+	t.Helper()
+	if p != "/bin/busybox" {
+		t.Fatalf("%s has several chunks, and only /bin/busybox's content is known", p)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sha256.Sum256(b) != sum {
+		t.Fatalf("the host's %s is not the image's", p)
+	}
+	var chunks []index.Chunk
+	for off := 0; off < len(b); off += convert.DefaultChunkSize {
+		part := b[off:min(len(b), off+convert.DefaultChunkSize)]
+		chunks = append(chunks, index.Chunk{FileOffset: int64(off), Size: int64(len(part)), Digest: sha256.Sum256(part)})
+	}
+	return chunks
 }
 
 // allocatedBytes is the disk space of path (a sparse cache entry counts
