@@ -54,9 +54,9 @@ func (m *fileMisses) second(id index.ID) bool {
 // when this read is the second of f that missed and f has wholeMinChunks
 // to wholeMaxBytes, and more than wholeMinChunks-1 chunk windows: a file in
 // chunks smaller than the window is judged as if in chunks of the window's
-// size, whose reads its windows serve. Like read-ahead, it is off with WithReadAhead(0) and
-// while a learned list is being prefetched (the list says which parts of a
-// file start-up reads).
+// size, whose reads its windows serve. Like read-ahead, it is off with
+// WithReadAhead(0) and while a learned list is being prefetched (the list
+// says which parts of a file start-up reads).
 //
 // The chunks are claimed before it returns, and the requests that start at
 // once are marked as sent (markSent; fetchOnce marks them again as it sends
