@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/containerd/stargz-snapshotter/estargz/zstdchunked"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 
@@ -436,11 +437,14 @@ func (l *Layer) storeChunk(zr io.Reader, t target) error {
 }
 
 // frameReader returns a decompressor of one frame and a function that
-// releases it. gzip readers are reused (see gzipFrames).
+// releases it. gzip readers and zstd decoders are reused (see gzipFrames
+// and zstdFrames).
 func (l *Layer) frameReader(frame io.Reader) (io.Reader, func(), error) {
 	switch l.toc.decompressor.(type) {
 	case *estargz.GzipDecompressor, *estargz.LegacyGzipDecompressor:
 		return l.frames.open(frame)
+	case *zstdchunked.Decompressor:
+		return l.zframes.open(frame)
 	}
 	zr, err := l.toc.decompressor.Reader(frame)
 	if err != nil {

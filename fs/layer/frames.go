@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 )
 
 // gzipFrames reuses gzip readers between the frames of a layer. eStargz
@@ -45,4 +46,43 @@ func (g *gzipFrames) open(frame io.Reader) (io.Reader, func(), error) {
 		return nil, nil, err
 	}
 	return &f.zr, release, nil
+}
+
+// zstdFrames reuses zstd decoders between the frames of a zstd:chunked
+// layer, as gzipFrames does gzip readers. estargz's
+// zstdchunked.Decompressor.Reader makes a new zstd.Decoder per frame with the
+// package's defaults: a decoding goroutine per core and buffers sized for
+// a long stream, started and dropped for every file fetched. That made
+// zstd:chunked layers start slower than gzip ones at 1 Gbit/s (python +
+// numpy 1.20 s against 0.94 s), though zstd decodes several times faster.
+// One decoder per frame at a time, decoding in the caller's goroutine
+// (concurrency 1), is what a frame of one file or chunk needs.
+type zstdFrames struct{ pool sync.Pool }
+
+// zstdMaxWindow bounds the window a frame may ask the decoder to keep
+// (zstd's own default allows 512 MiB): a chunk is at most a few MiB, and
+// zstd's long-distance mode, the largest window a producer would use for
+// a layer, asks for 128 MiB.
+const zstdMaxWindow = 128 << 20
+
+// open returns a reader of the zstd frame in frame, and a function that
+// releases it; the reader must not be used after.
+func (z *zstdFrames) open(frame io.Reader) (io.Reader, func(), error) {
+	d, _ := z.pool.Get().(*zstd.Decoder)
+	if d == nil {
+		var err error
+		d, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdMaxWindow))
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	release := func() {
+		_ = d.Reset(nil) // keeps no reference to the response body; never fails for nil
+		z.pool.Put(d)
+	}
+	if err := d.Reset(frame); err != nil {
+		release()
+		return nil, nil, err
+	}
+	return d, release, nil
 }

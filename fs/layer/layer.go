@@ -181,6 +181,7 @@ type Layer struct {
 	// instead of each open building (and the cache keeping) another copy.
 	digests []digest.Digest
 	frames  gzipFrames
+	zframes zstdFrames
 	bufs    chunkBufs // buffers chunks are decompressed into
 	streams streams   // read-ahead streams outliving their read
 	ra      raModel   // how far read-ahead may go (see readAhead)

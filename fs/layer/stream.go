@@ -192,7 +192,7 @@ func (l *Layer) consumeStream(r io.Reader) (digest.Digest, error) {
 // frames (the zstd:chunked TOC and footer) are not part of the tar.
 func (l *Layer) streamReader(r io.Reader) (io.Reader, func(), error) {
 	if _, ok := l.toc.decompressor.(*zstdchunked.Decompressor); ok {
-		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdMaxWindow))
 		if err != nil {
 			return nil, nil, err
 		}
