@@ -81,7 +81,7 @@ func (c *converter) key(w Workload, srcDigest string, m Mode) string {
 	h := sha256.New()
 	cmd, _ := json.Marshal(w.Cmd)
 	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n", c.binSum, srcDigest, m.conversion(), cmd, w.recordLine())
-	if m == Traced {
+	if m.traced() {
 		// The trace depends on the recorder and on when the run stopped
 		// (ready); the other keys stay as they were, so rebuilding
 		// lazysnap keeps their cached conversions.
@@ -113,7 +113,7 @@ func (c *converter) convert(ctx context.Context, w Workload, src string, m Mode,
 	}
 	out := filepath.Join(tmp, "layout")
 	trace := filepath.Join(tmp, "trace.txt")
-	if m == Traced {
+	if m.traced() {
 		if learn == nil {
 			return fmt.Errorf("mode %s needs a trace", m)
 		}
@@ -129,7 +129,7 @@ func (c *converter) convert(ctx context.Context, w Workload, src string, m Mode,
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("lazyconv %v: %w\n%s", args, err, tail(b, 3000))
 	}
-	if m == Traced {
+	if m.traced() {
 		// Before the layout, whose index.json marks the entry complete.
 		if err := os.Rename(trace, tracePath(dir)); err != nil {
 			return fmt.Errorf("storing trace: %w", err)
@@ -173,6 +173,8 @@ func (c *converter) args(w Workload, src string, m Mode, dst, trace string) ([]s
 		return []string{"convert", "--plain-http", "--quiet", "--prioritize", trace, src, dst}, nil
 	case "zstd:chunked":
 		return []string{"convert", "--plain-http", "--quiet", "--format", "zstd:chunked", src, dst}, nil
+	case "zstd:chunked-traced":
+		return []string{"convert", "--plain-http", "--quiet", "--format", "zstd:chunked", "--prioritize", trace, src, dst}, nil
 	case "estargz-optimized":
 		cmd, err := json.Marshal(w.Cmd)
 		if err != nil {
@@ -203,6 +205,8 @@ func (m Mode) conversion() string {
 		return "estargz-traced"
 	case ZstdChunked:
 		return "zstd:chunked"
+	case TracedZstd:
+		return "zstd:chunked-traced"
 	}
 	return ""
 }

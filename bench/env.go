@@ -81,8 +81,8 @@ func (e *env) publish(ctx context.Context, tb testing.TB, conv *converter, w Wor
 		return e.publishShared(ctx, tb, conv, w, src)
 	}
 	var learn traceFunc
-	if m == Traced {
-		plain, err := e.publish(ctx, tb, conv, w, src, Lazy)
+	if m.traced() {
+		plain, err := e.publish(ctx, tb, conv, w, src, m.plainOf())
 		if err != nil {
 			return "", err
 		}

@@ -28,6 +28,10 @@ const (
 	Shared Mode = "lazysnap-shared"
 	// ZstdChunked runs the zstd:chunked conversion on lazysnap.
 	ZstdChunked Mode = "lazysnap-zstdchunked"
+	// TracedZstd is Traced in zstd:chunked: the zstd:chunked conversion
+	// prioritized by the trace a scratch node recorded running the plain
+	// one (lazyconv convert --format zstd:chunked --prioritize).
+	TracedZstd Mode = "lazysnap-traced-zstdchunked"
 	// External runs the plain eStargz conversion on another snapshotter,
 	// reached at a socket the user gives.
 	External Mode = "external"
@@ -55,7 +59,7 @@ const (
 
 // allModes lists every mode, in the order the usage message names them.
 func allModes() []Mode {
-	return []Mode{Overlayfs, Lazy, Optimized, Traced, Shared, ZstdChunked, External, Baseline, Stargz, StargzOptimized, Soci, Local}
+	return []Mode{Overlayfs, Lazy, Optimized, Traced, Shared, ZstdChunked, TracedZstd, External, Baseline, Stargz, StargzOptimized, Soci, Local}
 }
 
 // DefaultModes are the modes a run has unless told otherwise; External is
@@ -92,6 +96,18 @@ func (m Mode) snapshotter() string {
 
 // lazy says whether the mode fetches the image lazily.
 func (m Mode) lazy() bool { return m != Overlayfs && m != Local }
+
+// traced reports whether m's conversion is prioritized by a trace a
+// scratch node recorded running plainOf's conversion.
+func (m Mode) traced() bool { return m == Traced || m == TracedZstd }
+
+// plainOf is the mode whose image a traced mode's trace is recorded on.
+func (m Mode) plainOf() Mode {
+	if m == TracedZstd {
+		return ZstdChunked
+	}
+	return Lazy
+}
 
 // usesLazysnap says whether the case starts a lazysnap serve.
 func (m Mode) usesLazysnap() bool { return m.snapshotter() == "lazysnap" }

@@ -66,3 +66,28 @@ func TestSharedMode(t *testing.T) {
 			Shared.usesLazysnap(), Shared.lazy(), Shared.conversion(), Lazy.conversion())
 	}
 }
+
+// TestTracedModes: each traced mode records its trace on the plain image of
+// its own format and converts with it prioritized, in that format.
+func TestTracedModes(t *testing.T) {
+	c := &converter{}
+	for _, tc := range []struct {
+		m, plain Mode
+		format   bool // whether lazyconv is asked for zstd:chunked
+	}{{Traced, Lazy, false}, {TracedZstd, ZstdChunked, true}} {
+		if !tc.m.traced() || tc.m.plainOf() != tc.plain || tc.plain.traced() || !tc.m.usesLazysnap() {
+			t.Errorf("%s: traced %v, plain %s (want %s), usesLazysnap %v", tc.m, tc.m.traced(), tc.m.plainOf(), tc.plain, tc.m.usesLazysnap())
+		}
+		args, err := c.args(Workload{}, "src", tc.m, "dst", "trace.txt")
+		if err != nil {
+			t.Fatalf("%s: %v", tc.m, err)
+		}
+		got := strings.Join(args, " ")
+		if !strings.Contains(got, "--prioritize trace.txt") || strings.Contains(got, "--format zstd:chunked") != tc.format {
+			t.Errorf("%s converts with %q", tc.m, got)
+		}
+	}
+	if got, err := ParseModes("lazysnap-traced-zstdchunked"); err != nil || got[0] != TracedZstd {
+		t.Errorf("ParseModes = %v, %v", got, err)
+	}
+}
