@@ -60,10 +60,13 @@ func (g *gzipFrames) open(frame io.Reader) (io.Reader, func(), error) {
 type zstdFrames struct{ pool sync.Pool }
 
 // zstdMaxWindow bounds the window a frame may ask the decoder to keep
-// (zstd's own default allows 512 MiB): a chunk is at most a few MiB, and
-// zstd's long-distance mode, the largest window a producer would use for
-// a layer, asks for 128 MiB.
-const zstdMaxWindow = 128 << 20
+// (zstd's own default allows 512 MiB). A decoder allocates its window when
+// it decodes a frame's first block and keeps it while pooled, so a layer
+// whose frames each asked for a huge one would hold that much per request
+// in flight. Producers of zstd:chunked ask for at most 8 MiB (klauspost's
+// encoder at any level, and the zstd tool up to level 19); 32 MiB leaves
+// room for more without letting a hostile layer make fused hold gigabytes.
+const zstdMaxWindow = 32 << 20
 
 // open returns a reader of the zstd frame in frame, and a function that
 // releases it; the reader must not be used after.

@@ -130,25 +130,35 @@ func TestFramesReused(t *testing.T) {
 	}
 }
 
-// TestZstdFrameWindowBounded refuses a frame asking for a window larger than
-// zstdMaxWindow instead of allocating it.
+// TestZstdFrameWindowBounded decodes a frame with the 8 MiB window
+// producers use and refuses one asking for more than zstdMaxWindow instead
+// of allocating it.
 func TestZstdFrameWindowBounded(t *testing.T) {
-	zw, err := zstd.NewWriter(nil, zstd.WithWindowSize(zstd.MaxWindowSize), zstd.WithSingleSegment(false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zw.Close()
-	var buf bytes.Buffer
-	zw.Reset(&buf)
-	if _, err := zw.Write(bytes.Repeat([]byte("0123456789abcdef"), 1<<16)); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
 	zl := frameFormats()[1].layer
-	if err := readFrameWith(zl, buf.Bytes(), &out); err == nil {
-		t.Fatalf("a frame with a %d MiB window decoded (%d bytes); want an error", zstd.MaxWindowSize>>20, out.Len())
+	for _, tc := range []struct {
+		window int
+		ok     bool
+	}{{8 << 20, true}, {2 * zstdMaxWindow, false}} {
+		zw, err := zstd.NewWriter(nil, zstd.WithWindowSize(tc.window), zstd.WithSingleSegment(false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		zw.Reset(&buf)
+		if _, err := zw.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := zw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		err = readFrameWith(zl, buf.Bytes(), &out)
+		if tc.ok && (err != nil || !bytes.Equal(out.Bytes(), data)) {
+			t.Errorf("%d MiB window: %v, %d bytes; want the frame decoded", tc.window>>20, err, out.Len())
+		}
+		if !tc.ok && err == nil {
+			t.Errorf("a frame with a %d MiB window decoded (%d bytes); want an error", tc.window>>20, out.Len())
+		}
 	}
 }
