@@ -14,9 +14,9 @@ package layer
 // withWindow returns run (one request's chunks, in blob order) with the
 // chunks of its last chunk's file that start less than WithChunkWindow's
 // bytes after that chunk, claimed as prefetch flights, up to the first one
-// present or claimed by another request. The window's chunks are written through a
-// File of their own, which done closes once the request has ended: the
-// read's File may be closed as soon as the read returns.
+// present or claimed by another request. The window's chunks are written
+// through a File of their own, which done closes once the request has
+// ended: the read's File may be closed as soon as the read returns.
 func (l *Layer) withWindow(run []target) (_ []target, done func()) {
 	from := run[len(run)-1]
 	limit := from.chunk().FileOffset + l.opts.chunkWindow
