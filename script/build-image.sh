@@ -3,7 +3,7 @@
 #   script/build-image.sh REGISTRY [TAG]
 # e.g. script/build-image.sh localhost:5000/lazysnap  (pushes
 # localhost:5000/lazysnap/lazysnap-installer:latest). Set INSECURE=1 for a
-# plain-HTTP registry. The binaries are static (CGO_ENABLED=0); busybox comes
+# plain-HTTP registry. The binaries are static (script/build-static.sh); busybox comes
 # from Debian's busybox-static (BUSYBOX=PATH to use another static one).
 set -euo pipefail
 
@@ -18,7 +18,7 @@ if ! file -L "$BUSYBOX" 2>/dev/null | grep -q 'statically linked'; then
 	echo "$BUSYBOX is not a static busybox (apt-get install busybox-static)" >&2
 	exit 1
 fi
-CGO_ENABLED=0 ${GO:-go} build -trimpath -o "$out/" ./cmd/lazysnap ./cmd/lazysnap-install
+bash script/build-static.sh "$out"
 
 args=(build-image --binaries "$out" --busybox "$BUSYBOX" --push "$REGISTRY/lazysnap-installer:$TAG")
 if [[ -n "${INSECURE:-}" ]]; then

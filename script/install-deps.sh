@@ -21,7 +21,7 @@ mkdir -p "$TOOLS" "$STAMPS"
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
-apt_packages=(fuse3 libseccomp-dev pkg-config iproute2 mmdebstrap busybox-static umoci skopeo gcc libc6-dev zlib1g-dev)
+apt_packages=(fuse3 libseccomp-dev pkg-config iproute2 mmdebstrap busybox-static umoci skopeo gcc libc6-dev zlib1g-dev libdeflate-dev)
 missing=()
 for p in "${apt_packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -10,7 +10,7 @@ BIN_DIR=${BIN_DIR:-bin}
 
 if [[ ! -x "$BIN_DIR/lazysnap" || ! -x "$BIN_DIR/lazysnap-install" ]]; then
 	echo "building lazysnap and lazysnap-install into $BIN_DIR" >&2
-	CGO_ENABLED=0 ${GO:-go} build -o "$BIN_DIR/" ./cmd/lazysnap ./cmd/lazysnap-install
+	bash script/build-static.sh "$BIN_DIR"
 fi
 
 exec "$BIN_DIR/lazysnap-install" install \

@@ -365,7 +365,7 @@ func (l *Layer) fetchOnce(ctx context.Context, run []target, class fetchClass, t
 			return body.cause(err)
 		}
 		frame := io.LimitReader(body, c.BlobEnd-c.BlobOffset)
-		if err := l.readFrame(frame, run[i:j], complete); err != nil {
+		if err := l.readFrame(frame, c.BlobEnd-c.BlobOffset, run[i:j], complete); err != nil {
 			return body.cause(err)
 		}
 		if _, err := io.Copy(io.Discard, frame); err != nil {
@@ -391,9 +391,19 @@ func spoolKeeps(ctx context.Context, err error) bool {
 	return err == nil || ctx.Err() != nil && !errors.Is(err, errBadChunk)
 }
 
-// readFrame decompresses one compressed frame and stores the chunks ts it
-// holds (sorted by inner offset), each only after its digest matches.
-func (l *Layer) readFrame(frame io.Reader, ts []target, complete func()) error {
+// readFrame decompresses one compressed frame of size bytes and stores the
+// chunks ts it holds (sorted by inner offset), each only after its digest
+// matches. A gzip frame is read whole and decompressed with libdeflate
+// when the build has it (readWholeFrame), any other one as a stream.
+func (l *Layer) readFrame(frame io.Reader, size int64, ts []target, complete func()) error {
+	if l.wholeFrames() && size <= maxWholeFrame {
+		return l.readWholeFrame(frame, size, ts, complete)
+	}
+	return l.readFrameStream(frame, ts, complete)
+}
+
+// readFrameStream is readFrame through a streaming decompressor.
+func (l *Layer) readFrameStream(frame io.Reader, ts []target, complete func()) error {
 	zr, release, err := l.frameReader(frame)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errBadChunk, err)
@@ -417,15 +427,20 @@ func (l *Layer) readFrame(frame io.Reader, ts []target, complete func()) error {
 	return nil
 }
 
-// storeChunk reads target t's chunk from zr and writes it to the cache
-// once its digest matches.
+// storeChunk reads target t's chunk from zr and stores it (storeBytes).
 func (l *Layer) storeChunk(zr io.Reader, t target) error {
-	c := t.chunk()
-	buf := l.bufs.get(c.Size)
+	buf := l.bufs.get(t.chunk().Size)
 	defer l.bufs.put(buf) // the cache copies what it writes
 	if _, err := io.ReadFull(zr, buf); err != nil {
 		return fmt.Errorf("%w: %v", errBadChunk, err)
 	}
+	return l.storeBytes(buf, t)
+}
+
+// storeBytes writes buf, target t's chunk, to the cache once its digest
+// matches.
+func (l *Layer) storeBytes(buf []byte, t target) error {
+	c := t.chunk()
 	if sha256.Sum256(buf) != c.Digest {
 		return fmt.Errorf("%w: digest mismatch (want %s)", errBadChunk, c.DigestString())
 	}

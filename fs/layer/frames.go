@@ -2,11 +2,17 @@ package layer
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
 	"io"
 	"sync"
 
+	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/lazysnap/lazysnap/internal/inflate"
 )
 
 // gzipFrames reuses gzip readers between the frames of a layer. eStargz
@@ -20,7 +26,15 @@ import (
 // gzip's best level it inflates about 25% faster than compress/gzip here
 // (about 100 against 80 MB/s of compressed input on one core), and a fetch
 // at 1 Gbit/s is bound by this decompression.
-type gzipFrames struct{ pool sync.Pool }
+//
+// Where the build has libdeflate, a gzip frame is instead read whole and
+// decompressed in one call (readWholeFrame), about three times as fast
+// (internal/inflate's BenchmarkGunzip); these readers then only take the
+// frames it leaves (too large to hold, or not one member).
+type gzipFrames struct {
+	pool  sync.Pool
+	whole inflate.Gunzipper
+}
 
 type gzipFrame struct {
 	br *bufio.Reader
@@ -88,4 +102,70 @@ func (z *zstdFrames) open(frame io.Reader) (io.Reader, func(), error) {
 		return nil, nil, err
 	}
 	return d, release, nil
+}
+
+// maxWholeFrame bounds the compressed and the decompressed size of a frame
+// read whole: its buffers come from chunkBufs, whose largest class this is.
+// lazyconv's frames are a file or a chunk of at most 1 MiB (estargz's
+// default chunk is 4 MiB); a larger one is streamed.
+const maxWholeFrame = 1 << maxPoolClass
+
+// wholeFrames says whether the layer's frames are read whole
+// (readWholeFrame): gzip ones, in a build with libdeflate.
+func (l *Layer) wholeFrames() bool {
+	if !inflate.Available {
+		return false
+	}
+	switch l.toc.decompressor.(type) {
+	case *estargz.GzipDecompressor, *estargz.LegacyGzipDecompressor:
+		return true
+	}
+	return false
+}
+
+// readWholeFrame is readFrame for a gzip frame of size bytes: it receives
+// the whole frame, decompresses it with one libdeflate call into a buffer
+// of the size the member's trailer gives (libdeflate checks it and the
+// CRC-32), and stores each chunk from there. Receiving the frame before
+// decompressing any of it costs less than it saves: a frame of a 1 MiB
+// chunk takes about a millisecond to decompress this way. A frame it does
+// not take (its trailer claims more than maxWholeFrame, it holds more than
+// one member) goes to the streaming reader from the bytes received.
+func (l *Layer) readWholeFrame(frame io.Reader, size int64, ts []target, complete func()) error {
+	src := l.bufs.get(size)
+	defer l.bufs.put(src)
+	if _, err := io.ReadFull(frame, src); err != nil {
+		return err // the caller tells a broken transport from a short body
+	}
+	n, ok := inflate.TrailerSize(src)
+	if !ok || n > maxWholeFrame {
+		return l.readFrameStream(bytes.NewReader(src), ts, complete)
+	}
+	dst := l.bufs.get(n)
+	defer l.bufs.put(dst) // the cache copies what it writes
+	got, err := l.frames.whole.Gunzip(dst, src)
+	switch {
+	case errors.Is(err, inflate.ErrCorrupt):
+		return fmt.Errorf("%w: %v", errBadChunk, err)
+	case err != nil:
+		return l.readFrameStream(bytes.NewReader(src), ts, complete)
+	}
+	out := dst[:got]
+	var pos int64
+	for _, t := range ts {
+		c := t.chunk()
+		end := c.InnerOffset + c.Size
+		switch {
+		case c.InnerOffset < pos:
+			return fmt.Errorf("%w: chunks overlap in one frame", errBadChunk)
+		case end < c.InnerOffset || end > int64(len(out)):
+			return fmt.Errorf("%w: chunk ends past its frame (%d bytes)", errBadChunk, len(out))
+		}
+		if err := l.storeBytes(out[c.InnerOffset:end], t); err != nil {
+			return err
+		}
+		pos = end
+		complete()
+	}
+	return nil
 }

@@ -147,7 +147,7 @@ func (l *Layer) fromSpool(ctx context.Context, ts []target) []target {
 		done := 0
 		err := l.spool.readAt(buf, c.BlobOffset)
 		if err == nil {
-			err = l.readFrame(bytes.NewReader(buf), frame, func() {
+			err = l.readFrame(bytes.NewReader(buf), int64(len(buf)), frame, func() {
 				t := frame[done]
 				l.opts.flights.finish(t.key(), t.fl, nil)
 				done++
