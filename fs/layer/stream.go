@@ -198,6 +198,9 @@ func (l *Layer) streamReader(r io.Reader) (io.Reader, func(), error) {
 		}
 		return zr, zr.Close, nil
 	}
+	if l.wholeFrames() {
+		return l.memberReader(r, l.memberBounds()), func() {}, nil
+	}
 	zr, err := gzip.NewReader(r)
 	if err != nil {
 		return nil, nil, err

@@ -102,6 +102,34 @@ func TestGunzipRefuses(t *testing.T) {
 	}
 }
 
+// TestGunzipFirst takes the members of a concatenation one at a time, as
+// the layer's stream does where the tar headers between two files are
+// members of their own.
+func TestGunzipFirst(t *testing.T) {
+	t.Parallel()
+	needLibdeflate(t)
+	var g Gunzipper
+	parts := [][]byte{[]byte("header"), nil, bytes.Repeat([]byte("content "), 5000)}
+	var src []byte
+	for _, p := range parts {
+		src = append(src, gz(t, gzip.DefaultCompression, p, "")...)
+	}
+	dst := make([]byte, 1<<20)
+	for i, p := range parts {
+		out, in, err := g.GunzipFirst(dst, src)
+		if err != nil || !bytes.Equal(dst[:out], p) || in <= 0 || in > len(src) {
+			t.Fatalf("member %d: %d bytes out, %d in, %v", i, out, in, err)
+		}
+		src = src[in:]
+	}
+	if len(src) != 0 {
+		t.Errorf("%d bytes left after the last member", len(src))
+	}
+	if _, _, err := g.GunzipFirst(dst, src); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("no member left: %v, want ErrCorrupt", err)
+	}
+}
+
 var errCorruptOrLonger = errors.New("ErrCorrupt or ErrShortBuffer")
 
 // TestGunzipConcurrent: pooled decompressors are never shared by two calls.

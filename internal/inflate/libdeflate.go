@@ -43,27 +43,35 @@ func (g *Gunzipper) get() *decompressor {
 // dst and returns the size it decompressed to. The member's CRC-32 and
 // size trailer are checked.
 func (g *Gunzipper) Gunzip(dst, src []byte) (int, error) {
+	out, in, err := g.GunzipFirst(dst, src)
+	if err == nil && in != len(src) {
+		return 0, ErrTrailingData
+	}
+	return out, err
+}
+
+// GunzipFirst decompresses the first gzip member of src into dst and
+// returns the size it decompressed to and the size of the member in src.
+// The member's CRC-32 and size trailer are checked.
+func (g *Gunzipper) GunzipFirst(dst, src []byte) (out, in int, err error) {
 	if len(src) == 0 {
-		return 0, ErrCorrupt
+		return 0, 0, ErrCorrupt
 	}
 	d := g.get()
 	defer g.pool.Put(d)
-	var in, out C.size_t
+	var cin, cout C.size_t
 	var dstp unsafe.Pointer
 	if len(dst) > 0 {
 		dstp = unsafe.Pointer(&dst[0])
 	}
 	r := C.libdeflate_gzip_decompress_ex(d.d, unsafe.Pointer(&src[0]), C.size_t(len(src)),
-		dstp, C.size_t(len(dst)), &in, &out)
+		dstp, C.size_t(len(dst)), &cin, &cout)
 	switch r {
 	case C.LIBDEFLATE_SUCCESS:
+		return int(cout), int(cin), nil
 	case C.LIBDEFLATE_INSUFFICIENT_SPACE:
-		return 0, ErrShortBuffer
+		return 0, 0, ErrShortBuffer
 	default:
-		return 0, ErrCorrupt
+		return 0, 0, ErrCorrupt
 	}
-	if int(in) != len(src) {
-		return 0, ErrTrailingData
-	}
-	return int(out), nil
 }
