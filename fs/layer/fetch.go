@@ -409,6 +409,12 @@ func (l *Layer) readFrameStream(frame io.Reader, ts []target, complete func()) e
 		return fmt.Errorf("%w: %v", errBadChunk, err)
 	}
 	defer release()
+	return l.storeChunks(zr, ts, complete)
+}
+
+// storeChunks stores the chunks ts (sorted by inner offset) from zr, a
+// frame's decompressed bytes, calling complete after each.
+func (l *Layer) storeChunks(zr io.Reader, ts []target, complete func()) error {
 	var pos int64
 	for _, t := range ts {
 		c := t.chunk()
@@ -427,20 +433,15 @@ func (l *Layer) readFrameStream(frame io.Reader, ts []target, complete func()) e
 	return nil
 }
 
-// storeChunk reads target t's chunk from zr and stores it (storeBytes).
+// storeChunk reads target t's chunk from zr and writes it to the cache
+// once its digest matches.
 func (l *Layer) storeChunk(zr io.Reader, t target) error {
-	buf := l.bufs.get(t.chunk().Size)
+	c := t.chunk()
+	buf := l.bufs.get(c.Size)
 	defer l.bufs.put(buf) // the cache copies what it writes
 	if _, err := io.ReadFull(zr, buf); err != nil {
 		return fmt.Errorf("%w: %v", errBadChunk, err)
 	}
-	return l.storeBytes(buf, t)
-}
-
-// storeBytes writes buf, target t's chunk, to the cache once its digest
-// matches.
-func (l *Layer) storeBytes(buf []byte, t target) error {
-	c := t.chunk()
 	if sha256.Sum256(buf) != c.Digest {
 		return fmt.Errorf("%w: digest mismatch (want %s)", errBadChunk, c.DigestString())
 	}

@@ -150,22 +150,5 @@ func (l *Layer) readWholeFrame(frame io.Reader, size int64, ts []target, complet
 	case err != nil:
 		return l.readFrameStream(bytes.NewReader(src), ts, complete)
 	}
-	out := dst[:got]
-	var pos int64
-	for _, t := range ts {
-		c := t.chunk()
-		end := c.InnerOffset + c.Size
-		switch {
-		case c.InnerOffset < pos:
-			return fmt.Errorf("%w: chunks overlap in one frame", errBadChunk)
-		case end < c.InnerOffset || end > int64(len(out)):
-			return fmt.Errorf("%w: chunk ends past its frame (%d bytes)", errBadChunk, len(out))
-		}
-		if err := l.storeBytes(out[c.InnerOffset:end], t); err != nil {
-			return err
-		}
-		pos = end
-		complete()
-	}
-	return nil
+	return l.storeChunks(bytes.NewReader(dst[:got]), ts, complete)
 }

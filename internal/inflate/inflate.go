@@ -1,8 +1,8 @@
 // Package inflate decompresses a whole gzip member held in memory with
 // libdeflate (github.com/ebiggers/libdeflate), about three times as fast
-// as klauspost/compress's streaming reader on one core here (335 against
-// 113 MB/s of compressed input, shared libraries and Python modules in
-// 64 KiB members). A fetch at 1 Gbit/s is bound by this decompression:
+// as klauspost/compress's streaming reader on one core here (327 against
+// 107 MB/s of compressed input, the machine's shared libraries in 64 KiB
+// members: BenchmarkGunzip). A fetch at 1 Gbit/s is bound by this decompression:
 // an eStargz layer is a gzip member per file or chunk, each small enough
 // to hold whole.
 //
