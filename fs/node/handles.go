@@ -43,11 +43,20 @@ func newHandles(t *tree, modes *ioModes, passthrough bool) *handles {
 	}
 }
 
-// open opens id, in the mode the kernel will accept (see ioModes): joining
-// the passthrough handles open on id, if any; else with passthrough when
-// the cache holds the file completely, no cached-mode handle is open and
-// passthrough is allowed; else in cached mode.
-func (hs *handles) open(ctx context.Context, id index.ID) (*fileHandle, uint32, syscall.Errno) {
+// uniqueResend marks a request the kernel sends again (FUSE_UNIQUE_RESEND,
+// Linux 6.9): one an earlier process read before it died.
+const uniqueResend = 1 << 63
+
+// open opens id for the request unique, in the mode the kernel will accept
+// (see ioModes): joining the passthrough handles open on id, if any; else
+// with passthrough when the cache holds the file completely, no
+// cached-mode handle is open and passthrough is allowed; else in cached
+// mode. A request an earlier process counted before it died is answered
+// as it was counted, with that process's handle.
+func (hs *handles) open(ctx context.Context, id index.ID, unique uint64) (*fileHandle, uint32, syscall.Errno) {
+	if h, flags, ok := hs.reopened(id, unique); ok {
+		return h, flags, 0
+	}
 	f, err := hs.t.layer.OpenFile(id)
 	if err != nil {
 		return nil, 0, hs.t.errno(ctx, "open", err)
@@ -61,17 +70,43 @@ func (hs *handles) open(ctx context.Context, id index.ID) (*fileHandle, uint32, 
 	case n == 0 && hs.passthrough && hs.server != nil && f.Size() > 0 && f.Complete():
 		h.backingID = hs.registerBacking(f)
 	}
-	hs.modes.opened(id, h.backingID)
 	h.fh = hs.gen | uint64(hs.next)
 	hs.next++
+	hs.modes.opened(unique, h.fh, id, h.backingID)
 	hs.byFh[h.fh] = h
-	// NOFLUSH: a read-only file has nothing to flush at close, and a close
-	// must not wait for a server that is being replaced: a process whose
-	// exec closes descriptors of the mount would hang in it.
-	if h.backingID != 0 {
-		return h, fuse.FOPEN_PASSTHROUGH | fuse.FOPEN_NOFLUSH, 0
+	return h, openFlags(h.backingID), 0
+}
+
+// reopened answers an OPEN sent again that an earlier process counted: its
+// handle, not in byFh, is opened again at its first READ, like every
+// handle of an earlier process (see get).
+func (hs *handles) reopened(id index.ID, unique uint64) (*fileHandle, uint32, bool) {
+	if unique&uniqueResend == 0 {
+		return nil, 0, false
 	}
-	return h, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH, 0
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	fh, after, ok := hs.modes.counted(unique)
+	if !ok {
+		return nil, 0, false
+	}
+	h := &fileHandle{fh: fh}
+	if after.count < 0 {
+		h.backingID = after.backing
+	}
+	hs.t.logger.Debug("an open sent again was counted before", "inode", id, "fh", fh)
+	return h, openFlags(h.backingID), true
+}
+
+// openFlags are the flags of an open with backing (passthrough) or
+// without. NOFLUSH: a read-only file has nothing to flush at close, and a
+// close must not wait for a server that is being replaced: a process
+// whose exec closes descriptors of the mount would hang in it.
+func openFlags(backing int32) uint32 {
+	if backing != 0 {
+		return fuse.FOPEN_PASSTHROUGH | fuse.FOPEN_NOFLUSH
+	}
+	return fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
 }
 
 // registerBacking offers f's complete cache file to the kernel, which
@@ -112,20 +147,36 @@ func (hs *handles) get(ctx context.Context, id index.ID, fh uint64) (*fileHandle
 	return h, 0
 }
 
-// release closes fh. A handle of an earlier process that was never read
-// here has nothing to close but its count.
-func (hs *handles) release(id index.ID, fh uint64) error {
+// release closes fh, for the request unique. A handle of an earlier
+// process that was never read here has nothing to close but its count; a
+// RELEASE sent again that an earlier process counted has nothing to count.
+func (hs *handles) release(id index.ID, fh, unique uint64) error {
 	hs.mu.Lock()
 	h := hs.byFh[fh]
 	delete(hs.byFh, fh)
-	if backing := hs.modes.released(id); backing != 0 && hs.server != nil {
-		hs.server.UnregisterBackingFd(backing)
+	if !hs.countedBefore(unique) {
+		// The backing ID goes back after the count is stored: a process
+		// dying between the two leaves it registered, never a count
+		// naming a backing ID the kernel no longer has.
+		if backing := hs.modes.released(unique, fh, id); backing != 0 && hs.server != nil {
+			hs.server.UnregisterBackingFd(backing)
+		}
 	}
 	hs.mu.Unlock()
 	if h == nil {
 		return nil
 	}
 	return h.f.Close()
+}
+
+// countedBefore says whether the request unique was sent again and an
+// earlier process counted it.
+func (hs *handles) countedBefore(unique uint64) bool {
+	if unique&uniqueResend == 0 {
+		return false
+	}
+	_, _, ok := hs.modes.counted(unique)
+	return ok
 }
 
 // closeAll closes every handle still open, at unmount.

@@ -177,7 +177,7 @@ func (fs *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 		return fuse.Status(syscall.EROFS)
 	}
 	ctx := &fuse.Context{Caller: in.Caller, Cancel: cancel}
-	fh, flags, errno := fs.handles.open(ctx, id)
+	fh, flags, errno := fs.handles.open(ctx, id, in.Unique)
 	if errno != 0 {
 		return fuse.Status(errno)
 	}
@@ -218,7 +218,7 @@ func (fs *rawFS) Release(_ <-chan struct{}, in *fuse.ReleaseIn) {
 	if !ok {
 		return
 	}
-	if err := fs.handles.release(id, in.Fh); err != nil {
+	if err := fs.handles.release(id, in.Fh, in.Unique); err != nil {
 		fs.t.errno(context.Background(), "release", err)
 	}
 }
