@@ -19,6 +19,7 @@ import (
 
 	"github.com/lazysnap/lazysnap/fs/index"
 	"github.com/lazysnap/lazysnap/fs/remote"
+	"github.com/lazysnap/lazysnap/internal/inflate"
 )
 
 // maxTOCSize bounds the compressed TOC we are willing to fetch: a TOC of a
@@ -288,12 +289,15 @@ const hashBlock = 256 << 10
 // maxHeldTOCRatio times raw is left to digestTOC and decodeTOC, which do
 // not hold it: errTooLargeToHold.
 func inflateTOC(ctx context.Context, d estargz.Decompressor, raw []byte) ([]byte, digest.Digest, error) {
+	limit := min(maxHeldTOCJSON, maxHeldTOCRatio*len(raw)+hashBlock)
+	if js, ok := gunzipTOCWhole(d, raw, limit); ok {
+		return js, digest.FromBytes(js), nil
+	}
 	r, err := openTOCJSON(d, raw)
 	if err != nil {
 		return nil, "", fmt.Errorf("%T: %v: %w", d, err, errNotThisFormat)
 	}
 	defer r.Close()
-	limit := min(maxHeldTOCJSON, maxHeldTOCRatio*len(raw)+hashBlock)
 	blocks := make(chan []byte, 16)
 	hashed := make(chan digest.Digest, 1)
 	go func() {
@@ -391,6 +395,41 @@ func openTOCJSON(d estargz.Decompressor, raw []byte) (io.ReadCloser, error) {
 		return nil, err
 	}
 	return zr.IOReadCloser(), nil
+}
+
+// gunzipTOCWhole decompresses a gzip TOC in raw with one libdeflate call,
+// about three times as fast as the stream (BenchmarkReadTOC), and returns
+// its JSON, when the build has libdeflate, raw is one gzip member whose
+// trailer says it inflates to at most limit, and the member is a tar whose
+// first entry is the TOC. Otherwise it returns false and the TOC is
+// streamed, which reports what is wrong with it.
+func gunzipTOCWhole(d estargz.Decompressor, raw []byte, limit int) ([]byte, bool) {
+	switch d.(type) {
+	case *estargz.GzipDecompressor, *estargz.LegacyGzipDecompressor:
+	default:
+		return nil, false
+	}
+	n, ok := inflate.TrailerSize(raw)
+	if !inflate.Available || !ok || n > int64(limit) {
+		return nil, false
+	}
+	tarball := make([]byte, n)
+	got, _, err := new(inflate.Gunzipper).GunzipFirst(tarball, raw)
+	if err != nil {
+		return nil, false
+	}
+	br := bytes.NewReader(tarball[:got])
+	h, err := tar.NewReader(br).Next()
+	if err != nil || h.Name != estargz.TOCTarName {
+		return nil, false
+	}
+	// The tar reader has read the entry's header blocks and nothing more:
+	// the JSON starts where br is.
+	start := int64(got) - int64(br.Len())
+	if h.Size < 0 || h.Size > int64(got)-start {
+		return nil, false
+	}
+	return tarball[start : start+h.Size], true
 }
 
 // openGzipTOC opens a gzip TOC as estargz's DecompressTOC does (the JSON
