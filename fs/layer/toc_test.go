@@ -25,6 +25,7 @@ import (
 	"github.com/lazysnap/lazysnap/fs/index"
 	"github.com/lazysnap/lazysnap/fs/index/indextest"
 	"github.com/lazysnap/lazysnap/fs/remote"
+	"github.com/lazysnap/lazysnap/internal/inflate"
 )
 
 // memBlob is a layer blob in memory.
@@ -449,5 +450,72 @@ func TestReadTOCRefusesTruncated(t *testing.T) {
 		if _, err := ReadTOC(context.Background(), memBlob{b}, digest.FromBytes(toc)); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("cut %d bytes short: ReadTOC: %v, want an invalid argument", cut, err)
 		}
+	}
+}
+
+// tocMember is the gzip member of a TOC: a tar whose first entry is name,
+// holding js.
+func tocMember(t *testing.T, name string, js []byte) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	tw := tar.NewWriter(zw)
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(len(js))}); err != nil {
+		t.Fatal(err)
+	}
+	tw.Write(js)
+	tw.Close()
+	zw.Close()
+	return b.Bytes()
+}
+
+// TestTOCWholeMatchesStream: a gzip TOC decompressed in one libdeflate call
+// (gunzipTOCWhole) is the JSON the stream gives (openTOCJSON), which CI's
+// build (with libdeflate) would otherwise never compare; what it declines
+// (over the bound, another first entry, a corrupt member) is left to the
+// stream, which reports the error.
+func TestTOCWholeMatchesStream(t *testing.T) {
+	if !inflate.Available {
+		t.Skip("built without libdeflate: every TOC is streamed")
+	}
+	js, err := json.Marshal(indextest.RealTOC(2000, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := tocMember(t, estargz.TOCTarName, js)
+	d := new(estargz.GzipDecompressor)
+	whole, ok := gunzipTOCWhole(d, raw, 1<<30)
+	if !ok {
+		t.Fatal("a well-formed TOC member was not decompressed whole")
+	}
+	r, err := openTOCJSON(d, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	streamed, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(whole, streamed) || !bytes.Equal(whole, js) {
+		t.Fatalf("whole %d bytes, streamed %d, written %d: they differ", len(whole), len(streamed), len(js))
+	}
+	corrupt := bytes.Clone(raw)
+	corrupt[len(corrupt)/2] ^= 0xff
+	for name, c := range map[string]struct {
+		raw   []byte
+		limit int
+	}{
+		"over the bound":     {raw, len(js) / 2},
+		"another first file": {tocMember(t, "etc/passwd", js), 1 << 30},
+		"corrupt":            {corrupt, 1 << 30},
+		"cut":                {raw[:len(raw)-9], 1 << 30},
+	} {
+		if _, ok := gunzipTOCWhole(d, c.raw, c.limit); ok {
+			t.Errorf("%s: decompressed whole", name)
+		}
+	}
+	if _, ok := gunzipTOCWhole(new(zstdchunked.Decompressor), raw, 1<<30); ok {
+		t.Error("a zstd:chunked TOC taken for gzip")
 	}
 }
