@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -165,7 +166,11 @@ type helper struct {
 func startHelper(t *testing.T, dir, mode string, ln *net.UnixListener) *helper {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperDirEnv+"="+dir, helperModeEnv+"="+mode)
+	// The race runtime sleeps a second before a process exits
+	// (atexit_sleep_ms): a helper that exits on SIGTERM would count it as
+	// switch time.
+	race := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	cmd.Env = append(os.Environ(), helperDirEnv+"="+dir, helperModeEnv+"="+mode, "GORACE="+race)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
