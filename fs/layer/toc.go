@@ -419,8 +419,8 @@ func gunzipTOCWhole(d estargz.Decompressor, raw []byte, limit int) ([]byte, bool
 		return nil, false
 	}
 	br := bytes.NewReader(tarball[:got])
-	h, err := tar.NewReader(br).Next()
-	if err != nil || h.Name != estargz.TOCTarName {
+	_, h, err := tocTarEntry(br)
+	if err != nil {
 		return nil, false
 	}
 	// The tar reader has read the entry's header blocks and nothing more:
@@ -442,18 +442,28 @@ func openGzipTOC(raw []byte) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("malformed TOC gzip header: %v", err)
 	}
 	zr.Multistream(false)
-	tr := tar.NewReader(zr)
-	h, err := tr.Next()
+	tr, _, err := tocTarEntry(zr)
 	if err != nil {
-		return nil, fmt.Errorf("failed to find tar header in TOC gzip stream: %v", err)
-	}
-	if h.Name != estargz.TOCTarName {
-		return nil, fmt.Errorf("TOC tar entry had name %q; expected %q", h.Name, estargz.TOCTarName)
+		return nil, err
 	}
 	return struct {
 		io.Reader
 		io.Closer
 	}{tr, zr}, nil
+}
+
+// tocTarEntry reads the header of the TOC's tar, the entry estargz names
+// TOCTarName, which must come first, as estargz's DecompressTOC expects.
+func tocTarEntry(r io.Reader) (*tar.Reader, *tar.Header, error) {
+	tr := tar.NewReader(r)
+	h, err := tr.Next()
+	if err != nil {
+		return nil, nil, fmt.Errorf("failed to find tar header in TOC gzip stream: %v", err)
+	}
+	if h.Name != estargz.TOCTarName {
+		return nil, nil, fmt.Errorf("TOC tar entry had name %q; expected %q", h.Name, estargz.TOCTarName)
+	}
+	return tr, h, nil
 }
 
 // ctxReader stops reading once ctx is done, so that a mount being

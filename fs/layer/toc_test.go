@@ -81,23 +81,7 @@ func gzipFooter(t testing.TB, off int64) []byte {
 // footer.
 func gzipBlob(t testing.TB, tocJSON []byte) memBlob {
 	t.Helper()
-	var b bytes.Buffer
-	zw := gzip.NewWriter(&b)
-	tw := tar.NewWriter(zw)
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: estargz.TOCTarName, Size: int64(len(tocJSON))}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tw.Write(tocJSON); err != nil {
-		t.Fatal(err)
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	b.Write(gzipFooter(t, 0))
-	return memBlob{b.Bytes()}
+	return memBlob{append(tocMember(t, estargz.TOCTarName, tocJSON), gzipFooter(t, 0)...)}
 }
 
 // zstdBlob is a zstd:chunked blob without files whose TOC frame is
@@ -455,7 +439,7 @@ func TestReadTOCRefusesTruncated(t *testing.T) {
 
 // tocMember is the gzip member of a TOC: a tar whose first entry is name,
 // holding js.
-func tocMember(t *testing.T, name string, js []byte) []byte {
+func tocMember(t testing.TB, name string, js []byte) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	zw := gzip.NewWriter(&b)
@@ -463,9 +447,15 @@ func tocMember(t *testing.T, name string, js []byte) []byte {
 	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(len(js))}); err != nil {
 		t.Fatal(err)
 	}
-	tw.Write(js)
-	tw.Close()
-	zw.Close()
+	if _, err := tw.Write(js); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
 	return b.Bytes()
 }
 

@@ -74,14 +74,14 @@ func newIOModes(n int) (*ioModes, error) {
 // settles the change a dead process left half done. A table of counts
 // only (handed over by a version without the journal) gains an empty one.
 func mapIOModes(f *os.File, n int) (*ioModes, error) {
-	st, err := f.Stat()
-	if err == nil && st.Size() == int64(countBytes(n)) {
-		err = f.Truncate(int64(tableBytes(n)))
-		st, _ = f.Stat()
-	}
-	if err != nil || st.Size() < int64(tableBytes(n)) {
+	size, err := tableSize(f, n)
+	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("open-mode table of %d bytes too small for %d inodes (%v)", st.Size(), n, err)
+		return nil, err
+	}
+	if size < int64(tableBytes(n)) {
+		f.Close()
+		return nil, fmt.Errorf("open-mode table of %d bytes too small for %d inodes", size, n)
 	}
 	mem, err := unix.Mmap(int(f.Fd()), 0, tableBytes(n), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
@@ -92,6 +92,22 @@ func mapIOModes(f *os.File, n int) (*ioModes, error) {
 	m := &ioModes{file: f, mem: mem, entries: words[:n:n], journal: journal(words[countBytes(n)/8:])}
 	m.journal.settle(m.entries)
 	return m, nil
+}
+
+// tableSize returns the size of the table in f, growing a table of counts
+// only (an earlier version's) to hold the journal.
+func tableSize(f *os.File, n int) (int64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("open-mode table: %w", err)
+	}
+	if st.Size() != int64(countBytes(n)) {
+		return st.Size(), nil
+	}
+	if err := f.Truncate(int64(tableBytes(n))); err != nil {
+		return 0, fmt.Errorf("growing an open-mode table of counts only: %w", err)
+	}
+	return int64(tableBytes(n)), nil
 }
 
 func (m *ioModes) entry(id index.ID) modeEntry { return entryOf(m.entries[id].Load()) }

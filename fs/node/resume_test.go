@@ -247,7 +247,25 @@ func TestIOModesOfAnEarlierVersion(t *testing.T) {
 	if modes.count(1) != -1 || modes.backing(1) != 5 || modes.count(2) != 2 || modes.count(0) != 0 {
 		t.Fatalf("counts of the earlier table: %+v %+v %+v", modes.entry(0), modes.entry(1), modes.entry(2))
 	}
-	if b := modes.released(2|uniqueResend, 1, 1); b != 5 {
+	if b := modes.released(2, 1, 1); b != 5 {
 		t.Errorf("last release handed back backing %d, want 5", b)
+	}
+}
+
+// TestIOModesOfAFileThatCannotBeRead: a table whose file cannot even be
+// looked at is an error, not a panic.
+func TestIOModesOfAFileThatCannotBeRead(t *testing.T) {
+	modes, err := newIOModes(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer modes.close()
+	f, err := dupFile(int(modes.file.Fd()), "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := mapIOModes(f, 3); err == nil {
+		t.Error("a closed table was mapped")
 	}
 }
