@@ -34,14 +34,17 @@ import (
 // program's libraries come in as many round trips as their dependency
 // tree is deep, not one per library.
 
-// headReadHook returns the layer option that looks for the libraries of
-// the binaries read in a layer of image ref, or nothing when that is off.
+// headReadHook returns the layer option that looks at the heads of the
+// ELF files read in a layer of image ref: it leaves the libraries that are
+// mostly data to their reads (leaveDataToReads) and, unless that is off,
+// looks for the libraries of the binaries.
 func (f *FS) headReadHook(ref string) []layer.Option {
-	if !f.opts.libraries {
-		return nil
-	}
 	return []layer.Option{layer.WithHeadRead(func(l *layer.Layer, id index.ID, head []byte) {
-		if elfdeps.IsELF(head) { // most files read are not: no goroutine, no read for them
+		if !elfdeps.IsELF(head) { // most files read are not: no goroutine, no read for them
+			return
+		}
+		leaveDataToReads(l, id, head)
+		if f.opts.libraries {
 			f.goLibs(func() { f.fetchLibraries(ref, l, id) })
 		}
 	})}

@@ -10,6 +10,7 @@ type collector struct {
 
 	bytesFetched, requests, backgroundRequests, cacheHits *prometheus.Desc
 	cacheCorruptions, streamSpooled, headsFetched         *prometheus.Desc
+	wholeFiles, leftToReads                               *prometheus.Desc
 	fetchedRatio, prefetchDone, backgroundDone, layers    *prometheus.Desc
 	diffIDVerified, bad, diffIDMismatches                 *prometheus.Desc
 	backgroundYield                                       *prometheus.Desc
@@ -31,6 +32,8 @@ func (f *FS) Collector() prometheus.Collector {
 		backgroundRequests: desc("layer_background_requests_total", "Range requests of the layer's background fetch.", metricLabels),
 		streamSpooled:      desc("layer_stream_spooled_bytes_total", "Compressed bytes the layer's diff_id stream took from its spool, fetched earlier by reads, instead of the registry.", metricLabels),
 		headsFetched:       desc("layer_heads_fetched_total", "First chunks of the layer's files fetched ahead of the dynamic loader, for a binary that needs them (fetch.libraries).", metricLabels),
+		wholeFiles:         desc("layer_whole_files_total", "Files of the layer whose other chunks were fetched because two of their reads missed.", metricLabels),
+		leftToReads:        desc("layer_files_left_to_reads_total", "Files of the layer never fetched whole on their second missed read, being libraries that are mostly data.", metricLabels),
 		cacheHits:          desc("layer_cache_hits_total", "Reads of the layer served from the cache without fetching.", metricLabels),
 		cacheCorruptions:   desc("layer_cache_corruptions_total", "Chunks cached by an earlier run that failed verification.", metricLabels),
 		fetchedRatio:       desc("layer_fetched_ratio", "Share (0 to 1) of the layer's file bytes present in the cache.", metricLabels),
@@ -46,7 +49,7 @@ func (f *FS) Collector() prometheus.Collector {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.bytesFetched, c.requests, c.backgroundRequests, c.streamSpooled, c.headsFetched, c.cacheHits,
+	for _, d := range []*prometheus.Desc{c.bytesFetched, c.requests, c.backgroundRequests, c.streamSpooled, c.headsFetched, c.wholeFiles, c.leftToReads, c.cacheHits,
 		c.cacheCorruptions, c.fetchedRatio, c.prefetchDone, c.backgroundDone, c.layers, c.diffIDVerified, c.bad, c.diffIDMismatches, c.backgroundYield} {
 		ch <- d
 	}
@@ -72,6 +75,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.backgroundRequests, s.BackgroundRequests)
 		counter(c.streamSpooled, s.StreamSpooledBytes)
 		counter(c.headsFetched, s.HeadsFetched)
+		counter(c.wholeFiles, s.WholeFiles)
+		counter(c.leftToReads, s.FilesLeftToReads)
 		counter(c.cacheHits, s.CacheHits)
 		counter(c.cacheCorruptions, s.CacheCorruptions)
 		gauge(c.fetchedRatio, s.FetchedPercent/100)

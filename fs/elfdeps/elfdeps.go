@@ -55,13 +55,54 @@ type segment struct{ vaddr, off, filesz uint64 }
 // Parse reads the dependencies of the ELF file r. A statically linked
 // binary, or an ELF file without a dynamic section, has none.
 func Parse(r io.ReaderAt) (Deps, error) {
+	p, err := newParser(r)
+	if err != nil {
+		return Deps{}, err
+	}
+	return p.parse()
+}
+
+// Loaded is how many of an ELF file's bytes the loader maps (its PT_LOAD
+// segments), and how many of those it maps executable: its code.
+type Loaded struct{ Code, All uint64 }
+
+// ParseLoaded reads what r's loader maps, from its program headers only
+// (which sit in its first bytes).
+func ParseLoaded(r io.ReaderAt) (Loaded, error) {
+	p, err := newParser(r)
+	if err != nil {
+		return Loaded{}, err
+	}
+	_, progs, err := p.progs()
+	if err != nil {
+		return Loaded{}, err
+	}
+	var l Loaded
+	for _, pr := range progs {
+		if pr.typ != elf.PT_LOAD {
+			continue
+		}
+		if l.All+pr.seg.filesz < l.All {
+			return Loaded{}, errors.New("loadable segments of more than 2^64 bytes")
+		}
+		l.All += pr.seg.filesz
+		if pr.flags&elf.PF_X != 0 {
+			l.Code += pr.seg.filesz
+		}
+	}
+	return l, nil
+}
+
+// newParser reads r's identification, and reads whole blocks of r from
+// then on.
+func newParser(r io.ReaderAt) (parser, error) {
 	var ident [elf.EI_NIDENT]byte
 	n, err := r.ReadAt(ident[:], 0)
 	if !IsELF(ident[:n]) {
-		return Deps{}, ErrNotELF
+		return parser{}, ErrNotELF
 	}
 	if err != nil {
-		return Deps{}, fmt.Errorf("reading the ELF identification: %w", err)
+		return parser{}, fmt.Errorf("reading the ELF identification: %w", err)
 	}
 	// Only now, for an ELF file, are whole blocks read.
 	r = newBlockReader(r)
@@ -72,15 +113,15 @@ func Parse(r io.ReaderAt) (Deps, error) {
 	case elf.ELFDATA2MSB:
 		order = binary.BigEndian
 	default:
-		return Deps{}, fmt.Errorf("unknown ELF data encoding %d", ident[elf.EI_DATA])
+		return parser{}, fmt.Errorf("unknown ELF data encoding %d", ident[elf.EI_DATA])
 	}
 	p := parser{r: r, order: order, class: elf.Class(ident[elf.EI_CLASS])}
 	switch p.class {
 	case elf.ELFCLASS64, elf.ELFCLASS32:
 	default:
-		return Deps{}, fmt.Errorf("unknown ELF class %d", ident[elf.EI_CLASS])
+		return parser{}, fmt.Errorf("unknown ELF class %d", ident[elf.EI_CLASS])
 	}
-	return p.parse()
+	return p, nil
 }
 
 type parser struct {
@@ -90,26 +131,19 @@ type parser struct {
 }
 
 func (p *parser) parse() (Deps, error) {
-	machine, phoff, phentsize, phnum, err := p.header()
+	machine, progs, err := p.progs()
 	if err != nil {
 		return Deps{}, err
-	}
-	if phnum > maxProgs {
-		return Deps{}, fmt.Errorf("%d program headers, more than %d", phnum, maxProgs)
 	}
 	var loads []segment
 	var dynOff, dynSize uint64
 	found := false
-	for i := range uint64(phnum) {
-		typ, seg, err := p.prog(phoff + i*uint64(phentsize))
-		if err != nil {
-			return Deps{}, err
-		}
-		switch typ {
+	for _, pr := range progs {
+		switch pr.typ {
 		case elf.PT_LOAD:
-			loads = append(loads, seg)
+			loads = append(loads, pr.seg)
 		case elf.PT_DYNAMIC:
-			dynOff, dynSize, found = seg.off, seg.filesz, true
+			dynOff, dynSize, found = pr.seg.off, pr.seg.filesz, true
 		}
 	}
 	d := Deps{Machine: machine, Class: p.class}
@@ -117,6 +151,31 @@ func (p *parser) parse() (Deps, error) {
 		return d, nil
 	}
 	return p.dynamic(d, loads, dynOff, dynSize)
+}
+
+// prog is one program header.
+type prog struct {
+	typ   elf.ProgType
+	flags elf.ProgFlag
+	seg   segment
+}
+
+// progs reads the ELF header's machine and the program headers.
+func (p *parser) progs() (elf.Machine, []prog, error) {
+	machine, phoff, phentsize, phnum, err := p.header()
+	if err != nil {
+		return 0, nil, err
+	}
+	if phnum > maxProgs {
+		return 0, nil, fmt.Errorf("%d program headers, more than %d", phnum, maxProgs)
+	}
+	progs := make([]prog, phnum)
+	for i := range progs {
+		if progs[i], err = p.prog(phoff + uint64(i)*uint64(phentsize)); err != nil {
+			return 0, nil, err
+		}
+	}
+	return machine, progs, nil
 }
 
 // header reads the ELF header's machine and program header table.
@@ -143,19 +202,19 @@ func (p *parser) checkEntSize(got uint16, want int) error {
 }
 
 // prog reads the program header at off.
-func (p *parser) prog(off uint64) (elf.ProgType, segment, error) {
+func (p *parser) prog(off uint64) (prog, error) {
 	if p.class == elf.ELFCLASS64 {
 		var ph elf.Prog64
 		if err := p.read(off, &ph); err != nil {
-			return 0, segment{}, fmt.Errorf("reading a program header: %w", err)
+			return prog{}, fmt.Errorf("reading a program header: %w", err)
 		}
-		return elf.ProgType(ph.Type), segment{ph.Vaddr, ph.Off, ph.Filesz}, nil
+		return prog{elf.ProgType(ph.Type), elf.ProgFlag(ph.Flags), segment{ph.Vaddr, ph.Off, ph.Filesz}}, nil
 	}
 	var ph elf.Prog32
 	if err := p.read(off, &ph); err != nil {
-		return 0, segment{}, fmt.Errorf("reading a program header: %w", err)
+		return prog{}, fmt.Errorf("reading a program header: %w", err)
 	}
-	return elf.ProgType(ph.Type), segment{uint64(ph.Vaddr), uint64(ph.Off), uint64(ph.Filesz)}, nil
+	return prog{elf.ProgType(ph.Type), elf.ProgFlag(ph.Flags), segment{uint64(ph.Vaddr), uint64(ph.Off), uint64(ph.Filesz)}}, nil
 }
 
 // dynamic reads the dynamic section at [off, off+size) and the names it

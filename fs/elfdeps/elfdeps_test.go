@@ -197,3 +197,62 @@ func TestParseReadsFewBlocks(t *testing.T) {
 		}
 	}
 }
+
+// TestParseLoadedAgreesWithDebugELF: on real binaries and libraries, the
+// loaded and executable bytes read from the first 4 KiB (where the program
+// headers are) are those debug/elf reads from the whole file.
+func TestParseLoadedAgreesWithDebugELF(t *testing.T) {
+	t.Parallel()
+	for _, p := range hostELFs(t) {
+		f, err := elf.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want Loaded
+		for _, pr := range f.Progs {
+			if pr.Type == elf.PT_LOAD {
+				want.All += pr.Filesz
+				if pr.Flags&elf.PF_X != 0 {
+					want.Code += pr.Filesz
+				}
+			}
+		}
+		f.Close()
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ParseLoaded(bytes.NewReader(data[:min(len(data), 4096)]))
+		if err != nil || got != want {
+			t.Errorf("%s: %+v, %v; debug/elf says %+v", p, got, err, want)
+		}
+		if want.Code == 0 || want.Code > want.All {
+			t.Errorf("%s: %+v: a binary with no code, or more code than it loads", p, want)
+		}
+	}
+	if _, err := ParseLoaded(bytes.NewReader([]byte("#!/bin/sh\n"))); !errors.Is(err, ErrNotELF) {
+		t.Errorf("a script: %v, want ErrNotELF", err)
+	}
+	data, err := os.ReadFile(hostELFs(t)[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParseLoaded(bytes.NewReader(data[:80])); err == nil {
+		t.Error("program headers cut short: no error")
+	}
+}
+
+// FuzzParseLoaded: hostile input gets an error or an answer, never a
+// panic, and never more code than is loaded.
+func FuzzParseLoaded(f *testing.F) {
+	if data, err := os.ReadFile("/usr/bin/ls"); err == nil {
+		f.Add(data[:min(len(data), 4096)])
+	}
+	f.Add([]byte(elf.ELFMAG))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		l, err := ParseLoaded(bytes.NewReader(data))
+		if err == nil && l.Code > l.All {
+			t.Errorf("%+v", l)
+		}
+	})
+}

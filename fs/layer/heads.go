@@ -24,15 +24,21 @@ func WithHeadRead(fn func(l *Layer, id index.ID, head []byte)) Option {
 	return func(o *options) { o.headRead = fn }
 }
 
-// headSet records the files whose head was reported, one bit each.
-type headSet struct{ bits []atomic.Uint64 }
+// fileSet is a set of the layer's files, one bit each, safe for
+// concurrent use.
+type fileSet struct{ bits []atomic.Uint64 }
 
-func (h *headSet) init(n int) { h.bits = make([]atomic.Uint64, (n+63)/64) }
+func (h *fileSet) init(n int) { h.bits = make([]atomic.Uint64, (n+63)/64) }
 
-// first reports whether id is reported for the first time, and records it.
-func (h *headSet) first(id index.ID) bool {
+// first reports whether id is added for the first time, and adds it.
+func (h *fileSet) first(id index.ID) bool {
 	w, b := &h.bits[id/64], uint64(1)<<(id%64)
 	return w.Or(b)&b == 0
+}
+
+// has reports whether id was added.
+func (h *fileSet) has(id index.ID) bool {
+	return h.bits[id/64].Load()&(uint64(1)<<(id%64)) != 0
 }
 
 // headRead reports file id's head to WithHeadRead's function, once.
@@ -44,8 +50,10 @@ func (l *Layer) headRead(id index.ID, head []byte) {
 }
 
 // headProbe is how many first bytes FetchHead passes to WithHeadRead's
-// function: enough to tell a file's format by its magic number.
-const headProbe = 64
+// function: enough to tell a file's format by its magic number, and to
+// hold an ELF file's program headers (glibc's loader reads 832 bytes for
+// them).
+const headProbe = 4096
 
 // FetchHead fetches the first chunk of regular file id, as a read would
 // but without a read-ahead tail (what is stored after a library is mostly

@@ -192,7 +192,8 @@ type Layer struct {
 
 	misses fileMisses // reads that missed, per file (fetchRestOnSecondMiss)
 	tails  tailBudget // how far raw tails reach (rawTailEnd)
-	heads  headSet    // files whose head was reported (WithHeadRead)
+	heads  fileSet    // files whose head was reported (WithHeadRead)
+	sparse fileSet    // files left to their reads (LeaveToReads)
 }
 
 // New returns a Layer reading toc's files through store, and records in the
@@ -217,6 +218,7 @@ func New(toc *TOC, store *cache.Store, opts ...Option) (*Layer, error) {
 	}
 	l.present.init(l.idx)
 	l.heads.init(l.idx.Len())
+	l.sparse.init(l.idx.Len())
 	l.digests = l.idx.ContentKeys()
 	if err := store.Hold(l.opts.owner, l.digests); err != nil {
 		return nil, fmt.Errorf("holding the files of layer %s in the cache: %w", toc.blob.Digest(), err)

@@ -19,6 +19,8 @@ type Stats struct {
 	StreamSpooledBytes int64 // compressed bytes the diff_id stream took from the spool instead of the registry
 	ReadSpooledChunks  int64 // chunks reads took from the spool (read-ahead tails) instead of the registry
 	HeadsFetched       int64 // first chunks fetched for a program about to open the file (FetchHead)
+	WholeFiles         int64 // files whose other chunks were fetched because two of their reads missed
+	FilesLeftToReads   int64 // files never fetched whole that way, being mostly data (LeaveToReads)
 	CacheHits          int64 // reads served from the cache without fetching
 	VerifyFailures     int64 // chunks that failed verification (and were refetched or failed the read)
 	CacheCorruptions   int64 // chunks cached by an earlier run that failed verification and were dropped
@@ -42,6 +44,8 @@ type counters struct {
 	streamSpooled      atomic.Int64
 	readSpooled        atomic.Int64
 	headsFetched       atomic.Int64
+	wholeFiles         atomic.Int64
+	leftToReads        atomic.Int64
 	cacheHits          atomic.Int64
 	verifyFailures     atomic.Int64
 	cacheCorruptions   atomic.Int64
@@ -70,6 +74,8 @@ func (l *Layer) Stats() Stats {
 		StreamSpooledBytes: l.stats.streamSpooled.Load(),
 		ReadSpooledChunks:  l.stats.readSpooled.Load(),
 		HeadsFetched:       l.stats.headsFetched.Load(),
+		WholeFiles:         l.stats.wholeFiles.Load(),
+		FilesLeftToReads:   l.stats.leftToReads.Load(),
 		CacheHits:          l.stats.cacheHits.Load(),
 		VerifyFailures:     l.stats.verifyFailures.Load(),
 		CacheCorruptions:   l.stats.cacheCorruptions.Load(),

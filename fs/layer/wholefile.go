@@ -23,7 +23,11 @@ import (
 //
 // Files larger than wholeMaxBytes are left to their reads: start-up reads
 // 48 of the 129 MB of the JVM's module image, and fetching the rest would
-// cost more link time than the round trips it saves.
+// cost more link time than the round trips it saves. So are the files the
+// layer's owner knows to be read in a few places (LeaveToReads): node's
+// ICU data library, 31 MB of tables of which start-up reads 2 MB, missed
+// twice (its header, then its dynamic section at the end) as cc1 does, and
+// its rest cost 10 MB of the link at 200 Mbit/s before ready.
 const (
 	wholeMinChunks = 3
 	wholeMaxBytes  = 32 << 20
@@ -49,10 +53,21 @@ func (m *fileMisses) second(id index.ID) bool {
 	return false
 }
 
+// LeaveToReads tells the layer that regular file id is read in a few
+// places, not through: its other chunks are never fetched because two of
+// its reads missed (package fs says so of an ELF library that is mostly
+// data: what its code looks up in the data is a little of it).
+func (l *Layer) LeaveToReads(id index.ID) {
+	if l.idx.Valid(id) && l.sparse.first(id) {
+		l.stats.leftToReads.Add(1)
+	}
+}
+
 // fetchRestOnSecondMiss starts fetching the chunks of f outside [lo, hi)
 // (the missed read's own, which it fetches itself), at prefetch priority,
 // when this read is the second of f that missed and f has wholeMinChunks
-// to wholeMaxBytes, and more than wholeMinChunks-1 chunk windows: a file in
+// to wholeMaxBytes, and more than wholeMinChunks-1 chunk windows, and was not
+// left to its reads (LeaveToReads): a file in
 // chunks smaller than the window is judged as if in chunks of the window's
 // size, whose reads its windows serve. Like read-ahead, it is off with
 // WithReadAhead(0) and while a learned list is being prefetched (the list
@@ -66,7 +81,7 @@ func (m *fileMisses) second(id index.ID) bool {
 func (l *Layer) fetchRestOnSecondMiss(f *File, lo, hi int) {
 	small := len(f.chunks) < wholeMinChunks || f.size <= (wholeMinChunks-1)*l.opts.chunkWindow
 	if l.opts.readAhead == 0 || l.listed.Load() > 0 || small || f.size > wholeMaxBytes ||
-		!l.misses.second(f.id) || !l.streams.begin() {
+		l.sparse.has(f.id) || !l.misses.second(f.id) || !l.streams.begin() {
 		return
 	}
 	own, runs := l.claimRest(f, lo, hi)
@@ -74,6 +89,7 @@ func (l *Layer) fetchRestOnSecondMiss(f *File, lo, hi int) {
 		l.streams.end()
 		return
 	}
+	l.stats.wholeFiles.Add(1)
 	conc := l.opts.concurrency
 	for _, run := range runs[:min(conc, len(runs))] {
 		markSent(run)

@@ -26,7 +26,7 @@ func complete(t *testing.T, tl *testLayer, l *Layer, name string) bool {
 
 // TestRestOfFileOnSecondMiss: the second read of a file of a few chunks
 // that misses brings the rest of the file; the first does not, nor the
-// second with read-ahead off.
+// second with read-ahead off or of a file left to its reads.
 func TestRestOfFileOnSecondMiss(t *testing.T) {
 	tl := buildTestLayer(t, testChunk,
 		testFile{"five", randomData(5*testChunk, 1)},
@@ -55,6 +55,15 @@ func TestRestOfFileOnSecondMiss(t *testing.T) {
 	off.streams.wg.Wait()
 	if complete(t, tl, off, "five") {
 		t.Error("with read-ahead off, two missed reads brought the whole file")
+	}
+
+	sparse := tl.open(t)
+	sparse.LeaveToReads(tl.id(t, sparse, "five"))
+	readChunkAt(t, tl, sparse, "five", 0)
+	readChunkAt(t, tl, sparse, "five", 3*testChunk)
+	sparse.streams.wg.Wait()
+	if complete(t, tl, sparse, "five") {
+		t.Error("two missed reads brought the whole of a file left to its reads")
 	}
 }
 
