@@ -59,6 +59,8 @@ func Parse(r io.ReaderAt) (Deps, error) {
 	if err != nil {
 		return Deps{}, err
 	}
+	// Only now, for an ELF file, are whole blocks read.
+	p.r = newBlockReader(r)
 	return p.parse()
 }
 
@@ -67,7 +69,8 @@ func Parse(r io.ReaderAt) (Deps, error) {
 type Loaded struct{ Code, All uint64 }
 
 // ParseLoaded reads what r's loader maps, from its program headers only
-// (which sit in its first bytes).
+// (which sit in its first bytes). It reads r once per header, with no
+// blocks: it is meant for a head already in memory, on a read's path.
 func ParseLoaded(r io.ReaderAt) (Loaded, error) {
 	p, err := newParser(r)
 	if err != nil {
@@ -93,8 +96,7 @@ func ParseLoaded(r io.ReaderAt) (Loaded, error) {
 	return l, nil
 }
 
-// newParser reads r's identification, and reads whole blocks of r from
-// then on.
+// newParser reads r's identification and returns a parser reading r.
 func newParser(r io.ReaderAt) (parser, error) {
 	var ident [elf.EI_NIDENT]byte
 	n, err := r.ReadAt(ident[:], 0)
@@ -104,8 +106,6 @@ func newParser(r io.ReaderAt) (parser, error) {
 	if err != nil {
 		return parser{}, fmt.Errorf("reading the ELF identification: %w", err)
 	}
-	// Only now, for an ELF file, are whole blocks read.
-	r = newBlockReader(r)
 	var order binary.ByteOrder
 	switch elf.Data(ident[elf.EI_DATA]) {
 	case elf.ELFDATA2LSB:

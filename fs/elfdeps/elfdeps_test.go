@@ -203,7 +203,8 @@ func TestParseReadsFewBlocks(t *testing.T) {
 // headers are) are those debug/elf reads from the whole file.
 func TestParseLoadedAgreesWithDebugELF(t *testing.T) {
 	t.Parallel()
-	for _, p := range hostELFs(t) {
+	paths := hostELFs(t)
+	for _, p := range paths {
 		f, err := elf.Open(p)
 		if err != nil {
 			t.Fatal(err)
@@ -233,7 +234,7 @@ func TestParseLoadedAgreesWithDebugELF(t *testing.T) {
 	if _, err := ParseLoaded(bytes.NewReader([]byte("#!/bin/sh\n"))); !errors.Is(err, ErrNotELF) {
 		t.Errorf("a script: %v, want ErrNotELF", err)
 	}
-	data, err := os.ReadFile(hostELFs(t)[0])
+	data, err := os.ReadFile(paths[0])
 	if err != nil {
 		t.Fatal(err)
 	}
