@@ -112,10 +112,21 @@ func (p *faultProxy) fault(mode string, w http.ResponseWriter, r *http.Request) 
 	case "stall":
 		w.WriteHeader(http.StatusPartialContent)
 		http.NewResponseController(w).Flush()
-		p.stalling <- struct{}{}
+		// Every send also gives way to the proxy's end: a test that stalls
+		// more requests than the channels hold (retries, read-ahead and the
+		// background fetch all stall) must not leave handlers behind
+		// (goleak in TestMain found 13 once).
+		select {
+		case p.stalling <- struct{}{}:
+		case <-p.done:
+			return
+		}
 		select {
 		case <-r.Context().Done():
-			p.stalled <- struct{}{}
+			select {
+			case p.stalled <- struct{}{}:
+			case <-p.done:
+			}
 		case <-p.done:
 		}
 	}
