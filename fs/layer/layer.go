@@ -374,6 +374,10 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if err := f.l.Bad(); err != nil {
 		return 0, err
 	}
+	// A read past the end is cut short and says io.EOF, as io.ReaderAt
+	// asks: a reader that keeps what it read whole (package elfdeps keeps
+	// a file's last, short block) would otherwise read it again each time.
+	short := int64(len(p)) > f.size-off
 	n := min(int64(len(p)), f.size-off)
 	p = p[:n]
 	lo, hi := f.l.idx.ChunkRange(f.id, off, n)
@@ -392,7 +396,7 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if off == 0 {
 		f.l.headRead(f.id, p[:got])
 	}
-	if got < len(p) {
+	if got < len(p) || short {
 		return got, io.EOF
 	}
 	return got, nil

@@ -3,6 +3,7 @@ package layer
 import (
 	"context"
 	"errors"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -229,5 +230,31 @@ func TestCloseCancelsFetch(t *testing.T) {
 	wg.Wait()
 	if err == nil {
 		t.Fatal("StreamAll went on after Close")
+	}
+}
+
+// TestReadPastEndSaysEOF: a read that runs past the end of a file returns
+// the bytes up to the end and io.EOF, as io.ReaderAt asks. A nil error there
+// made package elfdeps read a library's last block again for each of its
+// dynamic entries (30 reads of 64 KiB for one parse).
+func TestReadPastEndSaysEOF(t *testing.T) {
+	tl := threeChunks(t)
+	l := tl.open(t)
+	id := tl.id(t, l, "small")
+	for _, c := range []struct {
+		off, size int64
+		wantN     int
+		wantErr   error
+	}{
+		{0, 1000, 1000, nil},
+		{0, 4096, 1000, io.EOF},
+		{990, 64, 10, io.EOF},
+		{1000, 1, 0, io.EOF},
+	} {
+		p := make([]byte, c.size)
+		n, err := l.ReadAt(t.Context(), id, p, c.off)
+		if n != c.wantN || err != c.wantErr {
+			t.Errorf("ReadAt(%d bytes at %d) = %d, %v; want %d, %v", c.size, c.off, n, err, c.wantN, c.wantErr)
+		}
 	}
 }
