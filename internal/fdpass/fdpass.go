@@ -4,6 +4,7 @@
 package fdpass
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -45,7 +46,14 @@ func Send(c *net.UnixConn, payload []byte, files ...*os.File) error {
 // Recv receives one message and the files attached to it, which are the
 // caller's to close. At the end of the stream it returns io.EOF.
 func Recv(c *net.UnixConn) ([]byte, []*os.File, error) {
-	buf := make([]byte, MaxMessage)
+	// A buffer of the message's own size, not of MaxMessage: serve collects
+	// each mount as it is mounted, and a fresh zeroed MiB per message was a
+	// visible part of fused's CPU while an image started.
+	size, err := nextSize(c)
+	if err != nil {
+		return nil, nil, fmt.Errorf("receiving a message: %w", err)
+	}
+	buf := make([]byte, min(size, MaxMessage))
 	oob := make([]byte, unix.CmsgSpace(maxFiles*4))
 	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
 	if err != nil {
@@ -66,6 +74,24 @@ func Recv(c *net.UnixConn) ([]byte, []*os.File, error) {
 		return nil, nil, ferr
 	}
 	return buf[:n], files, nil
+}
+
+// nextSize returns the length of the next message without receiving it
+// (MSG_PEEK|MSG_TRUNC: a seqpacket socket tells a message's whole length),
+// waiting for one as a read would, deadline included; 0 at the end of the
+// stream.
+func nextSize(c *net.UnixConn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, _, _, rerr = unix.Recvmsg(int(fd), nil, nil, unix.MSG_PEEK|unix.MSG_TRUNC)
+		return rerr != unix.EAGAIN
+	})
+	return n, cmp.Or(err, rerr)
 }
 
 func parseFiles(oob []byte) ([]*os.File, error) {
