@@ -54,6 +54,7 @@ func (e *env) measure(ctx context.Context, tb testing.TB, c benchCase) (Result, 
 	}
 	e.proxy.Reset()
 	start := time.Now()
+	r.Started = start
 	if c.mode != Local {
 		if err := e.pull(ctx, cd, c); err != nil {
 			return r, err

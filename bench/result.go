@@ -1,10 +1,15 @@
 package bench
 
+import "time"
+
 // Result is one measured case: one workload in one mode, from a cold node.
 type Result struct {
 	Workload string `json:"workload"`
 	Mode     Mode   `json:"mode"`
 	Rep      int    `json:"rep"`
+	// Started is when the pull started (the clock's zero), so a case can be
+	// lined up with a profile or a log of the node taken at the same time.
+	Started time.Time `json:"started"`
 	// PullSeconds is pull start to pull done (`lazysnap pull`, unpacking).
 	PullSeconds float64 `json:"pull_seconds"`
 	// CreateSeconds is container and task creation (snapshot prepare,
