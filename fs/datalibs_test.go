@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/stargz-snapshotter/estargz"
 
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/layer"
 	"github.com/lazysnap/lazysnap/internal/testenv"
 )
 
@@ -63,9 +64,15 @@ func TestDataLibraryLeftToItsReads(t *testing.T) {
 		"libdata.so": elfLibrary(t, size, 4096, 1),
 		"libcode.so": elfLibrary(t, size, size/2, 2),
 	}
-	es := []tentry{dir("lib/", 0o755)}
-	for _, name := range []string{"libdata.so", "libcode.so"} {
-		es = append(es, tentry{name: "lib/" + name, typ: tar.TypeReg, mode: 0o755, size: size, data: libs[name]})
+	// Between the two, more than a read's tail (layer.DefaultReadAheadBytes)
+	// of what does not compress: the tail of the data library's last read
+	// must not bring the code library's head, whose read would then not
+	// miss.
+	filler := elfLibrary(t, 2*layer.DefaultReadAheadBytes, 0, 3)
+	es := []tentry{dir("lib/", 0o755),
+		{name: "lib/libdata.so", typ: tar.TypeReg, mode: 0o755, size: size, data: libs["libdata.so"]},
+		{name: "lib/filler", typ: tar.TypeReg, mode: 0o644, size: int64(len(filler)), data: filler},
+		{name: "lib/libcode.so", typ: tar.TypeReg, mode: 0o755, size: size, data: libs["libcode.so"]},
 	}
 	reg := testenv.StartRegistry(t)
 	l := buildLayer(t, es, estargz.WithChunkSize(1<<20))
