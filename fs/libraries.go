@@ -30,9 +30,10 @@ import (
 // past the first chunk, is fetched a moment before the loader would), each
 // needed library is looked up where the loader would look for it, in the
 // layers of the same image, and its first chunk is fetched at once
-// (layer.FetchHead), which reports that library's head in turn: a
-// program's libraries come in as many round trips as their dependency
-// tree is deep, not one per library.
+// (layer.FetchHeads: those of one layer together, neighbours in one
+// request), which reports that library's head in turn: a program's
+// libraries come in as many round trips as their dependency tree is deep,
+// not one per library.
 
 // headReadHook returns the layer option that looks at the heads of the
 // ELF files read in a layer of image ref: it leaves the libraries that are
@@ -72,19 +73,22 @@ func (f *FS) fetchLibraries(ref string, l *layer.Layer, id index.ID) {
 	if elfdeps.UsesOrigin(deps) {
 		origin, _ = l.Index().PathOf(id)
 	}
-	for i, tries := range elfdeps.SearchPaths(deps, origin) {
+	byLayer := map[*layer.Layer][]index.ID{}
+	for _, tries := range elfdeps.SearchPaths(deps, origin) {
 		for _, p := range tries {
-			dl, did, ok := lookupFile(layers, p)
-			if !ok {
-				continue
+			if dl, did, ok := lookupFile(layers, p); ok {
+				byLayer[dl] = append(byLayer[dl], did)
+				break
 			}
-			f.goLibs(func() {
-				if err := dl.FetchHead(ctx, did); err != nil {
-					f.opts.logger.Debug("fetching a library ahead", "library", p, "needed", deps.Needed[i], "error", err)
-				}
-			})
-			break
 		}
+	}
+	// One call per layer: libraries stored side by side come in one request.
+	for dl, ids := range byLayer {
+		f.goLibs(func() {
+			if err := dl.FetchHeads(ctx, ids); err != nil {
+				f.opts.logger.Debug("fetching libraries ahead", "layer", dl.Digest(), "libraries", len(ids), "error", err)
+			}
+		})
 	}
 }
 
