@@ -68,10 +68,9 @@ func TestDataLibraryLeftToItsReads(t *testing.T) {
 	// of what does not compress: the tail of the data library's last read
 	// must not bring the code library's head, whose read would then not
 	// miss.
-	filler := elfLibrary(t, 2*layer.DefaultReadAheadBytes, 0, 3)
 	es := []tentry{dir("lib/", 0o755),
 		{name: "lib/libdata.so", typ: tar.TypeReg, mode: 0o755, size: size, data: libs["libdata.so"]},
-		{name: "lib/filler", typ: tar.TypeReg, mode: 0o644, size: int64(len(filler)), data: filler},
+		reg("lib/filler", 2*layer.DefaultReadAheadBytes, 3),
 		{name: "lib/libcode.so", typ: tar.TypeReg, mode: 0o755, size: size, data: libs["libcode.so"]},
 	}
 	reg := testenv.StartRegistry(t)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
@@ -86,20 +85,21 @@ func (l *Layer) FetchHeads(ctx context.Context, ids []index.ID) error {
 	}()
 	var errs []error
 	var ts []target
+	var sent []bool // per file: whether its head is in a request of ours
 	for _, id := range ids {
 		f, err := l.OpenFile(id)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		files = append(files, f)
-		ts = append(ts, l.headTargets(f)...)
+		heads := l.headTargets(f)
+		files, sent, ts = append(files, f), append(sent, len(heads) > 0), append(ts, heads...)
 	}
 	if len(ts) > 0 {
 		errs = append(errs, l.fetchHeadTargets(ctx, ts))
 	}
-	for _, f := range files {
-		errs = append(errs, l.reportHead(ctx, f, slices.ContainsFunc(ts, func(t target) bool { return t.f == f })))
+	for i, f := range files {
+		errs = append(errs, l.reportHead(ctx, f, sent[i]))
 	}
 	return errors.Join(errs...)
 }
