@@ -876,25 +876,32 @@ func parseSHA256(s string) ([32]byte, error) {
 	if len(enc) != 2*len(out) {
 		return out, fmt.Errorf("digest %q: %w", s, digest.ErrDigestInvalidFormat)
 	}
+	// A table lookup, not a comparison per character: the digits of a
+	// digest are random, so which range a character falls in is a branch
+	// the CPU mispredicts about every other time.
+	var bad byte
 	for i := range out {
-		hi, ok1 := lowerHex(enc[2*i])
-		lo, ok2 := lowerHex(enc[2*i+1])
-		if !ok1 || !ok2 {
-			return [32]byte{}, fmt.Errorf("digest %q: %w", s, digest.ErrDigestInvalidFormat)
-		}
+		hi, lo := hexValue[enc[2*i]], hexValue[enc[2*i+1]]
+		bad |= hi | lo
 		out[i] = hi<<4 | lo
+	}
+	if bad > 0xf {
+		return [32]byte{}, fmt.Errorf("digest %q: %w", s, digest.ErrDigestInvalidFormat)
 	}
 	return out, nil
 }
 
-// lowerHex returns the value of c, a digit of the encoding of an OCI
-// sha256 digest (lower-case hex only), and whether it is one.
-func lowerHex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
+// hexValue maps each byte to its value as a digit of the encoding of an
+// OCI sha256 digest (lower-case hex only), and every other byte to 0xff.
+var hexValue = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
 	}
-	return 0, false
-}
+	for c := byte('0'); c <= '9'; c++ {
+		t[c] = c - '0'
+	}
+	for c := byte('a'); c <= 'f'; c++ {
+		t[c] = c - 'a' + 10
+	}
+	return t
+}()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -258,7 +259,10 @@ func TestParseSHA256(t *testing.T) {
 	}
 	for _, s := range []string{"", "sha256:", "sha256:" + strings.Repeat("A", 64), "sha256:" + strings.Repeat("a", 63),
 		"sha256:" + strings.Repeat("a", 65), "sha256:" + strings.Repeat("g", 64), "SHA256:" + strings.Repeat("a", 64),
-		"sha512:" + strings.Repeat("a", 128), "md5:d41d8cd98f00b204e9800998ecf8427e"} {
+		"sha512:" + strings.Repeat("a", 128), "md5:d41d8cd98f00b204e9800998ecf8427e",
+		// One bad character among good ones, at either end.
+		"sha256:" + strings.Repeat("a", 63) + "\x00", "sha256:/" + strings.Repeat("0", 63),
+		"sha256:" + strings.Repeat("f", 63) + "\xff"} {
 		if _, err := parseSHA256(s); err == nil {
 			t.Errorf("parseSHA256(%q) accepted it", s)
 		}
@@ -285,6 +289,21 @@ func TestHardlinkEntryMetadataWins(t *testing.T) {
 		}
 		if v, ok := x.Xattr(id, "user.k"); !ok || string(v) != "v" {
 			t.Errorf("%s: xattr user.k = %q, %v; want the link entry's", p, v, ok)
+		}
+	}
+}
+
+// BenchmarkParseSHA256 parses chunk digests as a TOC holds them: random
+// hex, two or more per file.
+func BenchmarkParseSHA256(b *testing.B) {
+	ds := make([]string, 1024)
+	for i := range ds {
+		ds[i] = digest.FromString(strconv.Itoa(i)).String()
+	}
+	b.SetBytes(int64(len(ds[0])))
+	for i := 0; b.Loop(); i++ {
+		if _, err := parseSHA256(ds[i%len(ds)]); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
