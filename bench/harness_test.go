@@ -32,10 +32,10 @@ func TestHarness(t *testing.T) {
 	}
 	testenv.RequireFUSE(t)
 	requireBinaries(t)
-	out, cache := t.TempDir(), t.TempDir()
+	out, cache, logs := t.TempDir(), t.TempDir(), t.TempDir()
 	s, err := New(WithWorkloads(tinyWorkloads()...), WithReps(1), WithRate(1_000_000_000),
 		WithDelay(2*time.Millisecond), WithSettle(500*time.Millisecond, 20*time.Second), WithCacheDir(cache),
-		WithRequestLog(true))
+		WithRequestLog(true), WithLogDir(logs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,12 +49,38 @@ func TestHarness(t *testing.T) {
 	checkResults(t, rep)
 	checkRecorded(t, cache, "/data/small/file000", "/data/big/")
 	checkFiles(t, rep, out)
+	checkLogsKept(t, rep, logs)
 	left, err := s.Footprint().Leftovers()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(left) > 0 {
 		t.Errorf("teardown left %v", left)
+	}
+}
+
+// checkLogsKept: every lazysnap case left serve's and fused's logs under
+// its name (WithLogDir), and so did the node that recorded a trace.
+func checkLogsKept(t *testing.T, rep *Report, dir string) {
+	t.Helper()
+	var cases []string
+	for _, r := range rep.Results {
+		if r.Mode.usesLazysnap() {
+			cases = append(cases, benchCase{workload: Workload{Name: r.Workload}, mode: r.Mode, rep: r.Rep - 1}.name())
+		}
+		if r.Mode == Traced {
+			cases = append(cases, r.Workload+"/trace-recording")
+		}
+	}
+	if len(cases) == 0 {
+		t.Fatal("no lazysnap case ran")
+	}
+	for _, c := range cases {
+		for _, name := range []string{"lazysnap.log", "fused.log"} {
+			if st, err := os.Stat(filepath.Join(dir, c, name)); err != nil || st.Size() == 0 {
+				t.Errorf("%s: %s not kept (%v)", c, name, err)
+			}
+		}
 	}
 }
 

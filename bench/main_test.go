@@ -33,6 +33,7 @@ type benchFlags struct {
 	readyProbe string
 	freshDisk  bool
 	requestLog bool
+	logs       string
 }
 
 func registerFlags(fs *flag.FlagSet) *benchFlags {
@@ -45,6 +46,7 @@ func registerFlags(fs *flag.FlagSet) *benchFlags {
 	fs.StringVar(&f.images, "images", "python", "comma-separated images of the default set (python, gcc, redis, scipy, jvm, node)")
 	fs.BoolVar(&f.full, "full", false, "run every image of the default set")
 	fs.StringVar(&f.modes, "modes", "", "comma-separated modes (default: overlayfs and the four lazysnap modes; also stargz, stargz-optimized, soci, external, lazysnap-baseline)")
+	fs.StringVar(&f.logs, "logs", "", "keep each lazysnap case's serve and fused logs, at log level debug, in this folder")
 	fs.StringVar(&f.out, "out", "", "output folder (default bench-results/TIMESTAMP in the repository)")
 	fs.StringVar(&f.socket, "snapshotter-socket", "", "another proxy snapshotter's socket, for side-by-side runs")
 	fs.StringVar(&f.baseline, "baseline-lazysnap", "", "another lazysnap binary, run as mode lazysnap-baseline beside this build")
@@ -72,7 +74,7 @@ func (f *benchFlags) options() ([]Option, error) {
 		return nil, err
 	}
 	opts := []Option{WithRate(f.rateMbit * 1_000_000), WithDelay(f.delay), WithReps(f.reps), WithWorkloads(ws...),
-		WithExternalSnapshotter(f.socket), WithBaselineLazysnap(f.baseline), WithFreshDisks(f.freshDisk), WithRequestLog(f.requestLog),
+		WithExternalSnapshotter(f.socket), WithBaselineLazysnap(f.baseline), WithFreshDisks(f.freshDisk), WithRequestLog(f.requestLog), WithLogDir(f.logs),
 		WithBaselineConfig(strings.ReplaceAll(f.baseConfig, `\n`, "\n")),
 		WithLogger(slog.New(slog.NewTextHandler(os.Stderr, nil)))}
 	if f.modes != "" {

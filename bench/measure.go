@@ -45,7 +45,7 @@ func (e *env) measure(ctx context.Context, tb testing.TB, c benchCase) (Result, 
 	if e.freshDisks {
 		disk = freshDisk(tb, e.diskDir)
 	}
-	cd := e.startNode(tb, c.mode)
+	cd := e.startNode(tb, c.mode, c.name())
 	r := Result{Workload: c.workload.Name, Mode: c.mode, Rep: c.rep + 1}
 	if c.mode == Local {
 		if err := e.pullCold(ctx, cd, c, disk); err != nil {

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/lazysnap/lazysnap/internal/testenv"
@@ -10,8 +11,9 @@ import (
 
 // startNode starts a cold node for one case: a fresh containerd with its
 // own root and, for lazysnap modes, a fresh lazysnap serve (and the fused
-// helper it starts) with an empty cache. tb's cleanup tears it down.
-func (e *env) startNode(tb testing.TB, m Mode) *testenv.Containerd {
+// helper it starts) with an empty cache. tb's cleanup tears it down,
+// keeping lazysnap's logs under logName when WithLogDir asks for them.
+func (e *env) startNode(tb testing.TB, m Mode, logName string) *testenv.Containerd {
 	tb.Helper()
 	opts := []testenv.ContainerdOption{testenv.WithRegistryHost(e.proxy.Host)}
 	switch {
@@ -33,6 +35,9 @@ func (e *env) startNode(tb testing.TB, m Mode) *testenv.Containerd {
 		if m == Baseline {
 			lopts = []testenv.LazysnapOption{testenv.WithLazysnapConfig(cfg + e.baselineConfig),
 				testenv.WithLazysnapBinary(e.baselineBin)}
+		}
+		if e.logDir != "" {
+			lopts = append(lopts, testenv.WithLogsKept(filepath.Join(e.logDir, logName)))
 		}
 		testenv.StartLazysnap(tb, cd, lopts...)
 	case m.usesStargz():

@@ -26,6 +26,7 @@ type options struct {
 	freshDisks     bool
 	requestLog     bool
 	diskDir        string
+	logDir         string
 	logger         *slog.Logger
 }
 
@@ -53,6 +54,12 @@ func defaultOptions() options {
 // with their times and sizes (Result.Requests), to see where a start-up
 // waits. The default is false.
 func WithRequestLog(on bool) Option { return func(o *options) { o.requestLog = on } }
+
+// WithLogDir keeps the logs of each lazysnap case's serve and fused, at
+// log level debug, in dir/WORKLOAD/MODE/repN (and those of the scratch
+// node that records a trace in dir/WORKLOAD/trace-recording): with the
+// request log, they show where a pull waits. The default keeps none.
+func WithLogDir(dir string) Option { return func(o *options) { o.logDir = dir } }
 
 // WithFreshDisks sets whether each case's node keeps its state on a file
 // system made for it (see freshDisk). The default is true.

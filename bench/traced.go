@@ -55,7 +55,7 @@ func (e *env) recordTraceAnd(ctx context.Context, tb testing.TB, w Workload, ref
 	e.logger.Info("recording the trace on a scratch node", "workload", w.Name)
 	s := &scope{TB: tb}
 	defer s.close()
-	cd := e.startNode(s, Traced)
+	cd := e.startNode(s, Traced, w.Name+"/trace-recording")
 	c := benchCase{workload: w, mode: Traced, ref: ref}
 	if err := e.pull(ctx, cd, c); err != nil {
 		return err

@@ -1,7 +1,9 @@
 package testenv
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,14 +28,16 @@ type Lazysnap struct {
 	t       testing.TB
 	cd      *Containerd
 	logPath string
+	keepLog string // where cleanup copies the logs to; "" keeps none
 	cmd     *exec.Cmd
 	exited  chan struct{}
 }
 
 type lazysnapOptions struct {
-	config string
-	ready  time.Duration
-	bin    string
+	config  string
+	ready   time.Duration
+	bin     string
+	keepLog string
 }
 
 // LazysnapOption configures StartLazysnap.
@@ -53,6 +57,13 @@ func WithLazysnapConfig(toml string) LazysnapOption {
 // is LazysnapBin().
 func WithLazysnapBinary(path string) LazysnapOption {
 	return func(o *lazysnapOptions) { o.bin = path }
+}
+
+// WithLogsKept runs lazysnap at log level debug and, at cleanup, copies
+// serve's log (lazysnap.log) and fused's (fused.log) into dir, which it
+// creates. The default keeps no logs.
+func WithLogsKept(dir string) LazysnapOption {
+	return func(o *lazysnapOptions) { o.keepLog = dir }
 }
 
 // WithReadyTimeout bounds the wait until containerd reaches the snapshotter.
@@ -108,6 +119,10 @@ func StartLazysnap(t testing.TB, cd *Containerd, opts ...LazysnapOption) *Lazysn
 		t:          t,
 		cd:         cd,
 		logPath:    filepath.Join(dir, "lazysnap.log"),
+		keepLog:    o.keepLog,
+	}
+	if o.keepLog != "" {
+		o.config = "log_level = \"debug\"\n" + o.config
 	}
 	if err := os.WriteFile(l.ConfigPath, []byte(o.config), 0o644); err != nil {
 		t.Fatalf("writing lazysnap config: %v", err)
@@ -229,6 +244,11 @@ func (l *Lazysnap) cleanup() {
 		}
 	}
 	l.killHelpers()
+	if l.keepLog != "" {
+		if err := l.copyLogs(); err != nil {
+			l.t.Errorf("keeping lazysnap's logs: %v", err)
+		}
+	}
 	if err := UnmountUnder(l.Root); err != nil {
 		l.t.Logf("lazysnap cleanup: %v", err)
 	}
@@ -278,4 +298,25 @@ func (l *Lazysnap) FusedPID() int {
 		}
 	}
 	return 0
+}
+
+// copyLogs copies serve's and fused's logs into l.keepLog (see
+// WithLogsKept). A fused that never started has no log.
+func (l *Lazysnap) copyLogs() error {
+	if err := os.MkdirAll(l.keepLog, 0o755); err != nil {
+		return err
+	}
+	for src, name := range map[string]string{l.logPath: "lazysnap.log", filepath.Join(l.Root, "fused.log"): "fused.log"} {
+		b, err := os.ReadFile(src)
+		if errors.Is(err, fs.ErrNotExist) && name == "fused.log" {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(l.keepLog, name), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
