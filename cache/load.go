@@ -78,7 +78,7 @@ func (s *Store) loadAlgorithm(dir string, alg digest.Algorithm) ([]loadedEntry, 
 			continue
 		}
 		d := digest.NewDigestFromEncoded(alg, name)
-		if !de.Type().IsRegular() || d.Validate() != nil {
+		if !de.Type().IsRegular() || validateDigest(d) != nil {
 			s.removeStray(filepath.Join(dir, name))
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -39,35 +40,103 @@ func (f *FS) tailPath(mountpoint string) string {
 	return filepath.Join(f.opts.tocTailDir, digest.FromString(mountpoint).Encoded())
 }
 
+// A tail's file is a JSON header on one line (tailHeader: the blob, and
+// where each range lies in it and how long it is), then the ranges' bytes,
+// one after another. The bytes are written as they are, not as base64 in
+// the JSON: a big layer's TOC is megabytes, the file is written on the path
+// of its Mount, and encoding it in a new process (a buffer growing, its
+// pages faulted in) cost tens of milliseconds. An earlier version wrote the
+// whole tail as one JSON object with the bytes in base64 (tocTail as
+// encoding/json gives it, without a newline): loadTail still reads it, so
+// that a mount resumed across an upgrade keeps its tail.
+type tailHeader struct {
+	Digest digest.Digest `json:"digest"`
+	Size   int64         `json:"size"`
+	Ranges []tailSpan    `json:"ranges"`
+}
+
+// tailSpan is where a range lies in the blob, and its length: Len in the
+// current format, Data (base64) in the earlier one.
+type tailSpan struct {
+	Off  int64  `json:"off"`
+	Len  int64  `json:"len"`
+	Data []byte `json:"data,omitempty"`
+}
+
 // saveTail writes tail for mountpoint, replacing any earlier one whole.
 func (f *FS) saveTail(mountpoint string, tail tocTail) error {
 	if f.opts.tocTailDir == "" {
 		return nil
 	}
-	b, err := json.Marshal(tail)
-	if err != nil {
-		return err
-	}
 	if err := os.MkdirAll(f.opts.tocTailDir, 0o700); err != nil {
 		return fmt.Errorf("saving the TOC of %s: %w", mountpoint, err)
 	}
 	tmp := f.tailPath(mountpoint) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := writeTail(tmp, tail); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("saving the TOC of %s: %w", mountpoint, err)
 	}
 	return os.Rename(tmp, f.tailPath(mountpoint))
 }
 
+// writeTail writes tail to a new file at path.
+func writeTail(path string, tail tocTail) error {
+	h := tailHeader{Digest: tail.Digest, Size: tail.Size, Ranges: make([]tailSpan, len(tail.Ranges))}
+	bufs := make(net.Buffers, 0, 1+len(tail.Ranges))
+	for i, r := range tail.Ranges {
+		h.Ranges[i] = tailSpan{Off: r.Off, Len: int64(len(r.Data))}
+		bufs = append(bufs, r.Data)
+	}
+	line, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	bufs = append(net.Buffers{append(line, '\n')}, bufs...)
+	file, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = bufs.WriteTo(file)
+	if cerr := file.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 func (f *FS) loadTail(mountpoint string) (tocTail, error) {
-	var tail tocTail
 	if f.opts.tocTailDir == "" {
-		return tail, os.ErrNotExist
+		return tocTail{}, os.ErrNotExist
 	}
 	b, err := os.ReadFile(f.tailPath(mountpoint))
 	if err != nil {
-		return tail, err
+		return tocTail{}, err
 	}
-	return tail, json.Unmarshal(b, &tail)
+	return parseTail(b)
+}
+
+// parseTail reads a tail's file, in either format.
+func parseTail(b []byte) (tocTail, error) {
+	line, data, current := bytes.Cut(b, []byte("\n"))
+	var h tailHeader
+	if err := json.Unmarshal(line, &h); err != nil {
+		return tocTail{}, fmt.Errorf("a TOC tail's header: %w", err)
+	}
+	tail := tocTail{Digest: h.Digest, Size: h.Size, Ranges: make([]tailRange, len(h.Ranges))}
+	for i, r := range h.Ranges {
+		if !current {
+			tail.Ranges[i] = tailRange{Off: r.Off, Data: r.Data}
+			continue
+		}
+		if r.Len < 0 || r.Len > int64(len(data)) {
+			return tocTail{}, fmt.Errorf("a TOC tail's range %d: %d bytes, %d left in the file", i, r.Len, len(data))
+		}
+		tail.Ranges[i] = tailRange{Off: r.Off, Data: data[:r.Len:r.Len]}
+		data = data[r.Len:]
+	}
+	if len(data) > 0 {
+		return tocTail{}, fmt.Errorf("a TOC tail: %d bytes after its ranges", len(data))
+	}
+	return tail, nil
 }
 
 func (f *FS) removeTail(mountpoint string) {

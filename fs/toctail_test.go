@@ -4,8 +4,12 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
+	"os"
+	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
@@ -79,5 +83,66 @@ func TestTOCTailNeedsNoRegistry(t *testing.T) {
 	f.removeTail("/mnt/x")
 	if _, err := f.loadTail("/mnt/x"); err == nil {
 		t.Error("the tail outlived its removal")
+	}
+}
+
+// TestTOCTailFormats: a tail saved reads back the same; so does one in the
+// earlier format (one JSON object, the bytes in base64), which a mount
+// resumed across an upgrade finds; a file cut short or grown is refused
+// (the Mount then reads the TOC from the registry).
+func TestTOCTailFormats(t *testing.T) {
+	t.Parallel()
+	tail := tocTail{Digest: digest.FromString("blob"), Size: 1 << 40, Ranges: []tailRange{
+		{Off: 1<<40 - 51, Data: []byte("footer and more\n{\"not\":\"a header\"}\n")},
+		{Off: 7, Data: []byte{}},
+		{Off: 1 << 30, Data: bytes.Repeat([]byte{0, '\n', 0xff}, 1000)},
+	}}
+	f := &FS{opts: defaultOptions()}
+	f.opts.tocTailDir = t.TempDir()
+	if err := f.saveTail("/mnt/x", tail); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.loadTail("/mnt/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, tail) {
+		t.Errorf("loaded %+v, saved %+v", got, tail)
+	}
+	saved, err := os.ReadFile(f.tailPath("/mnt/x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	earlier, err := json.Marshal(tail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := parseTail(earlier); err != nil || !reflect.DeepEqual(got, tail) {
+		t.Errorf("the earlier format: %+v, %v; want %+v", got, err, tail)
+	}
+	for name, b := range map[string][]byte{
+		"cut short":    saved[:len(saved)-1],
+		"grown":        append(slices.Clip(saved), 0),
+		"bad header":   append([]byte("{\n"), saved...),
+		"negative len": []byte(`{"digest":"sha256:00","size":9,"ranges":[{"off":0,"len":-1}]}` + "\n"),
+	} {
+		if _, err := parseTail(b); err == nil {
+			t.Errorf("%s: loaded", name)
+		}
+	}
+}
+
+// BenchmarkSaveTail saves the tail of a big layer's TOC (2 MiB), as its
+// Mount does.
+func BenchmarkSaveTail(b *testing.B) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), 128<<10)
+	f := &FS{opts: defaultOptions()}
+	f.opts.tocTailDir = b.TempDir()
+	tail := tocTail{Digest: digest.FromString("blob"), Size: 1 << 30, Ranges: []tailRange{{Off: 1<<30 - int64(len(data)), Data: data}}}
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if err := f.saveTail("/mnt/x", tail); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
