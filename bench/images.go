@@ -100,6 +100,30 @@ http.createServer((req, res) => res.end("ok\n")).listen(18080, "127.0.0.1", () =
 	}
 }
 
+// HeldOutWorkloads are images kept out of the default set, to check that
+// what was tuned on that set holds on an image it was not tuned on. They
+// are chosen by name with -images and are not part of -full.
+func HeldOutWorkloads() []Workload {
+	return []Workload{postgresServer()}
+}
+
+// postgresServer starts PostgreSQL on the cluster the Debian package
+// created, as its own user, and is ready when the server says it accepts
+// connections: a database server of another kind than redis, whose
+// start-up reads its catalog, configuration, locale and time zone data.
+func postgresServer() Workload {
+	return Workload{
+		Name: "postgres",
+		Cmd: []string{"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups",
+			"/usr/lib/postgresql/15/bin/postgres", "-D", "/var/lib/postgresql/15/main",
+			"-c", "config_file=/etc/postgresql/15/main/postgresql.conf", "-c", "port=15432",
+			"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=/tmp", "-c", "ssl=off",
+			"-c", "external_pid_file="},
+		Ready: ReadySignal{Line: "database system is ready to accept connections"},
+		Build: debianBuild("bench-postgres:1", "postgresql-15"),
+	}
+}
+
 func debianBuild(repoTag string, packages ...string) func(testing.TB, *testenv.Registry) *testenv.Image {
 	return func(tb testing.TB, reg *testenv.Registry) *testenv.Image {
 		return testenv.DebianImage(tb, reg, repoTag, packages)

@@ -43,7 +43,7 @@ func registerFlags(fs *flag.FlagSet) *benchFlags {
 	fs.BoolVar(&f.requestLog, "request-log", false, "list each case's blob GETs, with times and sizes, in results.json")
 	fs.DurationVar(&f.delay, "delay", 20*time.Millisecond, "delay added to each registry request")
 	fs.IntVar(&f.reps, "reps", 3, "repetitions of each case")
-	fs.StringVar(&f.images, "images", "python", "comma-separated images of the default set (python, gcc, redis, scipy, jvm, node)")
+	fs.StringVar(&f.images, "images", "python", "comma-separated images of the default set (python, gcc, redis, scipy, jvm, node) or held out (postgres)")
 	fs.BoolVar(&f.full, "full", false, "run every image of the default set")
 	fs.StringVar(&f.modes, "modes", "", "comma-separated modes (default: overlayfs and the four lazysnap modes; also stargz, stargz-optimized, soci, external, lazysnap-baseline)")
 	fs.StringVar(&f.logs, "logs", "", "keep each lazysnap case's serve and fused logs, at log level debug, in this folder")
@@ -104,9 +104,9 @@ func (f *benchFlags) workloads() ([]Workload, error) {
 	}
 	var ws []Workload
 	for _, n := range strings.Split(f.images, ",") {
-		w, ok := findWorkload(all, strings.TrimSpace(n))
+		w, ok := findWorkload(append(all, HeldOutWorkloads()...), strings.TrimSpace(n))
 		if !ok {
-			return nil, fmt.Errorf("-images: no image %q in the default set", n)
+			return nil, fmt.Errorf("-images: no image %q in the default or held-out set", n)
 		}
 		ws = append(ws, w)
 	}

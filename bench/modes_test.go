@@ -54,6 +54,30 @@ func TestDefaultWorkloadNames(t *testing.T) {
 	}
 }
 
+// TestHeldOutWorkloads: a held-out image is chosen by name, is not in the
+// default set (nor so in -full), and its name is no default one's.
+func TestHeldOutWorkloads(t *testing.T) {
+	for _, w := range HeldOutWorkloads() {
+		if _, ok := findWorkload(DefaultWorkloads(), w.Name); ok {
+			t.Errorf("%s is both held out and in the default set", w.Name)
+		}
+		if err := w.Ready.validate(); err != nil {
+			t.Errorf("%s: %v", w.Name, err)
+		}
+		got, err := (&benchFlags{images: w.Name}).workloads()
+		if err != nil || len(got) != 1 || got[0].Name != w.Name {
+			t.Errorf("-images %s chose %v, %v", w.Name, got, err)
+		}
+	}
+	full, err := (&benchFlags{full: true}).workloads()
+	if err != nil || len(full) != len(DefaultWorkloads()) {
+		t.Errorf("-full chose %d workloads (%v), want the %d defaults", len(full), err, len(DefaultWorkloads()))
+	}
+	if _, err := (&benchFlags{images: "nosuch"}).workloads(); err == nil {
+		t.Error("-images nosuch was accepted")
+	}
+}
+
 // TestSharedMode: the shared mode runs the plain conversion on lazysnap,
 // which a run asks for by name.
 func TestSharedMode(t *testing.T) {
