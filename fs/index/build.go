@@ -137,10 +137,12 @@ type builder struct {
 	chunks []Chunk    // each reg and chunk entry's chunk, by TOC index
 	// maxChunks bounds the chunks of the index: the reg and chunk entries.
 	maxChunks int
-	opaque    map[string]bool
-	x         *Index
-	arena     strings.Builder
-	keyIdx    map[[32]byte]int32
+	// maxKeys bounds the distinct content keys: the reg entries.
+	maxKeys int
+	opaque  map[string]bool
+	x       *Index
+	arena   strings.Builder
+	keyIdx  map[[32]byte]int32
 }
 
 // Build builds an Index from a parsed TOC. payloadEnd is the blob offset
@@ -213,6 +215,7 @@ func (b *builder) collect() error {
 		if p.kind == "reg" {
 			p.chunks = 1
 			b.maxChunks++
+			b.maxKeys++
 			cur = p
 		}
 		b.add(p)
@@ -770,6 +773,12 @@ func (b *builder) addChunks(n *inode, p *pending, key [32]byte) {
 		// by appending.
 		b.x.chunks = make([]Chunk, 0, b.maxChunks)
 		b.x.owner = make([]ID, 0, b.maxChunks)
+		// The keys too, and their map, at their largest: grown a step
+		// at a time, a big layer's keys were copied and rehashed again
+		// and again (BenchmarkDecodeBuild: 5% of its time, 12% of its
+		// allocations).
+		b.x.keys = make([][32]byte, 0, b.maxKeys)
+		b.keyIdx = make(map[[32]byte]int32, b.maxKeys)
 	}
 	n.first = uint32(len(b.x.chunks))
 	b.x.chunks = append(b.x.chunks, b.chunks[p.toc:p.toc+p.chunks]...)
