@@ -102,8 +102,11 @@ func TestSlowRegistryNeitherHoldsReadsNorStarvesOthers(t *testing.T) {
 	const slots, deadline = 4, 3 * time.Second
 	resolver := testResolver(remote.WithMaxConcurrency(slots), remote.WithStallTimeout(2*time.Second))
 	// Separate caches: the layers are the same, and a shared cache would
-	// serve the slow one's reads from the fast one's bytes.
-	slowFS := newFS(t, lfs.WithResolver(resolver), lfs.WithReadTimeout(deadline))
+	// serve the slow one's reads from the fast one's bytes. No read-ahead on
+	// the slow one: a read's tail would claim the next files, and the reads
+	// of those would wait for its one request instead of queueing for slots
+	// of their own.
+	slowFS := newFS(t, lfs.WithResolver(resolver), lfs.WithReadTimeout(deadline), lfs.WithReadAhead(0))
 	fastFS := newFS(t, lfs.WithResolver(resolver), lfs.WithReadTimeout(deadline))
 	slowMP := mount(t, slowFS, slow.Host+"/deadline/app:v1", l)
 	fastMP := mount(t, fastFS, fast.Host+"/deadline/app:v1", l)
