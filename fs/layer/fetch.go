@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -118,6 +119,9 @@ type plan struct {
 	maxGap      int64 // bytes a request may skip between two wanted frames
 	concurrency int   // requests at once
 	noTail      bool  // no read-ahead tail, even for a read
+	// rank orders the requests of a fetch by the files they bring (lower
+	// first): a list's order of need. nil: blob order.
+	rank map[index.ID]int
 }
 
 // readPlan is how a read fetches: exactly the missing frames, a few
@@ -160,6 +164,11 @@ func (l *Layer) fetchTargets(ctx context.Context, ts []target, p plan) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(p.concurrency)
 	runs := coalesce(mine, p.maxBytes, p.maxGap)
+	if p.rank != nil {
+		slices.SortStableFunc(runs, func(a, b []target) int {
+			return cmp.Compare(runRank(a, p.rank), runRank(b, p.rank))
+		})
+	}
 	for k, run := range runs {
 		last := k == len(runs)-1 && p.class == classRead && !p.noTail && l.opts.readAhead > 0 && l.listed.Load() == 0
 		l.startRun(gctx, g, run, p.class, last)
@@ -218,17 +227,35 @@ func isContextErr(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// coalesce sorts ts in blob order and groups neighbours (a chunk whose
+// runRank is the lowest rank of the files run brings; files without one
+// come last.
+func runRank(run []target, rank map[index.ID]int) int {
+	best := math.MaxInt
+	for _, t := range run {
+		if r, ok := rank[t.f.id]; ok {
+			best = min(best, r)
+		}
+	}
+	return best
+}
+
+// coalesce sorts ts in blob order and groups neighbours into runs
+// (coalesceSorted).
+func coalesce(ts []target, maxBytes, maxGap int64) [][]target {
+	sortTargets(ts)
+	return coalesceSorted(ts, target.chunk, maxBytes, maxGap)
+}
+
+// coalesceSorted groups neighbours of ts, in blob order, (a chunk whose
 // frame starts at most maxGap bytes after the previous one ends, or shares
 // its frame) into runs of at most maxBytes of compressed data; a single
 // larger chunk is a run.
-func coalesce(ts []target, maxBytes, maxGap int64) [][]target {
-	sortTargets(ts)
-	var runs [][]target
-	var cur []target
+func coalesceSorted[T any](ts []T, chunk func(T) index.Chunk, maxBytes, maxGap int64) [][]T {
+	var runs [][]T
+	var cur []T
 	for _, t := range ts {
 		if len(cur) > 0 {
-			c, last, start := t.chunk(), cur[len(cur)-1].chunk(), cur[0].chunk().BlobOffset
+			c, last, start := chunk(t), chunk(cur[len(cur)-1]), chunk(cur[0]).BlobOffset
 			sameFrame := c.BlobOffset == last.BlobOffset
 			gap := c.BlobOffset - last.BlobEnd
 			next := gap >= 0 && gap <= maxGap && c.BlobEnd-start <= maxBytes

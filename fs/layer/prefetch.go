@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"syscall"
@@ -33,8 +34,12 @@ func (l *Layer) Prefetch(ctx context.Context) error {
 
 // PrefetchFiles fetches, as Prefetch does (few large requests, as
 // foreground work), the files at paths that this layer holds: the start-up
-// order this node recorded for the image (fs/trace), for a layer with no
-// prioritized region of its own. paths are image paths ("/usr/bin/python3");
+// order this node recorded for the image (fs/trace), or one from the
+// registry, for a layer with no prioritized region of its own. The
+// requests are those blob order makes, sent in the order of paths (by the
+// first file each brings): a list recorded from a start-up names files in
+// the order they were first opened, and in an image converted without it
+// they lie anywhere in the layer. paths are image paths ("/usr/bin/python3");
 // those the layer lacks, and all but regular files, are skipped. A file
 // with ranges (the byte ranges of it the workload read, keyed by its path)
 // is fetched only in the chunks that overlap them (ranges past its end
@@ -83,14 +88,14 @@ func (l *Layer) prefetchRegion(ctx context.Context) error {
 }
 
 func (l *Layer) prefetchFiles(ctx context.Context, paths []string, ranges map[string][]prefetchlist.Range) error {
-	files := l.prefetchSet(paths, ranges)
+	files, rank := l.prefetchSet(paths, ranges)
 	if len(files) == 0 {
 		return nil
 	}
 	defer l.prefetchingList()()
 	defer l.opts.sched.beginForeground()()
 	p := plan{class: classPrefetch, maxBytes: l.opts.maxPrefetchBytes, maxGap: l.opts.maxGapBytes,
-		concurrency: l.opts.concurrency}
+		concurrency: l.opts.concurrency, rank: rank}
 	want := func(id index.ID, c index.Chunk) bool {
 		rs, ok := files[id]
 		return ok && (rs == nil || overlaps(rs, c.FileOffset, c.End()))
@@ -113,15 +118,20 @@ func (l *Layer) prefetchingList() func() {
 }
 
 // prefetchSet returns the regular files of the layer at paths, each with
-// its ranges (nil: the whole file).
-func (l *Layer) prefetchSet(paths []string, ranges map[string][]prefetchlist.Range) map[index.ID][]prefetchlist.Range {
+// its ranges (nil: the whole file), and each file's rank: its first place
+// in paths.
+func (l *Layer) prefetchSet(paths []string, ranges map[string][]prefetchlist.Range) (map[index.ID][]prefetchlist.Range, map[index.ID]int) {
 	files := map[index.ID][]prefetchlist.Range{}
-	for _, p := range paths {
+	rank := map[index.ID]int{}
+	for i, p := range paths {
 		if id, ok := l.lookupPath(p); ok && l.idx.Mode(id)&syscall.S_IFMT == syscall.S_IFREG {
+			if _, seen := rank[id]; !seen {
+				rank[id] = i
+			}
 			files[id] = ranges[p]
 		}
 	}
-	return files
+	return files, rank
 }
 
 // overlaps reports whether sorted, disjoint rs overlap [start, end).
@@ -159,9 +169,10 @@ type chunkRef struct {
 	i  int
 }
 
-// fetchWhere fetches the chunks that want selects, in blob order, one
-// window of p.concurrency requests at a time, so that only the files of a
-// window hold open cache entries and only its chunks are claimed.
+// fetchWhere fetches the chunks that want selects, in blob order (with
+// p.rank, in the order of its ranks: fetchRanked), one window of
+// p.concurrency requests at a time, so that only the files of a window
+// hold open cache entries and only its chunks are claimed.
 func (l *Layer) fetchWhere(ctx context.Context, p plan, want func(index.ID, index.Chunk) bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -170,6 +181,9 @@ func (l *Layer) fetchWhere(ctx context.Context, p plan, want func(index.ID, inde
 
 	refs := l.chunksWhere(want)
 	window := p.maxBytes * int64(p.concurrency)
+	if p.rank != nil {
+		return l.fetchRanked(ctx, refs, window, p)
+	}
 	for len(refs) > 0 {
 		n := 1
 		start := l.chunkOf(refs[0]).BlobOffset
@@ -180,6 +194,42 @@ func (l *Layer) fetchWhere(ctx context.Context, p plan, want func(index.ID, inde
 			return err
 		}
 		refs = refs[n:]
+	}
+	return nil
+}
+
+// fetchRanked fetches refs (in blob order) in the requests blob order
+// makes of them, sent in the order of p.rank: the runs of refs, sorted by
+// the lowest rank of the files each brings, go in windows of at most
+// window compressed bytes, and each window's requests again by rank.
+func (l *Layer) fetchRanked(ctx context.Context, refs []chunkRef, window int64, p plan) error {
+	runs := coalesceSorted(refs, l.chunkOf, p.maxBytes, p.maxGap)
+	rank := func(run []chunkRef) int {
+		best := math.MaxInt
+		for _, r := range run {
+			if k, ok := p.rank[r.id]; ok {
+				best = min(best, k)
+			}
+		}
+		return best
+	}
+	slices.SortStableFunc(runs, func(a, b []chunkRef) int { return cmp.Compare(rank(a), rank(b)) })
+	for len(runs) > 0 {
+		var batch []chunkRef
+		var size int64
+		n := 0
+		for ; n < len(runs); n++ {
+			run := runs[n]
+			bytes := l.chunkOf(run[len(run)-1]).BlobEnd - l.chunkOf(run[0]).BlobOffset
+			if n > 0 && size+bytes > window {
+				break
+			}
+			batch, size = append(batch, run...), size+bytes
+		}
+		if err := l.fetchWindow(ctx, batch, p); err != nil {
+			return err
+		}
+		runs = runs[n:]
 	}
 	return nil
 }
