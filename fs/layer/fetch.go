@@ -165,7 +165,9 @@ func (l *Layer) fetchTargets(ctx context.Context, ts []target, p plan) error {
 	g.SetLimit(p.concurrency)
 	runs := coalesce(mine, p.maxBytes, p.maxGap)
 	if p.rank != nil {
-		sortRunsByRank(runs, func(t target) index.ID { return t.f.id }, p.rank)
+		slices.SortStableFunc(runs, func(a, b []target) int {
+			return cmp.Compare(runRank(a, p.rank), runRank(b, p.rank))
+		})
 	}
 	for k, run := range runs {
 		last := k == len(runs)-1 && p.class == classRead && !p.noTail && l.opts.readAhead > 0 && l.listed.Load() == 0
@@ -225,19 +227,16 @@ func isContextErr(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// sortRunsByRank sorts runs, stably, by the lowest rank of the files each
-// brings (id names a run's file); files without a rank come last.
-func sortRunsByRank[T any](runs [][]T, id func(T) index.ID, rank map[index.ID]int) {
-	lowest := func(run []T) int {
-		best := math.MaxInt
-		for _, t := range run {
-			if r, ok := rank[id(t)]; ok {
-				best = min(best, r)
-			}
+// runRank is the lowest rank of the files run brings; files without one
+// come last.
+func runRank(run []target, rank map[index.ID]int) int {
+	best := math.MaxInt
+	for _, t := range run {
+		if r, ok := rank[t.f.id]; ok {
+			best = min(best, r)
 		}
-		return best
 	}
-	slices.SortStableFunc(runs, func(a, b []T) int { return cmp.Compare(lowest(a), lowest(b)) })
+	return best
 }
 
 // coalesce sorts ts in blob order and groups neighbours into runs

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"syscall"
@@ -203,7 +204,16 @@ func (l *Layer) fetchWhere(ctx context.Context, p plan, want func(index.ID, inde
 // window compressed bytes, and each window's requests again by rank.
 func (l *Layer) fetchRanked(ctx context.Context, refs []chunkRef, window int64, p plan) error {
 	runs := coalesceSorted(refs, l.chunkOf, p.maxBytes, p.maxGap)
-	sortRunsByRank(runs, func(r chunkRef) index.ID { return r.id }, p.rank)
+	rank := func(run []chunkRef) int {
+		best := math.MaxInt
+		for _, r := range run {
+			if k, ok := p.rank[r.id]; ok {
+				best = min(best, k)
+			}
+		}
+		return best
+	}
+	slices.SortStableFunc(runs, func(a, b []chunkRef) int { return cmp.Compare(rank(a), rank(b)) })
 	for len(runs) > 0 {
 		var batch []chunkRef
 		var size int64
